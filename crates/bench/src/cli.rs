@@ -1,0 +1,185 @@
+//! Command line: `reference`, `run <scenario>` and `seed`, and the dispatch to each.
+//!
+//! Flags shared by every command that spawns Thingline live in [`ServerArgs`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{reference, scenarios, seed, startup};
+
+/// Load generator for Thingline, measured against a bare axum + rustls reference.
+#[derive(Debug, Parser)]
+#[command(name = "thingline-bench", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the reference endpoint: HTTPS, every request answered 201 {"status":"created"}.
+    Reference(ReferenceArgs),
+    /// Run a scenario against the reference and against Thingline, and compare them.
+    Run(RunArgs),
+    /// Fill a data dir with values through the write API (kept for `run read-latest`).
+    Seed(SeedArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReferenceArgs {
+    /// Address to bind; port 0 picks a free port (printed as `listening addr=…`).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub addr: SocketAddr,
+}
+
+/// The scenarios `run` knows. Add a variant here and a [`scenarios::Scenario`] impl.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScenarioName {
+    /// POST /v2/things/{token} with --batch values per request over --things things.
+    Write,
+    /// GET /v2/things/{token}/resources/temperature?limit=… on a seeded store.
+    ReadLatest,
+    /// Time from spawn to a healthy server, and resident memory when idle.
+    Startup,
+}
+
+/// Which targets a `run` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Only {
+    Both,
+    Reference,
+    Thingline,
+}
+
+/// How to find, start and log in to the Thingline server.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// The `thingline` binary. Default: next to this executable, else
+    /// <workspace>/target/release/thingline, else <workspace>/target/debug/thingline.
+    #[arg(long)]
+    pub thingline_bin: Option<PathBuf>,
+    /// Data dir for Thingline (reuse a seeded store). Default: a fresh temp dir.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Keep the temp data dir instead of deleting it at the end.
+    #[arg(long)]
+    pub keep_data: bool,
+    /// Panel account created at start (THINGLINE_PANEL_EMAIL) and used for setup.
+    #[arg(long, default_value = "bench@example.com")]
+    pub panel_email: String,
+    /// Panel password (THINGLINE_PANEL_PASSWORD).
+    #[arg(long, default_value = "bench-password-123")]
+    pub panel_password: String,
+    /// Seconds to wait for a spawned server to log its address and answer /v2/health.
+    #[arg(long, default_value_t = 60.0)]
+    pub start_timeout: f64,
+    /// Echo the spawned servers' log lines to stderr.
+    #[arg(long)]
+    pub server_log: bool,
+}
+
+impl ServerArgs {
+    pub fn start_timeout(&self) -> Duration {
+        secs(self.start_timeout)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Scenario to run.
+    #[arg(value_enum)]
+    pub scenario: ScenarioName,
+    /// Concurrent keep-alive connections (one client loop each).
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Measured seconds per target and round.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Warm-up seconds before measuring (connections opened, caches warm).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Values per write request.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Things to spread requests over (read-latest: things seeded when no seed exists).
+    #[arg(long, default_value_t = 100)]
+    pub things: usize,
+    /// read-latest: values per thing seeded when the data dir has no bench-things.json.
+    #[arg(long, default_value_t = 1000)]
+    pub values_per_thing: usize,
+    /// read-latest: the `limit` query parameter.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: u32,
+    /// Measure each target this many times, alternating which goes first.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// startup: number of spawns per target.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// startup: idle seconds after ready before reading VmRSS.
+    #[arg(long, default_value_t = 3.0)]
+    pub idle_secs: f64,
+    /// Measure only one side.
+    #[arg(long, value_enum, default_value = "both")]
+    pub only: Only,
+    /// Also write machine-readable results to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Upper bound on requests per target and phase (warm-up, measure).
+    #[arg(long, default_value_t = 5_000_000)]
+    pub max_requests: u64,
+    /// Drive this base URL as a raw target (no setup, synthetic tokens), nothing spawned.
+    #[arg(long, hide = true)]
+    pub target_url: Option<String>,
+    /// Use an already running Thingline at this base URL instead of spawning one.
+    #[arg(long, hide = true)]
+    pub thingline_url: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// Things to create.
+    #[arg(long, default_value_t = 1000)]
+    pub things: usize,
+    /// Values written per thing (1 s apart, going back in time from now).
+    #[arg(long, default_value_t = 10_000)]
+    pub values_per_thing: usize,
+    /// Values per write request.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Concurrent writers.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Seed an already running Thingline at this base URL instead of spawning one.
+    #[arg(long, hide = true)]
+    pub thingline_url: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Seconds from a flag, clamped to something a `Duration` can hold.
+pub fn secs(value: f64) -> Duration {
+    Duration::from_secs_f64(value.clamp(0.0, 86_400.0))
+}
+
+pub async fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Reference(args) => reference::serve(args.addr).await,
+        Command::Run(args) => {
+            if args.concurrency == 0 || args.things == 0 || args.batch == 0 || args.rounds == 0 {
+                bail!("--concurrency, --things, --batch and --rounds must be at least 1");
+            }
+            match args.scenario {
+                ScenarioName::Startup => startup::run(&args).await,
+                ScenarioName::Write | ScenarioName::ReadLatest => scenarios::run(&args).await,
+            }
+        }
+        Command::Seed(args) => seed::run_command(&args).await,
+    }
+}

@@ -1,0 +1,28 @@
+//! `thingline-bench`: the load generator that measures Thingline against a bare
+//! axum + rustls reference server, both driven by the same client code in the same run.
+//!
+//! `main` only installs the TLS crypto provider, parses the command line and hands over
+//! to [`cli::dispatch`]. See `cli.rs` for the commands and flags.
+
+mod api;
+mod cli;
+mod driver;
+mod reference;
+mod report;
+mod scenarios;
+mod seed;
+mod server;
+mod startup;
+
+use anyhow::Context;
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    // Several crates in the tree enable both rustls providers; pick one before anything
+    // builds a TLS config. An error only means a provider is already installed.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = cli::Cli::parse();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("building the tokio runtime")?;
+    runtime.block_on(cli::dispatch(cli))
+}

@@ -1,0 +1,194 @@
+//! The notifier: every committed (or broadcast-only) write is published here once, on the topic
+//! of what changed, and every realtime path (thing streams, app subscriptions, collection
+//! subscriptions, Socket.IO, later MQTT and CoAP) subscribes here. In-process it is a map of
+//! bounded tokio broadcast channels; a slow subscriber lags (and is told) instead of growing
+//! memory or slowing writers. Across nodes a NATS bridge will republish into the same notifier.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::broadcast;
+
+/// What a subscriber listens to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// Every value written to one thing (by its internal seq).
+    Thing(i64),
+    /// Every change in one object collection: `app/<appId>/<owner>/<path>`.
+    Collection(Arc<str>),
+}
+
+/// One value as committed (or broadcast without storing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueItem {
+    pub key: String,
+    /// The value as JSON text.
+    pub value: String,
+    /// Milliseconds since the epoch, UTC.
+    pub ts: i64,
+}
+
+/// What travels on the bus.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Values written to a thing, in write order.
+    Values { thing_seq: i64, thing_id: Arc<str>, items: Arc<[ValueItem]> },
+    /// An object stored, updated or deleted in a collection (`object` is the object as it now
+    /// is, with `_id`; for a deletion just `{"_id": …}`).
+    Object { op: ObjectOp, object: Arc<serde_json::Value> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectOp {
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// Counters for observability.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub published: AtomicU64,
+    pub subscriptions: AtomicU64,
+    pub lagged: AtomicU64,
+}
+
+/// The in-process notifier. Cheap to share behind an `Arc`.
+pub struct Notifier {
+    topics: Mutex<HashMap<Topic, broadcast::Sender<Arc<Event>>>>,
+    capacity: usize,
+    stats: Stats,
+}
+
+impl Notifier {
+    /// `capacity`: events buffered per topic before the slowest subscriber lags.
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Notifier { topics: Mutex::new(HashMap::new()), capacity: capacity.max(1), stats: Stats::default() })
+    }
+
+    /// Registers interest in a topic; every event published after this call is delivered (or
+    /// reported as lagged). Subscribe before reading state, so nothing falls in a gap.
+    pub fn subscribe(self: &Arc<Self>, topic: Topic) -> Subscription {
+        let rx = {
+            let mut topics = self.topics.lock();
+            topics.entry(topic.clone()).or_insert_with(|| broadcast::channel(self.capacity).0).subscribe()
+        };
+        self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
+        Subscription { rx, topic, notifier: Arc::clone(self) }
+    }
+
+    /// Publishes an event; returns how many subscribers it reached.
+    pub fn publish(&self, topic: &Topic, event: Event) -> usize {
+        let sender = self.topics.lock().get(topic).cloned();
+        let Some(sender) = sender else { return 0 };
+        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        sender.send(Arc::new(event)).unwrap_or(0)
+    }
+
+    /// Number of topics with at least one subscriber.
+    pub fn topic_count(&self) -> usize {
+        self.topics.lock().len()
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+}
+
+/// A live subscription. Dropping it unregisters; the topic is removed with its last subscriber.
+pub struct Subscription {
+    rx: broadcast::Receiver<Arc<Event>>,
+    topic: Topic,
+    notifier: Arc<Notifier>,
+}
+
+/// What [`Subscription::recv`] yields.
+#[derive(Debug)]
+pub enum Received {
+    Event(Arc<Event>),
+    /// The subscriber fell behind and `n` events were skipped.
+    Lagged(u64),
+    /// The notifier is gone (shutdown).
+    Closed,
+}
+
+impl Subscription {
+    pub async fn recv(&mut self) -> Received {
+        match self.rx.recv().await {
+            Ok(ev) => Received::Event(ev),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                self.notifier.stats.lagged.fetch_add(1, Ordering::Relaxed);
+                Received::Lagged(n)
+            }
+            Err(broadcast::error::RecvError::Closed) => Received::Closed,
+        }
+    }
+
+    pub fn topic(&self) -> &Topic {
+        &self.topic
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut topics = self.notifier.topics.lock();
+        if let Some(sender) = topics.get(&self.topic) {
+            // This receiver still counts until it is dropped after this function.
+            if sender.receiver_count() <= 1 {
+                topics.remove(&self.topic);
+            }
+        }
+        self.notifier.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: i64) -> Event {
+        Event::Values {
+            thing_seq: 1,
+            thing_id: Arc::from("t"),
+            items: Arc::from(vec![ValueItem { key: "k".into(), value: n.to_string(), ts: n }]),
+        }
+    }
+
+    #[tokio::test]
+    async fn delivers_to_every_subscriber_of_a_topic_only() {
+        let n = Notifier::new(16);
+        let mut a = n.subscribe(Topic::Thing(1));
+        let mut b = n.subscribe(Topic::Thing(1));
+        let mut other = n.subscribe(Topic::Thing(2));
+        assert_eq!(n.publish(&Topic::Thing(1), values(1)), 2);
+        assert!(matches!(a.recv().await, Received::Event(e) if *e == values(1)));
+        assert!(matches!(b.recv().await, Received::Event(e) if *e == values(1)));
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(20), other.recv()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn slow_subscriber_lags_instead_of_growing() {
+        let n = Notifier::new(4);
+        let mut slow = n.subscribe(Topic::Thing(1));
+        for i in 0..10 {
+            n.publish(&Topic::Thing(1), values(i));
+        }
+        assert!(matches!(slow.recv().await, Received::Lagged(6)));
+        assert!(matches!(slow.recv().await, Received::Event(e) if *e == values(6)));
+    }
+
+    #[tokio::test]
+    async fn last_unsubscribe_removes_the_topic() {
+        let n = Notifier::new(4);
+        let a = n.subscribe(Topic::Thing(1));
+        let b = n.subscribe(Topic::Thing(1));
+        assert_eq!(n.topic_count(), 1);
+        drop(a);
+        assert_eq!(n.topic_count(), 1);
+        drop(b);
+        assert_eq!(n.topic_count(), 0);
+        assert_eq!(n.publish(&Topic::Thing(1), values(1)), 0);
+    }
+}

@@ -1,0 +1,74 @@
+//! Identifiers and secrets: thing tokens, session and panel tokens, public ids, and the hashing
+//! that lets the store keep only a digest of a bearer token.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// `n` random bytes from the OS-seeded CSPRNG, URL-safe base64 without padding.
+pub fn random_b64(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    rand::rng().fill_bytes(&mut buf);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// A new thingToken: 32 random bytes, 43 characters of URL-safe base64 (firmware hard-codes 43).
+pub fn new_thing_token() -> String {
+    random_b64(32)
+}
+
+/// A new session or panel token: 32 random bytes (256 bits), 43 characters.
+pub fn new_secret_token() -> String {
+    random_b64(32)
+}
+
+/// A new public id (thingId, productId, appId, object `_id`): 16 random bytes, 22 characters.
+pub fn new_id() -> String {
+    random_b64(16)
+}
+
+/// A new activation code: 12 random bytes, 16 characters, easy to print on a label.
+pub fn new_activation_code() -> String {
+    random_b64(12)
+}
+
+/// The digest under which a bearer token is stored; the token itself is never stored.
+pub fn token_digest(token: &str) -> String {
+    let d = Sha256::digest(token.as_bytes());
+    URL_SAFE_NO_PAD.encode(d)
+}
+
+/// Constant-time equality of two secrets (lengths may leak, contents do not).
+pub fn secrets_equal(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+/// Whether `s` has the shape of a thingToken (43 URL-safe base64 characters). Cheap pre-check
+/// before any lookup.
+pub fn looks_like_thing_token(s: &str) -> bool {
+    s.len() == 43 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thing_tokens_are_43_url_safe_chars_and_unique() {
+        let a = new_thing_token();
+        let b = new_thing_token();
+        assert_eq!(a.len(), 43);
+        assert!(looks_like_thing_token(&a));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn digest_is_stable_and_distinct() {
+        assert_eq!(token_digest("abc"), token_digest("abc"));
+        assert_ne!(token_digest("abc"), token_digest("abd"));
+        assert!(secrets_equal("abc", "abc"));
+        assert!(!secrets_equal("abc", "abd"));
+    }
+}

@@ -1,0 +1,12 @@
+//! Thingline's domain: the types and rules every protocol adapter and every storage backend share.
+//! Nothing in this crate does I/O; everything here is testable as plain functions.
+
+pub mod error;
+pub mod form;
+pub mod geo;
+pub mod ids;
+pub mod query;
+pub mod settings;
+pub mod time;
+
+pub use error::{Error, Result};

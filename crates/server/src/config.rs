@@ -1,0 +1,234 @@
+//! Settings: every one has a command-line flag, an environment variable and a key in an optional
+//! TOML file. Precedence is flag > env > file > default (clap resolves flag and env; the file fills
+//! what is still unset). The names are fixed by the product contract; see `thingline.example.toml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+
+/// The `serve` settings as given on the command line or in the environment.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "THINGLINE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory: embedded store and generated TLS material.
+    #[arg(long, env = "THINGLINE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTPS listener (app, thing, panel APIs, realtime).
+    #[arg(long, env = "THINGLINE_HTTPS_ADDR")]
+    pub https_addr: Option<String>,
+    /// Plain HTTP listener for devices only; unset or `off` disables it.
+    #[arg(long, env = "THINGLINE_HTTP_ADDR")]
+    pub http_addr: Option<String>,
+    /// MQTT listener; `off` disables it.
+    #[arg(long, env = "THINGLINE_MQTT_ADDR")]
+    pub mqtt_addr: Option<String>,
+    /// MQTT over TLS listener; `off` disables it.
+    #[arg(long, env = "THINGLINE_MQTTS_ADDR")]
+    pub mqtts_addr: Option<String>,
+    /// CoAP (UDP) listener; `off` disables it.
+    #[arg(long, env = "THINGLINE_COAP_ADDR")]
+    pub coap_addr: Option<String>,
+    /// PEM certificate chain; unset: a self-signed certificate kept in the data dir.
+    #[arg(long, env = "THINGLINE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key matching `--tls-cert`.
+    #[arg(long, env = "THINGLINE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// `sqlite://PATH` (default: `<data dir>/thingline.db`) or `postgres://…`.
+    #[arg(long, env = "THINGLINE_STORE_URL")]
+    pub store_url: Option<String>,
+    /// `nats://…` to share realtime events between nodes; unset: in-process.
+    #[arg(long, env = "THINGLINE_BUS_URL")]
+    pub bus_url: Option<String>,
+    /// Panel account created at start if no panel account has this email.
+    #[arg(long, env = "THINGLINE_PANEL_EMAIL")]
+    pub panel_email: Option<String>,
+    /// Password of that panel account.
+    #[arg(long, env = "THINGLINE_PANEL_PASSWORD", hide_env_values = true)]
+    pub panel_password: Option<String>,
+    /// Log filter (`info`, `debug`, `thingline=debug,info`, …).
+    #[arg(long, env = "THINGLINE_LOG")]
+    pub log: Option<String>,
+    /// `text` or `json` (one JSON object per line).
+    #[arg(long, env = "THINGLINE_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Largest accepted request body in bytes (default 1 MiB).
+    #[arg(long, env = "THINGLINE_BODY_LIMIT")]
+    pub body_limit: Option<usize>,
+    /// Most concurrent connections per listener (default 10000).
+    #[arg(long, env = "THINGLINE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// `full` (default: an acknowledged write survives power loss) or `normal` (survives a crash
+    /// of the process, may lose the last commits on power loss; faster on slow disks).
+    #[arg(long, env = "THINGLINE_DURABILITY")]
+    pub durability: Option<String>,
+    /// SMTP server for grant confirmation emails (`smtp://host:port`, `smtps://user:pass@host`).
+    #[arg(long, env = "THINGLINE_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// Sender address of those emails.
+    #[arg(long, env = "THINGLINE_SMTP_FROM")]
+    pub smtp_from: Option<String>,
+}
+
+/// The same settings as keys of the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    https_addr: Option<String>,
+    http_addr: Option<String>,
+    mqtt_addr: Option<String>,
+    mqtts_addr: Option<String>,
+    coap_addr: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    store_url: Option<String>,
+    bus_url: Option<String>,
+    panel_email: Option<String>,
+    panel_password: Option<String>,
+    log: Option<String>,
+    log_format: Option<String>,
+    body_limit: Option<usize>,
+    max_connections: Option<usize>,
+    durability: Option<String>,
+    smtp_url: Option<String>,
+    smtp_from: Option<String>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub https_addr: SocketAddr,
+    pub http_addr: Option<SocketAddr>,
+    pub mqtt_addr: Option<SocketAddr>,
+    pub mqtts_addr: Option<SocketAddr>,
+    pub coap_addr: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub store_url: String,
+    pub bus_url: Option<String>,
+    pub panel_email: Option<String>,
+    pub panel_password: Option<String>,
+    pub log: String,
+    pub log_json: bool,
+    pub body_limit: usize,
+    pub max_connections: usize,
+    pub sync_full: bool,
+    pub smtp_url: Option<String>,
+    pub smtp_from: String,
+}
+
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+impl Config {
+    /// Resolves flags/env (already in `args`) over the TOML file over the defaults.
+    pub fn resolve(args: ConfigArgs) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./thingline-data"));
+        let store_url = args
+            .store_url
+            .or(file.store_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("thingline.db").display()));
+        let log_format = args.log_format.or(file.log_format).unwrap_or_else(|| "text".into());
+        let log_json = match log_format.as_str() {
+            "json" => true,
+            "text" => false,
+            other => bail!("THINGLINE_LOG_FORMAT must be `text` or `json`, not {other:?}"),
+        };
+        let durability = args.durability.or(file.durability).unwrap_or_else(|| "full".into());
+        let sync_full = match durability.as_str() {
+            "full" => true,
+            "normal" => false,
+            other => bail!("THINGLINE_DURABILITY must be `full` or `normal`, not {other:?}"),
+        };
+        let tls_cert = args.tls_cert.or(file.tls_cert);
+        let tls_key = args.tls_key.or(file.tls_key);
+        if tls_cert.is_some() != tls_key.is_some() {
+            bail!("THINGLINE_TLS_CERT and THINGLINE_TLS_KEY must be set together");
+        }
+        let body_limit = args.body_limit.or(file.body_limit).unwrap_or(DEFAULT_BODY_LIMIT);
+        if body_limit < 1024 {
+            bail!("THINGLINE_BODY_LIMIT must be at least 1024 bytes");
+        }
+        Ok(Config {
+            https_addr: addr("THINGLINE_HTTPS_ADDR", args.https_addr.or(file.https_addr), Some("0.0.0.0:8443"))?
+                .context("THINGLINE_HTTPS_ADDR cannot be off: the app and panel APIs need it")?,
+            http_addr: addr("THINGLINE_HTTP_ADDR", args.http_addr.or(file.http_addr), None)?,
+            mqtt_addr: addr("THINGLINE_MQTT_ADDR", args.mqtt_addr.or(file.mqtt_addr), Some("0.0.0.0:1883"))?,
+            mqtts_addr: addr("THINGLINE_MQTTS_ADDR", args.mqtts_addr.or(file.mqtts_addr), Some("0.0.0.0:8883"))?,
+            coap_addr: addr("THINGLINE_COAP_ADDR", args.coap_addr.or(file.coap_addr), Some("0.0.0.0:5683"))?,
+            tls_cert,
+            tls_key,
+            store_url,
+            bus_url: args.bus_url.or(file.bus_url),
+            panel_email: args.panel_email.or(file.panel_email),
+            panel_password: args.panel_password.or(file.panel_password),
+            log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
+            log_json,
+            body_limit,
+            max_connections: args.max_connections.or(file.max_connections).unwrap_or(10_000).max(1),
+            sync_full,
+            smtp_url: args.smtp_url.or(file.smtp_url),
+            smtp_from: args.smtp_from.or(file.smtp_from).unwrap_or_else(|| "thingline@localhost".into()),
+            data_dir,
+        })
+    }
+}
+
+fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+/// Parses a listener address; `off` (or an empty value) disables it.
+fn addr(name: &str, value: Option<String>, default: Option<&str>) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(value) = value.or(default.map(str::to_owned)) else { return Ok(None) };
+    let v = value.trim();
+    if v.is_empty() || v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let parsed = v
+        .parse::<SocketAddr>()
+        .with_context(|| format!("{name}={v:?} is not an address like 0.0.0.0:8443 (or `off`)"))?;
+    Ok(Some(parsed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_fills_only_what_flags_and_env_left_unset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "https_addr = \"127.0.0.1:9000\"\nlog = \"debug\"\nmqtt_addr = \"off\"\n")
+            .expect("write");
+        let args = ConfigArgs { config: Some(file), log: Some("warn".into()), ..Default::default() };
+        let c = Config::resolve(args).expect("resolve");
+        assert_eq!(c.https_addr, "127.0.0.1:9000".parse().expect("addr"));
+        assert_eq!(c.log, "warn", "the flag/env wins over the file");
+        assert_eq!(c.mqtt_addr, None);
+        assert_eq!(c.coap_addr, Some("0.0.0.0:5683".parse().expect("addr")));
+        assert!(c.store_url.ends_with("thingline-data/thingline.db"));
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_addresses_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "htps_addr = \"x\"\n").expect("write");
+        assert!(Config::resolve(ConfigArgs { config: Some(file), ..Default::default() }).is_err());
+        let bad = ConfigArgs { https_addr: Some("localhost".into()), ..Default::default() };
+        let err = Config::resolve(bad).expect_err("bad address");
+        assert!(err.to_string().contains("THINGLINE_HTTPS_ADDR"));
+    }
+}

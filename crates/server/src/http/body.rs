@@ -1,0 +1,69 @@
+//! Request bodies: read within the configured limit (413 beyond it, chunked bodies included),
+//! JSON or `application/x-www-form-urlencoded` (bracket nesting turned into JSON, values as
+//! strings), with 400 errors that say what and where.
+
+use axum::extract::{FromRequest, Request};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use serde::de::DeserializeOwned;
+use thingline_core::{Error, Result};
+
+use super::{ApiError, AppState};
+use crate::platform::json_error;
+
+/// A request body, read in full, and the JSON text it stands for.
+pub struct Body {
+    /// JSON text: the body itself, or the JSON made from a form body.
+    pub json: String,
+}
+
+impl Body {
+    /// Deserializes the JSON text; a wrong shape is a 400 naming the problem.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_str(&self.json).map_err(|e| json_error(&e))
+    }
+}
+
+impl FromRequest<AppState> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = state.platform.limits().body_limit;
+        let too_large = || ApiError(Error::PayloadTooLarge(format!("Request body is larger than {limit} bytes")));
+        if let Some(len) =
+            req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+        {
+            if len > limit as u64 {
+                return Err(too_large());
+            }
+        }
+        let form =
+            req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
+                ct.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded")
+            });
+        let bytes: Bytes = match Limited::new(req.into_body(), limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    return Err(too_large());
+                }
+                return Err(ApiError(Error::bad_request("Could not read the request body")));
+            }
+        };
+        // curl -d and some firmware label JSON as a form: a body that starts like JSON is JSON.
+        let looks_json = bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b == b'{' || *b == b'[');
+        let json = if form && !looks_json {
+            thingline_core::form::parse_form(&bytes)?.to_string()
+        } else {
+            let text = std::str::from_utf8(&bytes).map_err(|_| Error::bad_request("Request body is not UTF-8"))?;
+            // A stray newline (or nothing at all) around the JSON is common with small devices.
+            let trimmed = text.trim();
+            if trimmed.is_empty() {
+                return Err(ApiError(Error::bad_request("Request body is empty; expected JSON")));
+            }
+            trimmed.to_owned()
+        };
+        Ok(Body { json })
+    }
+}

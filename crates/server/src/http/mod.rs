@@ -1,0 +1,44 @@
+//! The HTTP adapter: one router for the thing, app and panel APIs and realtime, built from one
+//! `router()` per area. Handlers parse, authenticate, call the platform, and render; the
+//! [`error::ApiError`] mapping to the thethings.iO envelope happens once.
+
+pub mod body;
+pub mod error;
+pub mod extract;
+mod guard;
+mod health;
+mod panel;
+mod stream;
+mod things;
+mod utils;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::response::IntoResponse;
+
+use crate::platform::Platform;
+pub use error::{ApiError, ApiResult};
+
+/// What every handler gets: the platform. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub platform: Arc<Platform>,
+}
+
+/// The whole HTTP API. The same router serves the HTTPS and the plain listener; on plain HTTP
+/// the guard lets through only what devices need.
+pub fn router(platform: Arc<Platform>) -> Router {
+    let state = AppState { platform };
+    Router::new()
+        .merge(health::router())
+        .merge(things::router())
+        .merge(utils::router())
+        .merge(panel::router())
+        .fallback(|| async { ApiError(thingline_core::Error::not_found("Not found")).into_response() })
+        .method_not_allowed_fallback(|| async {
+            ApiError(thingline_core::Error::bad_request("Method not allowed on this resource")).into_response()
+        })
+        .layer(axum::middleware::from_fn(guard::https_only))
+        .with_state(state)
+}

@@ -1,0 +1,179 @@
+//! The HTTP Thing API (`/v2/things…`), as device firmware uses it: activation, writes, reads,
+//! keys, latest of all keys, description, and the streaming subscription. Served on HTTPS and
+//! on the plain device listener.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use serde_json::json;
+use thingline_bus::{Event, Topic};
+use thingline_core::Error;
+use thingline_core::query::{TimelineQuery, parse_bool_flag, parse_keep_alive, parse_limit};
+
+use super::body::Body;
+use super::extract::{Path, Query};
+use super::stream::{SUBSCRIBED, json_stream};
+use super::{ApiResult, AppState};
+use crate::platform::{ReadOut, WriteFlags, WriteItem, parse_write_items};
+use crate::wire::{items_array, push_str_lit};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v2/things", post(activate))
+        .route("/v2/things/{token}", post(write).get(subscribe))
+        .route("/v2/things/{token}/resources", get(keys))
+        .route("/v2/things/{token}/resources/description", put(put_description).get(read_description))
+        .route("/v2/things/{token}/resources/{key}", get(read))
+        .route("/v2/things/{token}/all_resources", get(all_resources))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ActivateBody {
+    activation_code: Option<String>,
+    product_id: Option<String>,
+}
+
+async fn activate(state: axum::extract::State<AppState>, body: Body) -> ApiResult<Response> {
+    let b: ActivateBody = body.parse()?;
+    let code = b.activation_code.ok_or_else(|| Error::bad_request("activationCode is required"))?;
+    let thing = state.platform.activate(&code, b.product_id.as_deref()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"status": "created", "message": "thing activated", "thingToken": thing.token, "thingId": thing.id}),
+        ),
+    )
+        .into_response())
+}
+
+/// The `store` and `broadcast` flags of a write (both default true).
+pub fn write_flags(q: &Query) -> thingline_core::Result<WriteFlags> {
+    Ok(WriteFlags {
+        store: parse_bool_flag("store", q.get("store"), true)?,
+        broadcast: parse_bool_flag("broadcast", q.get("broadcast"), true)?,
+    })
+}
+
+async fn write(
+    state: axum::extract::State<AppState>,
+    Path(token): Path<String>,
+    q: Query,
+    body: Body,
+) -> ApiResult<Response> {
+    let p = &state.platform;
+    let thing = p.thing_by_token(&token).await?;
+    let flags = write_flags(&q)?;
+    let items = parse_write_items(&body.json, None, p.limits().max_values_per_write)?;
+    p.write_values(&thing, items, flags).await?;
+    Ok((StatusCode::CREATED, Json(json!({"status": "created"}))).into_response())
+}
+
+fn json_text(status: StatusCode, text: String) -> Response {
+    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response()
+}
+
+/// Renders a read: timeline items, or the settings document under the key asked.
+pub fn render_read(out: &ReadOut) -> String {
+    match out {
+        ReadOut::Timeline(items) => items_array(items),
+        ReadOut::Document { key, value } => {
+            let mut s = String::from("[{\"key\":");
+            push_str_lit(&mut s, key);
+            s.push_str(",\"value\":");
+            s.push_str(&value.to_string());
+            s.push_str("}]");
+            s
+        }
+    }
+}
+
+async fn read(
+    state: axum::extract::State<AppState>,
+    Path((token, key)): Path<(String, String)>,
+    q: Query,
+) -> ApiResult<Response> {
+    let p = &state.platform;
+    let thing = p.thing_by_token(&token).await?;
+    let query = TimelineQuery::from_params(q.get("limit"), q.get("startDate"), q.get("endDate"))?;
+    let out = p.read_values(&thing, &key, &query).await?;
+    Ok(json_text(StatusCode::OK, render_read(&out)))
+}
+
+async fn read_description(
+    state: axum::extract::State<AppState>,
+    Path(token): Path<String>,
+    q: Query,
+) -> ApiResult<Response> {
+    read(state, Path((token, "description".to_owned())), q).await
+}
+
+async fn keys(state: axum::extract::State<AppState>, Path(token): Path<String>) -> ApiResult<Response> {
+    let p = &state.platform;
+    let thing = p.thing_by_token(&token).await?;
+    let keys = p.resource_keys(&thing).await?;
+    Ok(Json(json!({"resources": keys})).into_response())
+}
+
+async fn all_resources(
+    state: axum::extract::State<AppState>,
+    Path(token): Path<String>,
+    q: Query,
+) -> ApiResult<Response> {
+    let p = &state.platform;
+    let thing = p.thing_by_token(&token).await?;
+    let query = TimelineQuery { limit: parse_limit(q.get("limit"))?, start: None, end: None };
+    let mut out = String::from("[");
+    let mut first = true;
+    for key in p.resource_keys(&thing).await? {
+        let read = match p.read_values(&thing, &key, &query).await {
+            Ok(r) => r,
+            Err(Error::NotFound(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str("{\"key\":");
+        push_str_lit(&mut out, &key);
+        out.push_str(",\"values\":");
+        out.push_str(&render_read(&read));
+        out.push('}');
+    }
+    out.push(']');
+    Ok(json_text(StatusCode::OK, out))
+}
+
+async fn put_description(
+    state: axum::extract::State<AppState>,
+    Path(token): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    let p = &state.platform;
+    let thing = p.thing_by_token(&token).await?;
+    let value: serde_json::Value = body.parse()?;
+    if !value.is_object() {
+        return Err(Error::bad_request("description must be a JSON object").into());
+    }
+    let item = WriteItem { key: "description".into(), value: value.to_string(), ts: None, geo: None };
+    p.write_values(&thing, vec![item], WriteFlags::default()).await?;
+    Ok(Json(json!({"status": "success"})).into_response())
+}
+
+async fn subscribe(state: axum::extract::State<AppState>, Path(token): Path<String>, q: Query) -> ApiResult<Response> {
+    let p = &state.platform;
+    let thing = p.thing_by_token(&token).await?;
+    let keep_alive = Duration::from_millis(parse_keep_alive(q.get("keepAlive"))?);
+    let sub = p.notifier().subscribe(Topic::Thing(thing.seq));
+    let render = Box::new(|ev: &Event| match ev {
+        Event::Values { items, .. } => Some(items_array(items.iter())),
+        Event::Object { .. } => None,
+    });
+    Ok(json_stream(Some(SUBSCRIBED), sub, render, keep_alive, p.shutdown_signal().clone()))
+}

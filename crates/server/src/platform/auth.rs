@@ -1,0 +1,126 @@
+//! Passwords (Argon2id, PHC strings, hashed and verified off the async runtime) and panel sessions.
+
+use std::net::IpAddr;
+
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use thingline_core::ids::{new_secret_token, token_digest};
+use thingline_core::time::now_ms;
+use thingline_core::{Error, Result};
+use thingline_store::PanelUser;
+
+use super::Platform;
+
+/// How long a panel session lives.
+const PANEL_SESSION_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Longest accepted password (Argon2 cost does not depend on it, but bodies should stay small).
+const MAX_PASSWORD_LEN: usize = 1024;
+
+/// Hashes a password with Argon2id on the blocking pool; returns the PHC string.
+pub async fn hash_password(password: &str) -> Result<String> {
+    if password.len() < 8 || password.len() > MAX_PASSWORD_LEN {
+        return Err(Error::bad_request("password must be 8 to 1024 characters"));
+    }
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|h| h.to_string())
+            .map_err(|e| Error::internal(format!("argon2: {e}")))
+    })
+    .await
+    .map_err(|e| Error::internal(format!("hashing task: {e}")))?
+}
+
+/// Verifies a password against a PHC string on the blocking pool. `None` runs a dummy
+/// verification so that unknown accounts take as long as wrong passwords.
+pub async fn verify_password(password: &str, phc: Option<&str>) -> Result<bool> {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let phc = match phc {
+        Some(p) => p.to_owned(),
+        None => DUMMY
+            .get_or_init(|| {
+                Argon2::default().hash_password(b"dummy password for timing").map(|h| h.to_string()).unwrap_or_default()
+            })
+            .clone(),
+    };
+    let known = phc.starts_with("$argon2");
+    let password = password.to_owned();
+    let ok = tokio::task::spawn_blocking(move || {
+        Argon2::default().verify_password(password.as_bytes(), phc.as_str()).is_ok()
+    })
+    .await
+    .map_err(|e| Error::internal(format!("verify task: {e}")))?;
+    Ok(ok && known)
+}
+
+/// Normalizes an email for lookups: trimmed, lowercase.
+pub fn normalize_email(email: &str) -> Result<String> {
+    let e = email.trim().to_lowercase();
+    let valid = e.len() <= 254 && e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty());
+    if !valid {
+        return Err(Error::bad_request("email is not a valid address"));
+    }
+    Ok(e)
+}
+
+impl Platform {
+    /// Creates a panel account (used at start from the environment and by `thingline panel-user add`).
+    pub async fn create_panel_user(&self, email: &str, password: &str) -> Result<PanelUser> {
+        let email = normalize_email(email)?;
+        let hash = hash_password(password).await?;
+        self.store.create_panel_user(&email, &hash).await
+    }
+
+    /// Creates the bootstrap panel account unless one with that email exists.
+    pub async fn ensure_panel_user(&self, email: &str, password: &str) -> Result<bool> {
+        let norm = normalize_email(email)?;
+        if self.store.panel_user_by_email(&norm).await?.is_some() {
+            return Ok(false);
+        }
+        match self.create_panel_user(&norm, password).await {
+            Ok(_) => Ok(true),
+            Err(Error::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Panel login: a new session token, or 401; 429 after too many failures.
+    pub async fn panel_login(&self, email: &str, password: &str, client: IpAddr) -> Result<String> {
+        let norm = email.trim().to_lowercase();
+        let ip_key = format!("ip:{client}");
+        let email_key = format!("email:{norm}");
+        self.panel_logins.check(&[&email_key, &ip_key])?;
+        let user = self.store.panel_user_by_email(&norm).await?;
+        let ok = verify_password(password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
+        let Some(user) = user.filter(|_| ok) else {
+            self.panel_logins.record_failure(&[&email_key, &ip_key]);
+            return Err(Error::Unauthorized("Invalid email or password".into()));
+        };
+        let token = new_secret_token();
+        self.store.create_panel_session(user.id, &token_digest(&token), now_ms() + PANEL_SESSION_MS).await?;
+        Ok(token)
+    }
+
+    /// The panel user of a session token (raw or `Bearer …`).
+    pub async fn panel_user(&self, authorization: Option<&str>) -> Result<PanelUser> {
+        let token = bare_token(authorization).ok_or_else(|| Error::Unauthorized("Invalid panel token".into()))?;
+        self.store
+            .panel_session_user(&token_digest(token), now_ms())
+            .await?
+            .ok_or_else(|| Error::Unauthorized("Invalid panel token".into()))
+    }
+
+    pub async fn panel_logout(&self, authorization: Option<&str>) -> Result<()> {
+        if let Some(token) = bare_token(authorization) {
+            self.store.delete_panel_session(&token_digest(token)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The token of an `Authorization` header: raw, or after `Bearer `.
+pub fn bare_token(authorization: Option<&str>) -> Option<&str> {
+    let v = authorization?.trim();
+    let v = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim();
+    (!v.is_empty() && v.len() <= 256).then_some(v)
+}

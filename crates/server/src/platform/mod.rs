@@ -1,0 +1,84 @@
+//! The platform core: the one service every protocol adapter calls. Permissions, validation,
+//! datetimes, storage and fan-out happen here, once; adapters only parse their wire format,
+//! authenticate the caller and render the result.
+
+mod auth;
+mod limiter;
+mod panel;
+mod things;
+mod values;
+
+use std::sync::Arc;
+
+use thingline_bus::Notifier;
+use thingline_store::Store;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::{hash_password, verify_password};
+pub use limiter::RateLimiter;
+pub use panel::{AppInput, CodeView, ProductInput};
+pub use things::ThingCache;
+pub use values::{ReadOut, WriteFlags, WriteItem, json_error, parse_write_items};
+
+/// Limits that protect the platform from one client.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body (and so largest value), bytes.
+    pub body_limit: usize,
+    /// Most values in one write request.
+    pub max_values_per_write: usize,
+    /// Most activation codes created in one call.
+    pub max_codes_per_call: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { body_limit: crate::config::DEFAULT_BODY_LIMIT, max_values_per_write: 10_000, max_codes_per_call: 1000 }
+    }
+}
+
+/// The platform service. Cheap to share behind an `Arc`.
+pub struct Platform {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) notifier: Arc<Notifier>,
+    pub(crate) things: ThingCache,
+    pub(crate) limits: Limits,
+    pub(crate) shutdown: CancellationToken,
+    /// Failed panel logins, per email and per client address.
+    pub(crate) panel_logins: RateLimiter,
+}
+
+impl Platform {
+    pub fn new(
+        store: Arc<dyn Store>,
+        notifier: Arc<Notifier>,
+        limits: Limits,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Platform {
+            store,
+            notifier,
+            things: ThingCache::default(),
+            limits,
+            shutdown,
+            panel_logins: RateLimiter::login_default(),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn notifier(&self) -> &Arc<Notifier> {
+        &self.notifier
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Fires when the server stops: long-lived responses end themselves.
+    pub fn shutdown_signal(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+}

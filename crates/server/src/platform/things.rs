@@ -1,0 +1,88 @@
+//! Things: activation with single-use codes, and the token → thing cache that keeps device
+//! requests off the store (invalidated when a thing is deleted).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use thingline_core::ids::{looks_like_thing_token, new_id, new_thing_token};
+use thingline_core::time::now_ms;
+use thingline_core::{Error, Result};
+use thingline_store::{NewThing, Thing};
+
+use super::Platform;
+
+/// Things most recently used by token. Bounded: past the cap it is cleared and refills on demand.
+#[derive(Default)]
+pub struct ThingCache {
+    by_token: RwLock<HashMap<String, Arc<Thing>>>,
+}
+
+const MAX_CACHED_THINGS: usize = 500_000;
+
+impl ThingCache {
+    fn get(&self, token: &str) -> Option<Arc<Thing>> {
+        self.by_token.read().get(token).cloned()
+    }
+
+    fn put(&self, thing: Arc<Thing>) {
+        let mut map = self.by_token.write();
+        if map.len() >= MAX_CACHED_THINGS {
+            map.clear();
+        }
+        map.insert(thing.token.clone(), thing);
+    }
+
+    fn forget(&self, token: &str) {
+        self.by_token.write().remove(token);
+    }
+}
+
+fn unknown_thing() -> Error {
+    Error::not_found("Thing not found")
+}
+
+impl Platform {
+    /// Activates a thing with a single-use code (optionally checked against a product).
+    pub async fn activate(&self, code: &str, product_id: Option<&str>) -> Result<Arc<Thing>> {
+        let code = code.trim();
+        if code.is_empty() || code.len() > 128 {
+            return Err(Error::bad_request("activationCode is required"));
+        }
+        let thing = self
+            .store
+            .activate(code, product_id, NewThing { id: new_id(), token: new_thing_token(), now_ms: now_ms() })
+            .await?;
+        let thing = Arc::new(thing);
+        self.things.put(Arc::clone(&thing));
+        tracing::info!(thing_id = %thing.id, product_id = %thing.product_id, "thing activated");
+        Ok(thing)
+    }
+
+    /// The thing a thingToken names; 404 when there is none.
+    pub async fn thing_by_token(&self, token: &str) -> Result<Arc<Thing>> {
+        if let Some(t) = self.things.get(token) {
+            return Ok(t);
+        }
+        if !looks_like_thing_token(token) {
+            return Err(unknown_thing());
+        }
+        let thing = Arc::new(self.store.thing_by_token(token).await?.ok_or_else(unknown_thing)?);
+        self.things.put(Arc::clone(&thing));
+        Ok(thing)
+    }
+
+    pub async fn thing_by_id(&self, id: &str) -> Result<Arc<Thing>> {
+        Ok(Arc::new(self.store.thing_by_id(id).await?.ok_or_else(unknown_thing)?))
+    }
+
+    /// Deletes a thing with all its values; its token stops working at once.
+    pub async fn delete_thing(&self, thing: &Thing) -> Result<()> {
+        self.things.forget(&thing.token);
+        if !self.store.delete_thing(&thing.id).await? {
+            return Err(unknown_thing());
+        }
+        self.things.forget(&thing.token);
+        Ok(())
+    }
+}

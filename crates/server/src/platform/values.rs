@@ -1,0 +1,269 @@
+//! Writing and reading resource values: parsing a write body (the same `{"values":[…]}` on every
+//! protocol), magic resources (`$geo`, `$settings`, `$settings.<path>`), datetimes, storing through
+//! the group-commit store, and publishing what was committed on the notifier.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use thingline_bus::{Event, Topic, ValueItem};
+use thingline_core::query::TimelineQuery;
+use thingline_core::settings::{GEO_KEY, MagicKey, SETTINGS_KEY, classify, get_path, validate_key, validate_path};
+use thingline_core::time::{now_ms, parse_datetime_value};
+use thingline_core::{Error, Result, geo};
+use thingline_store::{NewPoint, Thing};
+
+use super::Platform;
+
+/// One value to write, validated.
+#[derive(Debug, Clone)]
+pub struct WriteItem {
+    pub key: String,
+    /// JSON text as sent.
+    pub value: String,
+    pub ts: Option<i64>,
+    /// A `geo` attribute, as a GeoJSON Point: also recorded on `$geo` with the same datetime.
+    pub geo: Option<serde_json::Value>,
+}
+
+/// The `store` and `broadcast` flags of a write.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteFlags {
+    pub store: bool,
+    pub broadcast: bool,
+}
+
+impl Default for WriteFlags {
+    fn default() -> Self {
+        WriteFlags { store: true, broadcast: true }
+    }
+}
+
+#[derive(Deserialize)]
+struct WriteBody<'a> {
+    #[serde(borrow)]
+    values: Vec<RawItem<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawItem<'a> {
+    key: Option<String>,
+    #[serde(borrow, default)]
+    value: Option<&'a RawValue>,
+    #[serde(default)]
+    datetime: Option<serde_json::Value>,
+    #[serde(default)]
+    geo: Option<serde_json::Value>,
+}
+
+/// Parses `{"values":[{"key","value","datetime"?,"geo"?}, …]}`. `path_key` is the key of an
+/// app-side write (`/v2/me/resources/{key}/…`), used when an item has no `key` of its own.
+pub fn parse_write_items(body: &str, path_key: Option<&str>, max_values: usize) -> Result<Vec<WriteItem>> {
+    let parsed: WriteBody<'_> = serde_json::from_str(body).map_err(|e| json_error(&e))?;
+    if parsed.values.is_empty() {
+        return Err(Error::bad_request("values must hold at least one value"));
+    }
+    if parsed.values.len() > max_values {
+        return Err(Error::PayloadTooLarge(format!("at most {max_values} values per request")));
+    }
+    let mut out = Vec::with_capacity(parsed.values.len());
+    for (i, item) in parsed.values.into_iter().enumerate() {
+        let key = match (item.key, path_key) {
+            (Some(k), None) => k,
+            (None, Some(p)) => p.to_owned(),
+            (Some(k), Some(p)) if k == p => k,
+            (Some(_), Some(_)) => {
+                return Err(Error::bad_request(format!("values[{i}].key differs from the resource in the path")));
+            }
+            (None, None) => return Err(Error::bad_request(format!("values[{i}].key is required"))),
+        };
+        validate_key(&key).map_err(|e| Error::bad_request(format!("values[{i}].key: {}", e.public_message())))?;
+        let ts = match &item.datetime {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(
+                parse_datetime_value(v)
+                    .map_err(|e| Error::bad_request(format!("values[{i}].datetime: {}", e.public_message())))?,
+            ),
+        };
+        let geo_attr = match &item.geo {
+            None | Some(serde_json::Value::Null) => None,
+            Some(g) => Some(g),
+        };
+        let value = match classify(&key) {
+            MagicKey::Geo => {
+                let v: serde_json::Value = match item.value {
+                    Some(raw) => serde_json::from_str(raw.get()).map_err(|e| json_error(&e))?,
+                    None => serde_json::Value::Null,
+                };
+                let point = geo::parse_geo_value(&v, geo_attr)
+                    .map_err(|e| Error::bad_request(format!("values[{i}]: {}", e.public_message())))?;
+                out.push(WriteItem { key, value: point.to_string(), ts, geo: None });
+                continue;
+            }
+            _ => match item.value {
+                Some(raw) => raw.get().to_owned(),
+                None => return Err(Error::bad_request(format!("values[{i}].value is required"))),
+            },
+        };
+        let geo = match geo_attr {
+            Some(g) => Some(
+                geo::parse_geo_attr(g)
+                    .map_err(|e| Error::bad_request(format!("values[{i}].geo: {}", e.public_message())))?,
+            ),
+            None => None,
+        };
+        out.push(WriteItem { key, value, ts, geo });
+    }
+    Ok(out)
+}
+
+/// A client-facing message for malformed or mis-shaped JSON, naming line and column.
+pub fn json_error(e: &serde_json::Error) -> Error {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof => Error::bad_request(format!("Malformed JSON: {e}")),
+        _ => Error::bad_request(format!("Invalid body: {e}")),
+    }
+}
+
+/// What a read returns: a timeline (items with datetimes), or the `$settings` document (or a
+/// path inside it), echoed under the key asked.
+#[derive(Debug)]
+pub enum ReadOut {
+    Timeline(Vec<ValueItem>),
+    Document { key: String, value: serde_json::Value },
+}
+
+impl Platform {
+    /// Writes values to a thing: stores them (unless `store=false`), then publishes what was
+    /// committed (unless `broadcast=false`). Returns the items as committed.
+    pub async fn write_values(
+        &self,
+        thing: &Thing,
+        items: Vec<WriteItem>,
+        flags: WriteFlags,
+    ) -> Result<Vec<ValueItem>> {
+        let mut points = Vec::with_capacity(items.len() + 1);
+        let mut settings = Vec::new();
+        for item in items {
+            match classify(&item.key) {
+                MagicKey::Settings(path) => {
+                    if let Some(p) = path {
+                        validate_path(p)?;
+                    }
+                    let value: serde_json::Value = serde_json::from_str(&item.value).map_err(|e| json_error(&e))?;
+                    if path.is_none() && !value.is_object() {
+                        return Err(Error::bad_request("$settings must be a JSON object"));
+                    }
+                    settings.push((item.key.clone(), path.map(str::to_owned), value, item.ts));
+                }
+                _ => {
+                    if let Some(g) = &item.geo {
+                        points.push(NewPoint { key: GEO_KEY.to_owned(), ts: item.ts, value: g.to_string() });
+                    }
+                    points.push(NewPoint { key: item.key, ts: item.ts, value: item.value });
+                }
+            }
+        }
+        let mut committed: Vec<ValueItem> = if flags.store {
+            self.store
+                .append(thing.seq, points)
+                .await?
+                .into_iter()
+                .map(|p| ValueItem { key: p.key, value: p.value, ts: p.ts })
+                .collect()
+        } else {
+            let now = now_ms();
+            points.into_iter().map(|p| ValueItem { key: p.key, value: p.value, ts: p.ts.unwrap_or(now) }).collect()
+        };
+        for (key, path, value, ts) in settings {
+            if flags.store {
+                self.store.update_thing_settings(thing.seq, path.as_deref(), value.clone()).await?;
+            }
+            committed.push(ValueItem { key, value: value.to_string(), ts: ts.unwrap_or_else(now_ms) });
+        }
+        if flags.broadcast && !committed.is_empty() {
+            self.publish_values(thing, committed.clone());
+        }
+        Ok(committed)
+    }
+
+    /// Publishes values of a thing to every realtime path.
+    pub fn publish_values(&self, thing: &Thing, items: Vec<ValueItem>) {
+        self.notifier.publish(
+            &Topic::Thing(thing.seq),
+            Event::Values { thing_seq: thing.seq, thing_id: Arc::from(thing.id.as_str()), items: Arc::from(items) },
+        );
+    }
+
+    /// Reads a key of a thing, newest first. 404 when never written.
+    pub async fn read_values(&self, thing: &Thing, key: &str, query: &TimelineQuery) -> Result<ReadOut> {
+        validate_key(key)?;
+        match classify(key) {
+            MagicKey::Settings(path) => {
+                let doc = self.store.thing_settings(thing.seq).await?;
+                let value = match path {
+                    None => doc,
+                    Some(p) => get_path(&doc, p).cloned().ok_or_else(|| not_written(key))?,
+                };
+                Ok(ReadOut::Document { key: key.to_owned(), value })
+            }
+            _ => {
+                let points = self.store.read(thing.seq, key, query).await?.ok_or_else(|| not_written(key))?;
+                Ok(ReadOut::Timeline(
+                    points.into_iter().map(|p| ValueItem { key: p.key, value: p.value, ts: p.ts }).collect(),
+                ))
+            }
+        }
+    }
+
+    /// Keys of a thing that hold values (plus `$settings` when it was set).
+    pub async fn resource_keys(&self, thing: &Thing) -> Result<Vec<String>> {
+        let mut keys = self.store.keys(thing.seq).await?;
+        let settings = self.store.thing_settings(thing.seq).await?;
+        if settings.as_object().is_some_and(|o| !o.is_empty()) {
+            keys.push(SETTINGS_KEY.to_owned());
+        }
+        Ok(keys)
+    }
+}
+
+fn not_written(key: &str) -> Error {
+    Error::not_found(format!("Resource {key} not found"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_kept_exactly_and_extra_fields_ignored() {
+        let body = r#"{"values":[{"key":"t","value":"23.5","extra":1},{"key":"n","value":24.805999999999997,"datetime":"20150202T220035"}]}"#;
+        let items = parse_write_items(body, None, 100).expect("parse");
+        assert_eq!(items[0].value, "\"23.5\"");
+        assert_eq!(items[1].value, "24.805999999999997");
+        assert!(items[1].ts.is_some());
+    }
+
+    #[test]
+    fn geo_forms_normalize_to_geojson() {
+        let body = r#"{"values":[{"key":"$geo","value":[2.15,41.39]},{"key":"$geo","value":null,"geo":{"lat":"41.39","long":"2.15"}}]}"#;
+        let items = parse_write_items(body, None, 100).expect("parse");
+        for it in items {
+            let v: serde_json::Value = serde_json::from_str(&it.value).expect("json");
+            assert_eq!(v["type"], "Point");
+        }
+        let bad = r#"{"values":[{"key":"$geo","value":[200,41.39]}]}"#;
+        assert_eq!(parse_write_items(bad, None, 100).expect_err("range").status(), 400);
+    }
+
+    #[test]
+    fn malformed_and_misshaped_bodies_are_400_with_position() {
+        let e = parse_write_items("{\"values\": [", None, 10).expect_err("eof");
+        assert_eq!(e.status(), 400);
+        assert!(e.public_message().contains("line 1"), "{}", e.public_message());
+        assert_eq!(parse_write_items("{\"values\": 3}", None, 10).expect_err("shape").status(), 400);
+        assert_eq!(parse_write_items("{\"values\": []}", None, 10).expect_err("empty").status(), 400);
+        assert_eq!(parse_write_items("{\"values\":[{\"value\":1}]}", None, 10).expect_err("no key").status(), 400);
+    }
+}

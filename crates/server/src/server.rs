@@ -1,0 +1,100 @@
+//! Starting and stopping a whole server: store, platform, TLS, listeners, and the one shutdown
+//! signal that every listener and long-lived response watches. Used by `thingline serve` and by
+//! the integration tests, which start it on port 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use thingline_bus::Notifier;
+use thingline_store::StoreOptions;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::platform::{Limits, Platform};
+use crate::{Config, http, net, tls};
+
+/// Events buffered per topic before a slow subscriber lags.
+const BUS_CAPACITY: usize = 1024;
+
+/// A started server.
+pub struct RunningServer {
+    pub https_addr: SocketAddr,
+    pub http_addr: Option<SocketAddr>,
+    pub platform: Arc<Platform>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, flushes acknowledged writes, closes the store.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        self.platform.store().close().await;
+        tracing::info!("stopped");
+    }
+
+    /// The shutdown signal (cancel it to stop the server; then call [`RunningServer::shutdown`]).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Starts everything the configuration asks for. Fails with one clear message when a listener
+/// cannot bind or the store cannot open.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    crate::install_crypto_provider();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data dir {} (THINGLINE_DATA_DIR)", config.data_dir.display()))?;
+    if config.bus_url.is_some() {
+        anyhow::bail!(
+            "THINGLINE_BUS_URL (NATS) is not available in this version; leave it unset for the in-process bus"
+        );
+    }
+    let store_options = StoreOptions { sync_full: config.sync_full, ..StoreOptions::default() };
+    let store = thingline_store::open(&config.store_url, &store_options)
+        .await
+        .with_context(|| format!("opening the store {} (THINGLINE_STORE_URL)", config.store_url))?;
+    let shutdown = CancellationToken::new();
+    let limits = Limits { body_limit: config.body_limit, ..Limits::default() };
+    let platform = Platform::new(store, Notifier::new(BUS_CAPACITY), limits, shutdown.clone());
+
+    if let (Some(email), Some(password)) = (&config.panel_email, &config.panel_password) {
+        if platform.ensure_panel_user(email, password).await.map_err(|e| anyhow::anyhow!(e.public_message()))? {
+            tracing::info!(%email, "created the panel account from THINGLINE_PANEL_EMAIL");
+        }
+    }
+
+    let tls = TlsAcceptor::from(tls::server_config(&config)?);
+    let https = net::bind(config.https_addr, "HTTPS", "THINGLINE_HTTPS_ADDR").await?;
+    let http_listener = match config.http_addr {
+        Some(addr) => Some(net::bind(addr, "plain HTTP", "THINGLINE_HTTP_ADDR").await?),
+        None => None,
+    };
+    for (what, addr, setting) in [
+        ("MQTT", config.mqtt_addr, "THINGLINE_MQTT_ADDR"),
+        ("MQTTS", config.mqtts_addr, "THINGLINE_MQTTS_ADDR"),
+        ("CoAP", config.coap_addr, "THINGLINE_COAP_ADDR"),
+    ] {
+        if let Some(addr) = addr {
+            tracing::warn!(%addr, "{what} is not part of this version yet; {setting} is ignored");
+        }
+    }
+
+    let router = http::router(Arc::clone(&platform));
+    let mut tasks = JoinSet::new();
+    let https_addr = net::local_addr(&https)?;
+    tracing::info!(listener = %"https", addr = %https_addr, "listening");
+    tasks.spawn(net::serve_http(https, Some(tls), router.clone(), shutdown.clone(), config.max_connections));
+    let mut http_addr = None;
+    if let Some(listener) = http_listener {
+        let addr = net::local_addr(&listener)?;
+        tracing::info!(listener = %"http", addr = %addr, "listening");
+        http_addr = Some(addr);
+        tasks.spawn(net::serve_http(listener, None, router, shutdown.clone(), config.max_connections));
+    }
+    tracing::info!(store = platform.store().backend(), data_dir = %config.data_dir.display(), "ready");
+    Ok(RunningServer { https_addr, http_addr, platform, shutdown, tasks })
+}

@@ -1,0 +1,102 @@
+//! Thingline storage: one trait per domain area (panel accounts, catalog of products and apps,
+//! things, timelines), the records they exchange, and the backends that implement them. The
+//! platform core only ever sees `Arc<dyn Store>`; the backend is chosen from the store URL at start.
+//!
+//! Every backend must pass the one conformance suite in [`conformance`].
+
+pub mod conformance;
+pub mod model;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+pub use model::*;
+use thingline_core::Result;
+use thingline_core::query::TimelineQuery;
+
+/// Panel (operator) accounts and their sessions. Session tokens are stored only as digests.
+#[async_trait]
+pub trait PanelStore: Send + Sync {
+    /// Creates a panel user; `Conflict` when the email is taken.
+    async fn create_panel_user(&self, email: &str, password_hash: &str) -> Result<PanelUser>;
+    async fn panel_user_by_email(&self, email: &str) -> Result<Option<PanelUser>>;
+    async fn create_panel_session(&self, user_id: i64, token_digest: &str, expires_ms: i64) -> Result<()>;
+    /// The user of a live (not expired) session.
+    async fn panel_session_user(&self, token_digest: &str, now_ms: i64) -> Result<Option<PanelUser>>;
+    async fn delete_panel_session(&self, token_digest: &str) -> Result<()>;
+}
+
+/// Products (with their resource declarations), activation codes and apps of panel accounts.
+#[async_trait]
+pub trait CatalogStore: Send + Sync {
+    async fn create_product(&self, product: &Product) -> Result<()>;
+    async fn product(&self, id: &str) -> Result<Option<Product>>;
+    async fn products_of(&self, owner_id: i64) -> Result<Vec<Product>>;
+    /// Replaces name and resources; false when there is no such product.
+    async fn update_product(&self, product: &Product) -> Result<bool>;
+    /// Deletes a product and its unused codes; `Conflict` while it has things.
+    async fn delete_product(&self, id: &str) -> Result<bool>;
+    async fn create_activation_codes(&self, product_id: &str, codes: &[String], now_ms: i64) -> Result<()>;
+    async fn activation_codes(&self, product_id: &str) -> Result<Vec<ActivationCode>>;
+    async fn create_app(&self, app: &App) -> Result<()>;
+    async fn app(&self, id: &str) -> Result<Option<App>>;
+    async fn apps_of(&self, owner_id: i64) -> Result<Vec<App>>;
+    async fn update_app(&self, app: &App) -> Result<bool>;
+    async fn delete_app(&self, id: &str) -> Result<bool>;
+}
+
+/// Things: activation (which consumes a code), lookup, settings document, deletion.
+#[async_trait]
+pub trait ThingStore: Send + Sync {
+    /// Consumes `code` and creates the thing in one transaction. `NotFound` for an unknown code (or
+    /// one of another product than `product_id`), `Conflict` for a code already used.
+    async fn activate(&self, code: &str, product_id: Option<&str>, thing: NewThing) -> Result<Thing>;
+    async fn thing_by_token(&self, token: &str) -> Result<Option<Thing>>;
+    async fn thing_by_id(&self, id: &str) -> Result<Option<Thing>>;
+    async fn things_of_product(&self, product_id: &str) -> Result<Vec<Thing>>;
+    /// Deletes the thing with all its timelines and values.
+    async fn delete_thing(&self, id: &str) -> Result<bool>;
+    /// The thing's `$settings` document (`{}` when never written).
+    async fn thing_settings(&self, seq: i64) -> Result<serde_json::Value>;
+    /// Sets the whole document (`path` None) or one dot path, atomically; returns the new document.
+    async fn update_thing_settings(
+        &self,
+        seq: i64,
+        path: Option<&str>,
+        value: serde_json::Value,
+    ) -> Result<serde_json::Value>;
+}
+
+/// Timelines of JSON values, one per (thing, key). Datetimes of one timeline are kept distinct.
+#[async_trait]
+pub trait TimelineStore: Send + Sync {
+    /// Appends values and returns them as committed (with their final, distinct datetimes) only
+    /// once they are durable.
+    async fn append(&self, thing_seq: i64, points: Vec<NewPoint>) -> Result<Vec<StoredPoint>>;
+    /// Newest first. `None` when the key was never written for this thing.
+    async fn read(&self, thing_seq: i64, key: &str, query: &TimelineQuery) -> Result<Option<Vec<StoredPoint>>>;
+    /// Keys with at least one stored value, sorted.
+    async fn keys(&self, thing_seq: i64) -> Result<Vec<String>>;
+}
+
+/// Everything the platform needs from storage.
+#[async_trait]
+pub trait Store: PanelStore + CatalogStore + ThingStore + TimelineStore {
+    /// Waits for in-flight acknowledged writes and closes the backend.
+    async fn close(&self);
+    /// A short name for logs (`sqlite`, `postgres`).
+    fn backend(&self) -> &'static str;
+}
+
+/// Opens the store at `url` (`sqlite://path` or `postgres://…`), running migrations.
+pub async fn open(url: &str, options: &StoreOptions) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let store = sqlite::SqliteStore::open(std::path::Path::new(path), options).await?;
+        Ok(Arc::new(store))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        anyhow::bail!("the PostgreSQL store is not available in this version; use sqlite://")
+    } else {
+        anyhow::bail!("unsupported store URL {url:?}: expected sqlite://PATH or postgres://…")
+    }
+}

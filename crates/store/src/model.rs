@@ -1,0 +1,100 @@
+//! The records the storage traits exchange. Plain data; rules live in the platform core.
+
+use serde::{Deserialize, Serialize};
+
+/// Tuning that every backend understands.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `FULL` (default): an acknowledged write survives power loss. `NORMAL`: survives a process
+    /// crash (`kill -9`) but may lose the last commits on power loss.
+    pub sync_full: bool,
+    /// Readers in the pool.
+    pub read_connections: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { sync_full: true, read_connections: 4 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PanelUser {
+    pub id: i64,
+    pub email: String,
+    pub password_hash: String,
+}
+
+/// A resource a product declares; private unless `public`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceDecl {
+    pub key: String,
+    #[serde(default)]
+    pub public: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Product {
+    pub id: String,
+    pub owner_id: i64,
+    pub name: String,
+    pub resources: Vec<ResourceDecl>,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivationCode {
+    pub code: String,
+    pub product_id: String,
+    /// The thing it activated, once used.
+    pub thing_id: Option<String>,
+    pub created_ms: i64,
+    pub used_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    pub id: String,
+    pub owner_id: i64,
+    pub name: String,
+    /// Resource keys the app asks for.
+    pub resources: Vec<String>,
+    pub created_ms: i64,
+}
+
+/// What activation needs to create a thing.
+#[derive(Debug, Clone)]
+pub struct NewThing {
+    pub id: String,
+    pub token: String,
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thing {
+    /// Internal compact key used by timelines.
+    pub seq: i64,
+    pub id: String,
+    pub token: String,
+    pub product_id: String,
+    pub activation_code: Option<String>,
+    pub created_ms: i64,
+}
+
+/// A value to append. `ts` None: stamped by the store with its receive time.
+#[derive(Debug, Clone)]
+pub struct NewPoint {
+    pub key: String,
+    pub ts: Option<i64>,
+    /// The value as JSON text, exactly as the client sent it (already validated).
+    pub value: String,
+}
+
+/// A committed value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPoint {
+    pub key: String,
+    pub ts: i64,
+    /// JSON text.
+    pub value: String,
+}

@@ -1,0 +1,127 @@
+//! The embedded backend: SQLite in WAL mode through sqlx. Readers share a pool; appends to
+//! timelines go through one writer task that commits them in groups ([`writer`]); the few other
+//! writes (panel, catalog, activation) use a single-connection pool so they never fight each other.
+
+mod catalog;
+mod panel;
+mod things;
+mod timelines;
+mod writer;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection};
+use thingline_core::Error;
+
+use crate::StoreOptions;
+
+/// Schema migrations, applied in order at start; `thingline_schema` records the applied versions.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_foundation.sql"))];
+
+/// The SQLite store.
+pub struct SqliteStore {
+    /// Read-only connections for every query.
+    read: SqlitePool,
+    /// One connection for transactional writes other than timeline appends.
+    write: SqlitePool,
+    /// The group-commit writer for timeline appends.
+    writer: writer::WriterHandle,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and runs migrations.
+    pub async fn open(path: &Path, options: &StoreOptions) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+        let base = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if options.sync_full { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .pragma("cache_size", "-4096")
+            .log_statements(tracing::log::LevelFilter::Trace);
+
+        let write = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(base.clone()).await?;
+        migrate(&write).await?;
+
+        let read = SqlitePoolOptions::new()
+            .max_connections(options.read_connections.max(1))
+            .min_connections(0)
+            .idle_timeout(Some(Duration::from_secs(60)))
+            .connect_with(base.clone().read_only(true))
+            .await?;
+
+        let writer_conn = base.connect().await?;
+        let writer = writer::spawn(writer_conn);
+        Ok(SqliteStore { read, write, writer })
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS thingline_schema (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    for (version, sql) in MIGRATIONS {
+        let applied: Option<i64> = sqlx::query_scalar("SELECT version FROM thingline_schema WHERE version = ?")
+            .bind(version)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if applied.is_some() {
+            continue;
+        }
+        let mut tx = conn.begin().await?;
+        sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO thingline_schema (version, applied_ms) VALUES (?, ?)")
+            .bind(version)
+            .bind(thingline_core::time::now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version, "applied schema migration");
+    }
+    Ok(())
+}
+
+/// Maps a database failure to the platform error: a busy database is a retryable 503, anything
+/// else is internal (logged, never shown).
+pub(crate) fn db_err(e: sqlx::Error) -> Error {
+    if let sqlx::Error::Database(db) = &e {
+        let msg = db.message();
+        if msg.contains("database is locked") || msg.contains("busy") {
+            return Error::Unavailable("the store is busy, retry".into());
+        }
+    }
+    if matches!(e, sqlx::Error::PoolClosed | sqlx::Error::PoolTimedOut) {
+        return Error::Unavailable("the store is not available".into());
+    }
+    Error::Internal(format!("sqlite: {e}"))
+}
+
+/// Whether the error is a UNIQUE or PRIMARY KEY violation.
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[async_trait::async_trait]
+impl crate::Store for SqliteStore {
+    async fn close(&self) {
+        self.writer.close().await;
+        self.read.close().await;
+        self.write.close().await;
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+}

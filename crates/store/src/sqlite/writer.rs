@@ -1,0 +1,383 @@
+//! Group commit for timeline appends. SQLite has one writer, so one task owns one connection and
+//! takes every pending append from a channel, commits them in one transaction and only then
+//! answers each caller: an acknowledged value is durable, and many small writes share one fsync.
+//!
+//! The writer also keeps the datetimes of each timeline distinct: a value stamped by the server gets
+//! `max(now, last + 1 ms)`, and an explicit datetime that is already taken moves forward to the next
+//! free millisecond. That is what makes paging by `endDate` exact.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Connection, Executor, Sqlite, Transaction};
+use thingline_core::{Error, Result};
+use tokio::sync::{mpsc, oneshot};
+
+use super::db_err;
+use crate::{NewPoint, StoredPoint};
+
+/// Most appends committed in one transaction.
+const MAX_OPS_PER_COMMIT: usize = 512;
+/// Most values committed in one transaction (a single larger request still commits alone).
+const MAX_POINTS_PER_COMMIT: usize = 20_000;
+/// Queue depth in front of the writer; callers wait (back-pressure) when it is full.
+const QUEUE: usize = 4096;
+/// Forget cached per-timeline state beyond this many timelines (it reloads on demand).
+const MAX_CACHED_TIMELINES: usize = 1_000_000;
+
+enum Op {
+    Append { thing_seq: i64, points: Vec<NewPoint>, reply: oneshot::Sender<Result<Vec<StoredPoint>>> },
+    DeleteThing { seq: i64, reply: oneshot::Sender<Result<bool>> },
+    Close { reply: oneshot::Sender<()> },
+}
+
+/// The handle the store uses to talk to the writer task.
+#[derive(Clone)]
+pub(crate) struct WriterHandle {
+    tx: mpsc::Sender<Op>,
+}
+
+impl WriterHandle {
+    pub(crate) async fn append(&self, thing_seq: i64, points: Vec<NewPoint>) -> Result<Vec<StoredPoint>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Append { thing_seq, points, reply }).await?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    pub(crate) async fn delete_thing(&self, seq: i64) -> Result<bool> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::DeleteThing { seq, reply }).await?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// Commits what is queued, then stops the writer.
+    pub(crate) async fn close(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Op::Close { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    async fn send(&self, op: Op) -> Result<()> {
+        self.tx.send(op).await.map_err(|_| closed())
+    }
+}
+
+fn closed() -> Error {
+    Error::Unavailable("the store is shutting down".into())
+}
+
+pub(crate) fn spawn(conn: SqliteConnection) -> WriterHandle {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    tokio::spawn(Writer { conn, timelines: HashMap::new(), last_ts: HashMap::new() }.run(rx));
+    WriterHandle { tx }
+}
+
+struct Writer {
+    conn: SqliteConnection,
+    /// (thing seq, key) → timeline id.
+    timelines: HashMap<(i64, String), i64>,
+    /// timeline id → newest datetime stored.
+    last_ts: HashMap<i64, i64>,
+}
+
+struct PendingAppend {
+    thing_seq: i64,
+    points: Vec<NewPoint>,
+    reply: oneshot::Sender<Result<Vec<StoredPoint>>>,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+        let mut close_reply = None;
+        while let Some(first) = rx.recv().await {
+            let mut group = Vec::new();
+            let mut count = 0usize;
+            let mut next = Some(first);
+            while let Some(op) = next.take() {
+                match op {
+                    Op::Append { thing_seq, points, reply } => {
+                        count += points.len();
+                        group.push(PendingAppend { thing_seq, points, reply });
+                    }
+                    Op::DeleteThing { seq, reply } => {
+                        // Keep order: commit what came before, then delete.
+                        self.commit_group(std::mem::take(&mut group)).await;
+                        count = 0;
+                        let _ = reply.send(self.delete_thing(seq).await);
+                    }
+                    Op::Close { reply } => {
+                        close_reply = Some(reply);
+                        break;
+                    }
+                }
+                if group.len() >= MAX_OPS_PER_COMMIT || count >= MAX_POINTS_PER_COMMIT {
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
+            self.commit_group(group).await;
+            if close_reply.is_some() {
+                break;
+            }
+        }
+        // Drain anything still queued so no caller is left waiting without an answer.
+        rx.close();
+        let mut rest = Vec::new();
+        while let Ok(op) = rx.try_recv() {
+            match op {
+                Op::Append { thing_seq, points, reply } => rest.push(PendingAppend { thing_seq, points, reply }),
+                Op::DeleteThing { seq, reply } => {
+                    let _ = reply.send(self.delete_thing(seq).await);
+                }
+                Op::Close { reply } => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+        self.commit_group(rest).await;
+        let _ = self.conn.close_hard().await;
+        if let Some(reply) = close_reply {
+            let _ = reply.send(());
+        }
+        tracing::debug!("timeline writer stopped");
+    }
+
+    /// Commits a group in one transaction. If the transaction fails as a whole, each append is
+    /// retried alone so that one bad request cannot fail the others.
+    async fn commit_group(&mut self, group: Vec<PendingAppend>) {
+        if group.is_empty() {
+            return;
+        }
+        if group.len() == 1 {
+            for p in group {
+                let r = self.commit_one(p.thing_seq, &p.points).await;
+                let _ = p.reply.send(r);
+            }
+            return;
+        }
+        match self.try_commit(&group).await {
+            Ok(results) => {
+                for (p, r) in group.into_iter().zip(results) {
+                    let _ = p.reply.send(r);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "group commit failed; committing appends one by one");
+                self.forget_cache();
+                for p in group {
+                    let r = self.commit_one(p.thing_seq, &p.points).await;
+                    let _ = p.reply.send(r);
+                }
+            }
+        }
+    }
+
+    async fn commit_one(&mut self, thing_seq: i64, points: &[NewPoint]) -> Result<Vec<StoredPoint>> {
+        let result = async {
+            let mut tx = self.conn.begin().await.map_err(db_err)?;
+            let stored = append_in(&mut tx, &mut self.timelines, &mut self.last_ts, thing_seq, points).await?;
+            tx.commit().await.map_err(db_err)?;
+            Ok(stored)
+        }
+        .await;
+        if result.is_err() {
+            self.forget_cache();
+        }
+        result
+    }
+
+    /// One transaction for the group. An append that fails inside (e.g. its thing was deleted)
+    /// is rolled back to its savepoint and answered with its error; the others commit.
+    async fn try_commit(&mut self, group: &[PendingAppend]) -> Result<Vec<Result<Vec<StoredPoint>>>> {
+        let mut tx = self.conn.begin().await.map_err(db_err)?;
+        let mut results = Vec::with_capacity(group.len());
+        let mut dirty = false;
+        for p in group {
+            let mut sp = tx.begin().await.map_err(db_err)?;
+            match append_in(&mut sp, &mut self.timelines, &mut self.last_ts, p.thing_seq, &p.points).await {
+                Ok(stored) => {
+                    sp.commit().await.map_err(db_err)?;
+                    results.push(Ok(stored));
+                }
+                Err(e) => {
+                    sp.rollback().await.map_err(db_err)?;
+                    dirty = true;
+                    results.push(Err(e));
+                }
+            }
+        }
+        tx.commit().await.map_err(db_err)?;
+        if dirty {
+            // Cached ids or datetimes of the rolled-back append may be wrong now.
+            self.forget_cache();
+        }
+        Ok(results)
+    }
+
+    async fn delete_thing(&mut self, seq: i64) -> Result<bool> {
+        let result = async {
+            let mut tx = self.conn.begin().await.map_err(db_err)?;
+            sqlx::query("DELETE FROM points WHERE timeline_id IN (SELECT id FROM timelines WHERE thing_seq = ?)")
+                .bind(seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            sqlx::query("DELETE FROM timelines WHERE thing_seq = ?")
+                .bind(seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let gone = sqlx::query("DELETE FROM things WHERE seq = ?")
+                .bind(seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected()
+                > 0;
+            tx.commit().await.map_err(db_err)?;
+            Ok(gone)
+        }
+        .await;
+        self.forget_cache();
+        result
+    }
+
+    fn forget_cache(&mut self) {
+        self.timelines.clear();
+        self.last_ts.clear();
+    }
+}
+
+/// Resolves timelines, assigns distinct datetimes and inserts the values of one append.
+async fn append_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    timelines: &mut HashMap<(i64, String), i64>,
+    last_ts: &mut HashMap<i64, i64>,
+    thing_seq: i64,
+    points: &[NewPoint],
+) -> Result<Vec<StoredPoint>> {
+    if timelines.len() > MAX_CACHED_TIMELINES {
+        timelines.clear();
+        last_ts.clear();
+    }
+    let now = thingline_core::time::now_ms();
+    let mut rows: Vec<(i64, i64, &str)> = Vec::with_capacity(points.len());
+    let mut stored = Vec::with_capacity(points.len());
+    // Datetimes taken in this append but not inserted yet.
+    let mut taken: HashSet<(i64, i64)> = HashSet::new();
+    for p in points {
+        let tl = timeline_id(tx, timelines, thing_seq, &p.key).await?;
+        let last = match last_ts.get(&tl) {
+            Some(v) => *v,
+            None => {
+                let v: Option<i64> = sqlx::query_scalar("SELECT MAX(ts) FROM points WHERE timeline_id = ?")
+                    .bind(tl)
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(db_err)?;
+                let v = v.unwrap_or(i64::MIN);
+                last_ts.insert(tl, v);
+                v
+            }
+        };
+        let ts = match p.ts {
+            None => now.max(last.saturating_add(1)),
+            Some(t) if t > last && !taken.contains(&(tl, t)) => t,
+            Some(t) => {
+                let mut t = t;
+                loop {
+                    if !taken.contains(&(tl, t)) && !(t <= last && exists(tx, tl, t).await?) {
+                        break;
+                    }
+                    t = t.checked_add(1).ok_or_else(|| Error::bad_request("datetime out of range"))?;
+                }
+                t
+            }
+        };
+        taken.insert((tl, ts));
+        if ts > last {
+            last_ts.insert(tl, ts);
+        }
+        rows.push((tl, ts, p.value.as_str()));
+        stored.push(StoredPoint { key: p.key.clone(), ts, value: p.value.clone() });
+    }
+    insert_rows(tx, &rows).await?;
+    Ok(stored)
+}
+
+async fn exists(tx: &mut Transaction<'_, Sqlite>, tl: i64, ts: i64) -> Result<bool> {
+    let hit: Option<i64> = sqlx::query_scalar("SELECT 1 FROM points WHERE timeline_id = ? AND ts = ?")
+        .bind(tl)
+        .bind(ts)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    Ok(hit.is_some())
+}
+
+async fn timeline_id(
+    tx: &mut Transaction<'_, Sqlite>,
+    timelines: &mut HashMap<(i64, String), i64>,
+    thing_seq: i64,
+    key: &str,
+) -> Result<i64> {
+    if let Some(id) = timelines.get(&(thing_seq, key.to_owned())) {
+        return Ok(*id);
+    }
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO timelines (thing_seq, key) VALUES (?, ?) \
+         ON CONFLICT (thing_seq, key) DO UPDATE SET key = excluded.key RETURNING id",
+    )
+    .bind(thing_seq)
+    .bind(key)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => Error::not_found("Thing not found"),
+        _ => db_err(e),
+    })?;
+    timelines.insert((thing_seq, key.to_owned()), id);
+    Ok(id)
+}
+
+/// Multi-row inserts in a few fixed sizes, so the prepared-statement cache stays small.
+async fn insert_rows(tx: &mut Transaction<'_, Sqlite>, rows: &[(i64, i64, &str)]) -> Result<()> {
+    const SIZES: [usize; 4] = [256, 32, 8, 1];
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let size = SIZES.iter().copied().find(|s| *s <= rest.len()).unwrap_or(1);
+        let (chunk, tail) = rest.split_at(size);
+        let sql = insert_sql(size);
+        let mut q = sqlx::query(sql);
+        for (tl, ts, v) in chunk {
+            q = q.bind(*tl).bind(*ts).bind(*v);
+        }
+        tx.execute(q).await.map_err(db_err)?;
+        rest = tail;
+    }
+    Ok(())
+}
+
+fn insert_sql(rows: usize) -> &'static str {
+    use std::sync::OnceLock;
+    static CACHE: OnceLock<[String; 4]> = OnceLock::new();
+    let all = CACHE.get_or_init(|| {
+        [256usize, 32, 8, 1].map(|n| {
+            let mut s = String::from("INSERT INTO points (timeline_id, ts, value) VALUES ");
+            for i in 0..n {
+                if i > 0 {
+                    s.push(',');
+                }
+                s.push_str("(?,?,?)");
+            }
+            s
+        })
+    });
+    match rows {
+        256 => &all[0],
+        32 => &all[1],
+        8 => &all[2],
+        _ => &all[3],
+    }
+}
