@@ -68,6 +68,7 @@ pub fn scenario_for(args: &RunArgs) -> Result<Box<dyn Scenario>> {
             things: args.things,
             values_per_thing: args.values_per_thing,
             limit: args.limit,
+            seeded: std::sync::Mutex::new(None),
         }),
         ScenarioName::Startup => bail!("startup is not a throughput scenario"),
     })
@@ -129,6 +130,8 @@ pub struct ReadLatestScenario {
     pub things: usize,
     pub values_per_thing: usize,
     pub limit: u32,
+    /// What the store really holds (a reused seed may differ from the flags).
+    pub seeded: std::sync::Mutex<Option<(usize, usize)>>,
 }
 
 impl Scenario for ReadLatestScenario {
@@ -137,7 +140,9 @@ impl Scenario for ReadLatestScenario {
     }
 
     fn params(&self) -> serde_json::Value {
-        json!({"things": self.things, "valuesPerThing": self.values_per_thing, "limit": self.limit})
+        let (things, values_per_thing) =
+            self.seeded.lock().ok().and_then(|seeded| *seeded).unwrap_or((self.things, self.values_per_thing));
+        json!({"things": things, "valuesPerThing": values_per_thing, "limit": self.limit})
     }
 
     fn setup<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Workload>> {
@@ -145,8 +150,11 @@ impl Scenario for ReadLatestScenario {
             let tokens = match target.kind {
                 TargetKind::Raw => synthetic_tokens(self.things),
                 TargetKind::Thingline => {
-                    let file = self.seeded(target).await?;
+                    let file = self.seed_or_reuse(target).await?;
                     self.check_read(target, &file).await?;
+                    if let Ok(mut seeded) = self.seeded.lock() {
+                        *seeded = Some((file.things.len(), file.values_per_thing));
+                    }
                     file.things.into_iter().map(|t| t.thing_token).collect()
                 }
             };
@@ -171,7 +179,7 @@ impl Scenario for ReadLatestScenario {
 
 impl ReadLatestScenario {
     /// The data dir's things file, or a fresh seed (saved when there is a data dir).
-    async fn seeded(&self, target: &Target) -> Result<ThingsFile> {
+    async fn seed_or_reuse(&self, target: &Target) -> Result<ThingsFile> {
         if let Some(dir) = &target.data_dir
             && let Some(file) = ThingsFile::load(dir)?
         {

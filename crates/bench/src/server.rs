@@ -102,7 +102,7 @@ pub fn locate_thingline_bin(flag: Option<&Path>) -> Result<PathBuf> {
     }
     let tried: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
     bail!(
-        "no thingline binary found (tried {}); build it with `cargo build --release -p thingline-server` or pass --thingline-bin",
+        "no thingline binary found (tried {}); build it with `cargo build --release -p thingline` or pass --thingline-bin",
         tried.join(", ")
     )
 }

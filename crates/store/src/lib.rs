@@ -4,14 +4,18 @@
 //!
 //! Every backend must pass the one conformance suite in [`conformance`].
 
+pub mod app_users;
 pub mod conformance;
 pub mod model;
+pub mod objects;
 pub mod sqlite;
 
 use std::sync::Arc;
 
+pub use app_users::AppUserStore;
 use async_trait::async_trait;
 pub use model::*;
+pub use objects::ObjectStore;
 use thingline_core::Result;
 use thingline_core::query::TimelineQuery;
 
@@ -82,7 +86,7 @@ pub trait TimelineStore: Send + Sync {
 
 /// Everything the platform needs from storage.
 #[async_trait]
-pub trait Store: PanelStore + CatalogStore + ThingStore + TimelineStore {
+pub trait Store: PanelStore + CatalogStore + ThingStore + TimelineStore + AppUserStore + ObjectStore {
     /// Waits for in-flight acknowledged writes and closes the backend.
     async fn close(&self);
     /// A short name for logs (`sqlite`, `postgres`).

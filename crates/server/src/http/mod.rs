@@ -2,11 +2,14 @@
 //! `router()` per area. Handlers parse, authenticate, call the platform, and render; the
 //! [`error::ApiError`] mapping to the thethings.iO envelope happens once.
 
+mod app_auth;
 pub mod body;
+mod classes;
 pub mod error;
 pub mod extract;
 mod guard;
 mod health;
+mod me;
 mod panel;
 mod stream;
 mod things;
@@ -35,6 +38,9 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .merge(things::router())
         .merge(utils::router())
         .merge(panel::router())
+        .merge(app_auth::router())
+        .merge(me::router())
+        .merge(classes::router())
         .fallback(|| async { ApiError(thingline_core::Error::not_found("Not found")).into_response() })
         .method_not_allowed_fallback(|| async {
             ApiError(thingline_core::Error::bad_request("Method not allowed on this resource")).into_response()

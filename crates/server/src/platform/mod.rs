@@ -4,8 +4,11 @@
 
 mod auth;
 mod limiter;
+mod objects;
 mod panel;
+mod sessions;
 mod things;
+mod users;
 mod values;
 
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub use auth::{hash_password, verify_password};
 pub use limiter::RateLimiter;
 pub use panel::{AppInput, CodeView, ProductInput};
+pub use sessions::Session;
 pub use things::ThingCache;
 pub use values::{ReadOut, WriteFlags, WriteItem, json_error, parse_write_items};
 

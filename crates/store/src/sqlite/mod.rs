@@ -2,7 +2,9 @@
 //! timelines go through one writer task that commits them in groups ([`writer`]); the few other
 //! writes (panel, catalog, activation) use a single-connection pool so they never fight each other.
 
+mod app_users;
 mod catalog;
+mod objects;
 mod panel;
 mod things;
 mod timelines;
@@ -19,7 +21,11 @@ use thingline_core::Error;
 use crate::StoreOptions;
 
 /// Schema migrations, applied in order at start; `thingline_schema` records the applied versions.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_foundation.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_foundation.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_app_users.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_objects.sql")),
+];
 
 /// The SQLite store.
 pub struct SqliteStore {

@@ -1,0 +1,1 @@
+//! App objects in `/v2/classes` collections. (Issue #4.)

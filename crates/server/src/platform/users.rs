@@ -1,0 +1,1 @@
+//! App users: register, login, links, permissions, grants, settings. (Issue #3.)

@@ -1,0 +1,240 @@
+//! Test support: a real server started in-process on port 0 (HTTPS with its generated
+//! certificate trusted by the client, plus the plain device listener), and helpers that set up
+//! a panel account, products, codes and things through the real API.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+use thingline::config::ConfigArgs;
+use thingline::{Config, RunningServer};
+
+pub const PANEL_EMAIL: &str = "ops@example.com";
+pub const PANEL_PASSWORD: &str = "operator-password";
+
+pub struct TestServer {
+    /// `https://127.0.0.1:PORT`
+    pub https: String,
+    /// `http://127.0.0.1:PORT` (devices only)
+    pub http: String,
+    pub client: Client,
+    pub data_dir: PathBuf,
+    running: Option<RunningServer>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A thing activated through the API.
+#[derive(Debug, Clone)]
+pub struct TestThing {
+    pub token: String,
+    pub id: String,
+    pub product_id: String,
+}
+
+pub fn config_args(data_dir: &std::path::Path) -> ConfigArgs {
+    ConfigArgs {
+        data_dir: Some(data_dir.to_path_buf()),
+        https_addr: Some("127.0.0.1:0".into()),
+        http_addr: Some("127.0.0.1:0".into()),
+        mqtt_addr: Some("off".into()),
+        mqtts_addr: Some("off".into()),
+        coap_addr: Some("off".into()),
+        panel_email: Some(PANEL_EMAIL.into()),
+        panel_password: Some(PANEL_PASSWORD.into()),
+        log: Some(std::env::var("THINGLINE_LOG").unwrap_or_else(|_| "warn".into())),
+        // Tests create many short-lived stores; power-loss durability is the default elsewhere.
+        durability: Some("normal".into()),
+        ..ConfigArgs::default()
+    }
+}
+
+/// A reqwest client that trusts the server's generated certificate (real TLS verification).
+pub fn client_for(data_dir: &std::path::Path) -> Client {
+    let pem = std::fs::read(data_dir.join("tls/cert.pem")).expect("generated certificate");
+    let cert = reqwest::Certificate::from_pem(&pem).expect("certificate");
+    Client::builder()
+        .add_root_certificate(cert)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with the test defaults, adjusted by `adjust`.
+    pub async fn start_with(adjust: impl FnOnce(&mut ConfigArgs)) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut server = Self::start_in(dir.path().to_path_buf(), adjust).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Starts on an existing data dir (to restart a server on the same store).
+    pub async fn start_in(data_dir: PathBuf, adjust: impl FnOnce(&mut ConfigArgs)) -> TestServer {
+        thingline::install_crypto_provider();
+        let mut args = config_args(&data_dir);
+        adjust(&mut args);
+        let log = args.log.clone().unwrap_or_else(|| "warn".into());
+        thingline::logging::init(&log, false);
+        let config = Config::resolve(args).expect("config");
+        let running = thingline::start(config).await.expect("server starts");
+        let https = format!("https://{}", running.https_addr);
+        let http = running.http_addr.map(|a| format!("http://{a}")).unwrap_or_default();
+        TestServer { https, http, client: client_for(&data_dir), data_dir, running: Some(running), _dir: None }
+    }
+
+    pub fn platform(&self) -> &std::sync::Arc<thingline::platform::Platform> {
+        &self.running.as_ref().expect("running").platform
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+
+    /// Full URL on the HTTPS listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.https, path)
+    }
+
+    pub async fn panel_token(&self) -> String {
+        let r = self
+            .client
+            .post(self.url("/v2/panel/login"))
+            .json(&json!({"email": PANEL_EMAIL, "password": PANEL_PASSWORD}))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(r.status(), StatusCode::OK);
+        let v: Value = r.json().await.expect("json");
+        v["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Creates a product; `resources` are (key, public).
+    pub async fn product(&self, panel: &str, resources: &[(&str, bool)]) -> String {
+        let resources: Vec<Value> = resources.iter().map(|(k, p)| json!({"key": k, "public": p})).collect();
+        let r = self
+            .client
+            .post(self.url("/v2/panel/products"))
+            .header("Authorization", panel)
+            .json(&json!({"name": "test product", "resources": resources}))
+            .send()
+            .await
+            .expect("product");
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: Value = r.json().await.expect("json");
+        v["productId"].as_str().expect("productId").to_owned()
+    }
+
+    pub async fn codes(&self, panel: &str, product: &str, count: usize) -> Vec<String> {
+        let r = self
+            .client
+            .post(self.url(&format!("/v2/panel/products/{product}/activation-codes")))
+            .header("Authorization", panel)
+            .json(&json!({"count": count}))
+            .send()
+            .await
+            .expect("codes");
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: Value = r.json().await.expect("json");
+        v["codes"].as_array().expect("codes").iter().map(|c| c.as_str().expect("code").to_owned()).collect()
+    }
+
+    pub async fn activate(&self, code: &str) -> Response {
+        self.client.post(self.url("/v2/things")).json(&json!({"activationCode": code})).send().await.expect("activate")
+    }
+
+    /// A product with these resources and one activated thing of it.
+    pub async fn thing(&self, panel: &str, resources: &[(&str, bool)]) -> TestThing {
+        let product_id = self.product(panel, resources).await;
+        let code = self.codes(panel, &product_id, 1).await.remove(0);
+        let r = self.activate(&code).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: Value = r.json().await.expect("json");
+        TestThing {
+            token: v["thingToken"].as_str().expect("token").to_owned(),
+            id: v["thingId"].as_str().expect("id").to_owned(),
+            product_id,
+        }
+    }
+
+    /// Creates an app asking for `resources`; returns the appId.
+    pub async fn app(&self, panel: &str, resources: &[&str]) -> String {
+        let r = self
+            .client
+            .post(self.url("/v2/panel/apps"))
+            .header("Authorization", panel)
+            .json(&json!({"name": "test app", "resources": resources}))
+            .send()
+            .await
+            .expect("app");
+        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+        let v: Value = r.json().await.expect("json");
+        v["appId"].as_str().expect("appId").to_owned()
+    }
+
+    /// POSTs `{"values": values}` to the thing over HTTPS; returns the status.
+    pub async fn write(&self, thing: &TestThing, values: Value) -> StatusCode {
+        self.client
+            .post(self.url(&format!("/v2/things/{}", thing.token)))
+            .json(&json!({ "values": values }))
+            .send()
+            .await
+            .expect("write")
+            .status()
+    }
+
+    /// GETs a thing read and returns (status, body).
+    pub async fn read(&self, thing: &TestThing, key: &str, query: &str) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .get(self.url(&format!("/v2/things/{}/resources/{}{}", thing.token, urlencode(key), query)))
+            .send()
+            .await
+            .expect("read");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// Percent-encodes a path segment (keys like `$settings.name`).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Asserts the thethings.iO error envelope with this status.
+pub async fn assert_envelope(r: Response, status: u16) -> Value {
+    assert_eq!(r.status().as_u16(), status);
+    let v: Value = r.json().await.expect("envelope json");
+    assert_eq!(v["status"], "error", "{v}");
+    assert_eq!(v["code"], status, "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    v
+}
+
+/// Polls `check` until it returns Some, or panics after `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < until, "condition not met within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,1 @@
+-- App users, sessions, links, grants, settings, outbox (issue #3).

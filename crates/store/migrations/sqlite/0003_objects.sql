@@ -1,0 +1,1 @@
+-- App objects (issue #4).

@@ -1,0 +1,6 @@
+//! App objects on SQLite.
+
+use super::SqliteStore;
+use crate::ObjectStore;
+
+impl ObjectStore for SqliteStore {}
