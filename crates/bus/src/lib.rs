@@ -18,6 +18,9 @@ pub enum Topic {
     Thing(i64),
     /// Every change in one object collection: `app/<appId>/<owner>/<path>`.
     Collection(Arc<str>),
+    /// Changes to what one app user may access (a link or grant removed): live subscriptions of
+    /// that user re-check their permissions.
+    User(i64),
 }
 
 /// One value as committed (or broadcast without storing).
@@ -38,6 +41,8 @@ pub enum Event {
     /// An object stored, updated or deleted in a collection (`object` is the object as it now
     /// is, with `_id`; for a deletion just `{"_id": …}`).
     Object { op: ObjectOp, object: Arc<serde_json::Value> },
+    /// What the user may access changed (published on [`Topic::User`]).
+    AccessChanged { user_id: i64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

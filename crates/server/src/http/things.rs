@@ -173,7 +173,7 @@ async fn subscribe(state: axum::extract::State<AppState>, Path(token): Path<Stri
     let sub = p.notifier().subscribe(Topic::Thing(thing.seq));
     let render = Box::new(|ev: &Event| match ev {
         Event::Values { items, .. } => Some(items_array(items.iter())),
-        Event::Object { .. } => None,
+        _ => None,
     });
     Ok(json_stream(Some(SUBSCRIBED), sub, render, keep_alive, p.shutdown_signal().clone()))
 }

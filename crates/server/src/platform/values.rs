@@ -196,6 +196,12 @@ impl Platform {
         );
     }
 
+    /// Tells live subscriptions of an app user that their access changed (a link or grant was
+    /// removed), so they re-check permissions and end what is no longer allowed.
+    pub fn access_changed(&self, user_id: i64) {
+        self.notifier.publish(&Topic::User(user_id), Event::AccessChanged { user_id });
+    }
+
     /// Reads a key of a thing, newest first. 404 when never written.
     pub async fn read_values(&self, thing: &Thing, key: &str, query: &TimelineQuery) -> Result<ReadOut> {
         validate_key(key)?;
