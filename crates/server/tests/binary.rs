@@ -1,0 +1,279 @@
+//! The real `thingline` binary as operators run it: start on port 0 and read the listener lines,
+//! durability of acknowledged writes across `kill -9`, graceful SIGTERM (exit 0), a clear line
+//! when a port is taken, the TOML config file, and `thingline panel-user add`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_thingline");
+
+struct Proc {
+    child: Child,
+    https: String,
+    http: Option<String>,
+    /// Remaining log lines.
+    lines: mpsc::Receiver<String>,
+}
+
+/// Spawns `thingline serve` on `dir` with port-0 listeners and waits for its listening lines.
+fn spawn(dir: &Path, extra: &[&str]) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .args(["--data-dir", dir.to_str().expect("utf8 path")])
+        .args(["--https-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--mqtt-addr", "off", "--mqtts-addr", "off", "--coap-addr", "off"])
+        .args(extra)
+        .env("THINGLINE_PANEL_EMAIL", common::PANEL_EMAIL)
+        .env("THINGLINE_PANEL_PASSWORD", common::PANEL_PASSWORD)
+        .env("THINGLINE_LOG", "info")
+        .env_remove("THINGLINE_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn thingline");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut https, mut http) = (None, None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while https.is_none() || http.is_none() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx.recv_timeout(left).expect("listening lines within 30 s");
+        if let Some(addr) = line.split("listener=https addr=").nth(1) {
+            https = Some(format!("https://{}", addr.split_whitespace().next().expect("addr")));
+        }
+        if let Some(addr) = line.split("listener=http addr=").nth(1) {
+            http = Some(format!("http://{}", addr.split_whitespace().next().expect("addr")));
+        }
+    }
+    Proc { child, https: https.expect("https"), http, lines: rx }
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_9_and_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut p = spawn(dir.path(), &[]);
+    let client = common::client_for(dir.path());
+    let panel = panel_login(&client, &p.https).await;
+    let (token, _) = new_thing(&client, &p.https, &panel).await;
+
+    // Concurrent writers; every 201 is recorded, then the server is killed mid-stream.
+    let acked = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<i64>::new()));
+    let mut tasks = Vec::new();
+    for w in 0..8i64 {
+        let client = client.clone();
+        let url = format!("{}/v2/things/{token}", p.https);
+        let acked = acked.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10_000i64 {
+                let v = w * 1_000_000 + i;
+                let r = client.post(&url).json(&json!({"values": [{"key": "seq", "value": v}]})).send().await;
+                match r {
+                    Ok(r) if r.status() == StatusCode::CREATED => acked.lock().push(v),
+                    _ => break,
+                }
+            }
+        }));
+    }
+    common::eventually(Duration::from_secs(30), || {
+        let n = acked.lock().len();
+        async move { (n >= 400).then_some(()) }
+    })
+    .await;
+    p.child.kill().expect("kill -9");
+    let _ = p.child.wait();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked: Vec<i64> = acked.lock().clone();
+    assert!(acked.len() >= 400);
+
+    let p2 = spawn(dir.path(), &[]);
+    let mut stored = std::collections::HashSet::new();
+    let mut end: Option<String> = None;
+    loop {
+        let mut url = format!("{}/v2/things/{token}/resources/seq?limit=1000", p2.https);
+        if let Some(e) = &end {
+            url.push_str(&format!("&endDate={}", common::urlencode(e)));
+        }
+        let page: Value = client.get(&url).send().await.expect("read").json().await.expect("json");
+        let page = page.as_array().expect("array").clone();
+        if page.is_empty() {
+            break;
+        }
+        end = page.last().and_then(|i| i["datetime"].as_str()).map(str::to_owned);
+        stored.extend(page.iter().map(|i| i["value"].as_i64().expect("int")));
+    }
+    let lost: Vec<&i64> = acked.iter().filter(|v| !stored.contains(v)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged values lost after kill -9: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+    stop(p2);
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut p = spawn(dir.path(), &[]);
+    let client = common::client_for(dir.path());
+    let panel = panel_login(&client, &p.https).await;
+    let (token, _) = new_thing(&client, &p.https, &panel).await;
+    // An open subscription must not keep the server from stopping.
+    let stream = client.get(format!("{}/v2/things/{token}?keepAlive=60000", p.https)).send().await.expect("sub");
+    assert_eq!(stream.status(), StatusCode::OK);
+    let r = client
+        .post(format!("{}/v2/things/{token}", p.https))
+        .json(&json!({"values": [{"key": "k", "value": 1}]}))
+        .send()
+        .await
+        .expect("write");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let pid = p.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let status = wait_exit(&mut p.child, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "exit 0 after SIGTERM");
+    drop(stream);
+    let p2 = spawn(dir.path(), &[]);
+    let page: Value = client
+        .get(format!("{}/v2/things/{token}/resources/k", p2.https))
+        .send()
+        .await
+        .expect("read")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(page[0]["value"], 1);
+    stop(p2);
+}
+
+#[tokio::test]
+async fn a_taken_port_stops_the_start_with_one_clear_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir", dir.path().to_str().expect("utf8"), "--https-addr", &addr])
+        .args(["--mqtt-addr", "off", "--mqtts-addr", "off", "--coap-addr", "off"])
+        .env("THINGLINE_LOG", "error")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().find(|l| l.contains(&addr)).unwrap_or_else(|| panic!("no line names {addr}: {err}"));
+    assert!(line.contains("THINGLINE_HTTPS_ADDR"), "names the setting: {line}");
+}
+
+#[tokio::test]
+async fn config_file_and_panel_user_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let out = Command::new(BIN)
+        .args(["panel-user", "add", "--email", "second@example.com", "--password", "second-password"])
+        .args(["--data-dir", data.to_str().expect("utf8")])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The file sets the data dir; flags still win over it for the listeners.
+    let file = dir.path().join("thingline.toml");
+    std::fs::write(
+        &file,
+        format!("data_dir = {:?}\nlog = \"info\"\nhttps_addr = \"127.0.0.1:1\"\n", data.to_str().expect("utf8")),
+    )
+    .expect("write config");
+    let mut p = spawn(&data, &["--config", file.to_str().expect("utf8")]);
+    let client = common::client_for(&data);
+    let r = client
+        .post(format!("{}/v2/panel/login", p.https))
+        .json(&json!({"email": "second@example.com", "password": "second-password"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), StatusCode::OK, "the account made by `panel-user add` logs in");
+    assert!(p.http.is_some());
+    let _ = p.child.kill();
+    let _ = p.child.wait();
+    let _ = p.lines.try_recv();
+}
+
+async fn panel_login(client: &reqwest::Client, base: &str) -> String {
+    let v: Value = client
+        .post(format!("{base}/v2/panel/login"))
+        .json(&json!({"email": common::PANEL_EMAIL, "password": common::PANEL_PASSWORD}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    v["token"].as_str().expect("token").to_owned()
+}
+
+async fn new_thing(client: &reqwest::Client, base: &str, panel: &str) -> (String, String) {
+    let v: Value = client
+        .post(format!("{base}/v2/panel/products"))
+        .header("Authorization", panel)
+        .json(&json!({"name": "p", "resources": [{"key": "seq", "public": true}]}))
+        .send()
+        .await
+        .expect("product")
+        .json()
+        .await
+        .expect("json");
+    let product = v["productId"].as_str().expect("id").to_owned();
+    let v: Value = client
+        .post(format!("{base}/v2/panel/products/{product}/activation-codes"))
+        .header("Authorization", panel)
+        .json(&json!({"count": 1}))
+        .send()
+        .await
+        .expect("codes")
+        .json()
+        .await
+        .expect("json");
+    let code = v["codes"][0].as_str().expect("code").to_owned();
+    let v: Value = client
+        .post(format!("{base}/v2/things"))
+        .json(&json!({"activationCode": code}))
+        .send()
+        .await
+        .expect("activate")
+        .json()
+        .await
+        .expect("json");
+    (v["thingToken"].as_str().expect("token").to_owned(), v["thingId"].as_str().expect("id").to_owned())
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stop(mut p: Proc) {
+    let _ = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status();
+    let _ = wait_exit(&mut p.child, Duration::from_secs(20));
+}
