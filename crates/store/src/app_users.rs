@@ -1,8 +1,68 @@
 //! App users (scoped per app), their sessions, linked things, grants, settings, and the outbox of
-//! notification emails. (Issue #3.)
+//! notification emails. (Issue #3.) Session tokens are stored only as digests. Deleting an app
+//! removes its users with everything they own; deleting a thing removes its links and grants.
 
 use async_trait::async_trait;
+use thingline_core::Result;
+
+use crate::{AppSessionRecord, AppUser, GrantRecord, OutboxMail, Thing};
 
 /// Storage of the App API's users and what they may reach.
 #[async_trait]
-pub trait AppUserStore: Send + Sync {}
+pub trait AppUserStore: Send + Sync {
+    /// Creates a user of an app; `Conflict` when the email is taken in that app, `NotFound` when
+    /// the app does not exist.
+    async fn create_app_user(&self, app_id: &str, email: &str, password_hash: &str, now_ms: i64) -> Result<AppUser>;
+    async fn app_user_by_email(&self, app_id: &str, email: &str) -> Result<Option<AppUser>>;
+    async fn app_user(&self, id: i64) -> Result<Option<AppUser>>;
+    /// Users of an app, oldest first.
+    async fn app_users_of(&self, app_id: &str) -> Result<Vec<AppUser>>;
+    /// Deletes a user with its sessions, links, grants received and grants given.
+    async fn delete_app_user(&self, id: i64) -> Result<bool>;
+    /// Replaces the password hash and ends every session of the user except `keep` (a digest).
+    async fn set_app_user_password(&self, user_id: i64, password_hash: &str, keep: Option<&str>) -> Result<()>;
+
+    async fn create_app_session(&self, user_id: i64, token_digest: &str, expires_ms: i64, now_ms: i64) -> Result<()>;
+    /// The live (not expired) session of a digest.
+    async fn app_session(&self, token_digest: &str, now_ms: i64) -> Result<Option<AppSessionRecord>>;
+    async fn delete_app_session(&self, token_digest: &str) -> Result<bool>;
+
+    /// Links a thing to a user. With `exclusive`, only when no user has linked it yet (the
+    /// user's own existing link counts as success). Returns false when refused.
+    async fn link_thing(&self, user_id: i64, thing_id: &str, exclusive: bool, now_ms: i64) -> Result<bool>;
+    /// Removes a link and the grants the user gave on that thing. `None` when it was not linked;
+    /// otherwise the users whose grants were removed.
+    async fn unlink_thing(&self, user_id: i64, thing_id: &str) -> Result<Option<Vec<i64>>>;
+    /// Things the user linked, in link order.
+    async fn linked_things(&self, user_id: i64) -> Result<Vec<Thing>>;
+    /// Whether any user has linked the thing.
+    async fn thing_is_linked(&self, thing_id: &str) -> Result<bool>;
+
+    /// Sets the permissions of a grant (`perms` 0 removes it).
+    async fn set_grant(
+        &self,
+        user_id: i64,
+        thing_id: &str,
+        key: &str,
+        perms: u8,
+        granted_by: i64,
+        now_ms: i64,
+    ) -> Result<()>;
+    /// Grants the user received.
+    async fn grants_of(&self, user_id: i64) -> Result<Vec<GrantRecord>>;
+
+    /// The user's settings document (`{}` for a new user).
+    async fn app_user_settings(&self, user_id: i64) -> Result<serde_json::Value>;
+    /// Merges top-level keys into the settings (a `null` value removes the key); returns the
+    /// new document.
+    async fn merge_app_user_settings(
+        &self,
+        user_id: i64,
+        patch: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<serde_json::Value>;
+
+    /// Stores a mail in the outbox; returns its id.
+    async fn add_outbox_mail(&self, app_id: &str, to: &str, subject: &str, body: &str, now_ms: i64) -> Result<i64>;
+    /// The outbox of an app, newest first, at most `limit`.
+    async fn outbox_of_app(&self, app_id: &str, limit: u32) -> Result<Vec<OutboxMail>>;
+}

@@ -14,6 +14,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     timelines_keep_distinct_datetimes(&*store, thing_seq).await;
     timelines_page_exactly(&*store, thing_seq).await;
     settings_documents(&*store, thing_seq).await;
+    app_users_sessions_links_grants(&*store).await;
 }
 
 async fn panel_users_and_sessions(store: &dyn Store) {
@@ -110,4 +111,68 @@ async fn settings_documents(store: &dyn Store, seq: i64) {
     let doc = store.update_thing_settings(seq, Some("name"), serde_json::json!("B")).await.expect("set path");
     assert_eq!(doc, serde_json::json!({"name": "B", "foo": "bar"}));
     assert_eq!(store.thing_settings(seq).await.expect("get"), doc);
+}
+
+async fn app_users_sessions_links_grants(store: &dyn Store) {
+    use crate::App;
+    let owner = store.panel_user_by_email("ops@example.com").await.expect("user").expect("exists").id;
+    let app = App { id: "app-1".into(), owner_id: owner, name: "a".into(), resources: vec![], created_ms: 1 };
+    store.create_app(&app).await.expect("app");
+    let alice = store.create_app_user("app-1", "alice@example.com", "$argon2id$a", 1).await.expect("alice");
+    let dup = store.create_app_user("app-1", "alice@example.com", "$argon2id$b", 1).await.expect_err("duplicate");
+    assert_eq!(dup.status(), 409, "duplicate email in one app");
+    let unknown = store.create_app_user("nope", "x@example.com", "$argon2id$b", 1).await.expect_err("no app");
+    assert_eq!(unknown.status(), 404, "unknown app");
+    let bob = store.create_app_user("app-1", "bob@example.com", "$argon2id$b", 2).await.expect("bob");
+    assert_eq!(store.app_user_by_email("app-1", "alice@example.com").await.expect("get"), Some(alice.clone()));
+
+    // Sessions expire, and a password change ends every other session.
+    store.create_app_session(alice.id, "s1", 2_000, 1).await.expect("s1");
+    store.create_app_session(alice.id, "s2", 2_000, 1).await.expect("s2");
+    assert_eq!(store.app_session("s1", 1_000).await.expect("get").map(|s| s.user_id), Some(alice.id));
+    assert_eq!(store.app_session("s1", 3_000).await.expect("get"), None, "expired");
+    store.set_app_user_password(alice.id, "$argon2id$new", Some("s1")).await.expect("password");
+    assert!(store.app_session("s1", 1_000).await.expect("get").is_some(), "the changing session stays");
+    assert!(store.app_session("s2", 1_000).await.expect("get").is_none(), "other sessions end");
+    assert!(store.delete_app_session("s1").await.expect("logout"));
+    assert!(store.app_session("s1", 1_000).await.expect("get").is_none());
+
+    // Links: by token any user; exclusive only when unlinked.
+    let thing = store.thing_by_token("token-t1").await.expect("thing").expect("exists");
+    assert!(store.link_thing(alice.id, &thing.id, true, 5).await.expect("link"));
+    assert!(store.link_thing(alice.id, &thing.id, true, 5).await.expect("own link again"));
+    assert!(!store.link_thing(bob.id, &thing.id, true, 5).await.expect("exclusive refused"));
+    assert!(store.thing_is_linked(&thing.id).await.expect("linked"));
+    assert_eq!(store.linked_things(alice.id).await.expect("things"), vec![thing.clone()]);
+    assert_eq!(store.link_thing(alice.id, "no-thing", false, 5).await.expect_err("unknown").status(), 404);
+
+    // Grants: set, replace, list; unlinking removes the grants the user gave.
+    store.set_grant(bob.id, &thing.id, "temperature", 1, alice.id, 6).await.expect("grant");
+    store.set_grant(bob.id, &thing.id, "temperature", 3, alice.id, 7).await.expect("regrant");
+    let grants = store.grants_of(bob.id).await.expect("grants");
+    assert_eq!(grants.len(), 1);
+    assert_eq!((grants[0].key.as_str(), grants[0].perms), ("temperature", 3));
+    assert_eq!(store.unlink_thing(alice.id, &thing.id).await.expect("unlink"), Some(vec![bob.id]));
+    assert!(store.grants_of(bob.id).await.expect("grants").is_empty());
+    assert_eq!(store.unlink_thing(alice.id, &thing.id).await.expect("unlink again"), None);
+
+    // Settings merge; null removes.
+    assert_eq!(store.app_user_settings(bob.id).await.expect("get"), serde_json::json!({}));
+    let patch = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+    store.merge_app_user_settings(bob.id, patch(serde_json::json!({"a": 1, "b": 2}))).await.expect("merge");
+    let doc =
+        store.merge_app_user_settings(bob.id, patch(serde_json::json!({"b": null, "c": [3]}))).await.expect("merge");
+    assert_eq!(doc, serde_json::json!({"a": 1, "c": [3]}));
+
+    // Outbox, newest first.
+    store.add_outbox_mail("app-1", "alice@example.com", "s1", "b1", 8).await.expect("mail");
+    store.add_outbox_mail("app-1", "alice@example.com", "s2", "b2", 9).await.expect("mail");
+    let mails = store.outbox_of_app("app-1", 10).await.expect("outbox");
+    assert_eq!(mails.iter().map(|m| m.subject.as_str()).collect::<Vec<_>>(), vec!["s2", "s1"]);
+
+    // Deleting the app removes its users and their sessions.
+    store.create_app_session(bob.id, "s3", 2_000, 1).await.expect("s3");
+    assert!(store.delete_app("app-1").await.expect("delete app"));
+    assert!(store.app_session("s3", 1_000).await.expect("get").is_none(), "sessions of a deleted app end");
+    assert!(store.app_user(bob.id).await.expect("get").is_none());
 }

@@ -98,3 +98,43 @@ pub struct StoredPoint {
     /// JSON text.
     pub value: String,
 }
+
+/// An app user. Users are scoped per app: the same email may exist once in each app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppUser {
+    pub id: i64,
+    pub app_id: String,
+    pub email: String,
+    pub password_hash: String,
+    pub created_ms: i64,
+}
+
+/// A live app session as the store knows it (joined with its user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSessionRecord {
+    pub user_id: i64,
+    pub app_id: String,
+    pub email: String,
+    pub expires_ms: i64,
+}
+
+/// Permissions one user received on one resource key of one thing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub thing: Thing,
+    pub key: String,
+    /// Bit set: get=1, post=2, grant=4, put=8, delete=16.
+    pub perms: u8,
+    pub granted_by: i64,
+}
+
+/// A notification email kept in the outbox (when no SMTP server is configured).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMail {
+    pub id: i64,
+    pub app_id: String,
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+    pub created_ms: i64,
+}
