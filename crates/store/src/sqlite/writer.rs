@@ -16,6 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::db_err;
 use crate::{NewPoint, StoredPoint};
 
+/// thing seq → key → timeline id.
+type Timelines = HashMap<i64, HashMap<String, i64>>;
+
 /// Most appends committed in one transaction.
 const MAX_OPS_PER_COMMIT: usize = 512;
 /// Most values committed in one transaction (a single larger request still commits alone).
@@ -75,8 +78,8 @@ pub(crate) fn spawn(conn: SqliteConnection) -> WriterHandle {
 
 struct Writer {
     conn: SqliteConnection,
-    /// (thing seq, key) → timeline id.
-    timelines: HashMap<(i64, String), i64>,
+    /// thing seq → key → timeline id.
+    timelines: Timelines,
     /// timeline id → newest datetime stored.
     last_ts: HashMap<i64, i64>,
 }
@@ -252,12 +255,12 @@ impl Writer {
 /// Resolves timelines, assigns distinct datetimes and inserts the values of one append.
 async fn append_in(
     tx: &mut Transaction<'_, Sqlite>,
-    timelines: &mut HashMap<(i64, String), i64>,
+    timelines: &mut Timelines,
     last_ts: &mut HashMap<i64, i64>,
     thing_seq: i64,
     points: &[NewPoint],
 ) -> Result<Vec<StoredPoint>> {
-    if timelines.len() > MAX_CACHED_TIMELINES {
+    if last_ts.len() > MAX_CACHED_TIMELINES {
         timelines.clear();
         last_ts.clear();
     }
@@ -318,11 +321,11 @@ async fn exists(tx: &mut Transaction<'_, Sqlite>, tl: i64, ts: i64) -> Result<bo
 
 async fn timeline_id(
     tx: &mut Transaction<'_, Sqlite>,
-    timelines: &mut HashMap<(i64, String), i64>,
+    timelines: &mut Timelines,
     thing_seq: i64,
     key: &str,
 ) -> Result<i64> {
-    if let Some(id) = timelines.get(&(thing_seq, key.to_owned())) {
+    if let Some(id) = timelines.get(&thing_seq).and_then(|keys| keys.get(key)) {
         return Ok(*id);
     }
     let id: i64 = sqlx::query_scalar(
@@ -337,7 +340,7 @@ async fn timeline_id(
         sqlx::Error::Database(db) if db.is_foreign_key_violation() => Error::not_found("Thing not found"),
         _ => db_err(e),
     })?;
-    timelines.insert((thing_seq, key.to_owned()), id);
+    timelines.entry(thing_seq).or_default().insert(key.to_owned(), id);
     Ok(id)
 }
 
