@@ -1,6 +1,7 @@
 //! Thingline's domain: the types and rules every protocol adapter and every storage backend share.
 //! Nothing in this crate does I/O; everything here is testable as plain functions.
 
+pub mod classes;
 pub mod error;
 pub mod form;
 pub mod geo;
