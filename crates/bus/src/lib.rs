@@ -3,6 +3,17 @@
 //! subscriptions, Socket.IO, later MQTT and CoAP) subscribes here. In-process it is a map of
 //! bounded tokio broadcast channels; a slow subscriber lags (and is told) instead of growing
 //! memory or slowing writers. Across nodes a NATS bridge will republish into the same notifier.
+//!
+//! [`fanout`] groups the subscribers that see events the same way behind one bus subscription,
+//! renders each event once for all of them and drops the slow ones; [`Connections`] and
+//! [`RealtimeLimits`] are shared by every realtime adapter, and [`Notifier::snapshot`] is what
+//! the logs and the metrics endpoint read.
+
+pub mod fanout;
+mod registry;
+
+pub use fanout::{DropReason, Fanout, GroupKey, Membership, Payload, Renderer, Sink, SinkError};
+pub use registry::{ConnectionGuard, Connections, RealtimeLimits, StatsSnapshot};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -65,12 +76,22 @@ pub struct Notifier {
     topics: Mutex<HashMap<Topic, broadcast::Sender<Arc<Event>>>>,
     capacity: usize,
     stats: Stats,
+    pub(crate) fanout: Fanout,
+    connections: Connections,
+    limits: RealtimeLimits,
 }
 
 impl Notifier {
     /// `capacity`: events buffered per topic before the slowest subscriber lags.
     pub fn new(capacity: usize) -> Arc<Self> {
-        Arc::new(Notifier { topics: Mutex::new(HashMap::new()), capacity: capacity.max(1), stats: Stats::default() })
+        Arc::new(Notifier {
+            topics: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+            stats: Stats::default(),
+            fanout: Fanout::new(),
+            connections: Connections::default(),
+            limits: RealtimeLimits::default(),
+        })
     }
 
     /// Registers interest in a topic; every event published after this call is delivered (or
@@ -99,6 +120,38 @@ impl Notifier {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The fan-out groups (join them with [`Fanout::join`]).
+    pub fn fanout(&self) -> &Fanout {
+        &self.fanout
+    }
+
+    /// Open realtime connections, in total and per user.
+    pub fn connections(&self) -> &Connections {
+        &self.connections
+    }
+
+    /// The limits every realtime adapter applies (adjustable at run time).
+    pub fn limits(&self) -> &RealtimeLimits {
+        &self.limits
+    }
+
+    /// Every counter at once: for the periodic log line and the metrics endpoint.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let f = self.fanout.stats();
+        StatsSnapshot {
+            connections: self.connections.total(),
+            subscriptions: self.fanout.member_count(),
+            groups: self.fanout.group_count() as u64,
+            bus_subscriptions: self.stats.subscriptions.load(Ordering::Relaxed),
+            published: self.stats.published.load(Ordering::Relaxed),
+            rendered: f.rendered.load(Ordering::Relaxed),
+            delivered: f.delivered.load(Ordering::Relaxed),
+            dropped_slow: f.dropped_slow.load(Ordering::Relaxed),
+            dropped_lagged: f.dropped_lagged.load(Ordering::Relaxed),
+            lagged: self.stats.lagged.load(Ordering::Relaxed),
+        }
     }
 }
 

@@ -1,0 +1,180 @@
+//! What every realtime adapter shares besides the events: the count of open connections (in
+//! total and per user, to enforce the per-user cap), the realtime limits, and the counters
+//! snapshot read by the periodic log line and the metrics endpoint.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+
+/// Limits of the realtime paths. Atomics, so tests and operators can change them at run time.
+#[derive(Debug)]
+pub struct RealtimeLimits {
+    max_subscriptions_per_connection: AtomicUsize,
+    max_connections_per_user: AtomicUsize,
+    queue_capacity: AtomicUsize,
+}
+
+/// Defaults, documented in docs/realtime.md.
+pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 100;
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 50;
+pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
+
+impl Default for RealtimeLimits {
+    fn default() -> Self {
+        RealtimeLimits {
+            max_subscriptions_per_connection: AtomicUsize::new(DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION),
+            max_connections_per_user: AtomicUsize::new(DEFAULT_MAX_CONNECTIONS_PER_USER),
+            queue_capacity: AtomicUsize::new(DEFAULT_QUEUE_CAPACITY),
+        }
+    }
+}
+
+impl RealtimeLimits {
+    /// Most topics one Socket.IO connection may subscribe to at once.
+    pub fn max_subscriptions_per_connection(&self) -> usize {
+        self.max_subscriptions_per_connection.load(Ordering::Relaxed)
+    }
+    /// Most realtime connections (Socket.IO connections and HTTP subscriptions) of one user.
+    pub fn max_connections_per_user(&self) -> usize {
+        self.max_connections_per_user.load(Ordering::Relaxed)
+    }
+    /// Messages queued for one HTTP subscriber before it is dropped as too slow.
+    pub fn queue_capacity(&self) -> usize {
+        self.queue_capacity.load(Ordering::Relaxed)
+    }
+    pub fn set_max_subscriptions_per_connection(&self, n: usize) {
+        self.max_subscriptions_per_connection.store(n.max(1), Ordering::Relaxed);
+    }
+    pub fn set_max_connections_per_user(&self, n: usize) {
+        self.max_connections_per_user.store(n.max(1), Ordering::Relaxed);
+    }
+    pub fn set_queue_capacity(&self, n: usize) {
+        self.queue_capacity.store(n.max(1), Ordering::Relaxed);
+    }
+}
+
+/// Open realtime connections.
+#[derive(Debug, Default)]
+pub struct Connections {
+    total: Arc<AtomicU64>,
+    per_user: Arc<Mutex<HashMap<i64, usize>>>,
+}
+
+impl Connections {
+    /// Counts a new connection (not yet tied to a user).
+    pub fn open(&self) -> ConnectionGuard {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard { total: Arc::clone(&self.total), per_user: Arc::clone(&self.per_user), user: None }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Open connections of one user.
+    pub fn of_user(&self, user_id: i64) -> usize {
+        self.per_user.lock().get(&user_id).copied().unwrap_or(0)
+    }
+}
+
+/// One open connection; dropping it uncounts it.
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    total: Arc<AtomicU64>,
+    per_user: Arc<Mutex<HashMap<i64, usize>>>,
+    user: Option<i64>,
+}
+
+impl ConnectionGuard {
+    /// Ties the connection to a user; `false` (and nothing counted) when the user already has
+    /// `max` connections. Re-binding to the same user is a no-op.
+    pub fn bind_user(&mut self, user_id: i64, max: usize) -> bool {
+        if self.user == Some(user_id) {
+            return true;
+        }
+        let mut map = self.per_user.lock();
+        let n = map.entry(user_id).or_insert(0);
+        if *n >= max {
+            if *n == 0 {
+                map.remove(&user_id);
+            }
+            return false;
+        }
+        *n += 1;
+        drop(map);
+        self.unbind();
+        self.user = Some(user_id);
+        true
+    }
+
+    fn unbind(&mut self) {
+        if let Some(u) = self.user.take() {
+            let mut map = self.per_user.lock();
+            if let Some(n) = map.get_mut(&u) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(&u);
+                }
+            }
+        }
+    }
+
+    pub fn user(&self) -> Option<i64> {
+        self.user
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.unbind();
+        self.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Every realtime counter at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StatsSnapshot {
+    /// Open realtime connections (Socket.IO connections and HTTP subscription streams).
+    pub connections: u64,
+    /// Subscriptions served by the fan-out (one per subscriber and thing).
+    pub subscriptions: u64,
+    /// Fan-out groups (one bus subscription each).
+    pub groups: u64,
+    /// Bus subscriptions (fan-out groups, thing streams, access watchers).
+    pub bus_subscriptions: u64,
+    /// Events published on the bus (since start).
+    pub published: u64,
+    /// Events rendered by the fan-out (once per event and group).
+    pub rendered: u64,
+    /// Payloads handed to subscribers.
+    pub delivered: u64,
+    /// Subscribers dropped because their queue was full.
+    pub dropped_slow: u64,
+    /// Subscribers dropped because their fan-out group lagged.
+    pub dropped_lagged: u64,
+    /// Bus receivers that lagged (thing streams and fan-out groups).
+    pub lagged: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_user_cap_and_release() {
+        let c = Connections::default();
+        let mut a = c.open();
+        let mut b = c.open();
+        assert!(a.bind_user(7, 1));
+        assert!(!b.bind_user(7, 1));
+        assert_eq!(c.of_user(7), 1);
+        assert_eq!(c.total(), 2);
+        drop(a);
+        assert!(b.bind_user(7, 1));
+        drop(b);
+        assert_eq!(c.of_user(7), 0);
+        assert_eq!(c.total(), 0);
+    }
+}
