@@ -60,6 +60,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let shutdown = CancellationToken::new();
     let limits = Limits { body_limit: config.body_limit, ..Limits::default() };
     let platform = Platform::new(store, Notifier::new(BUS_CAPACITY), limits, shutdown.clone());
+    platform
+        .set_mail_settings(config.smtp_url.as_deref(), &config.smtp_from)
+        .map_err(|e| anyhow::anyhow!(e.public_message()))?;
 
     if let (Some(email), Some(password)) = (&config.panel_email, &config.panel_password) {
         if platform.ensure_panel_user(email, password).await.map_err(|e| anyhow::anyhow!(e.public_message()))? {

@@ -1,9 +1,79 @@
-//! (placeholder, filled by its issue)
+//! App accounts over HTTPS: `POST /v2/register` (creates the user in the app and logs it in),
+//! `POST /v2/login`, and logout (`DELETE /v2/me/session`, also `POST /v2/logout`). Bodies are
+//! JSON or form-urlencoded with `email`, `password`, `app` (and optional `expirationDate`, seconds).
 
+use axum::Json;
 use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use thingline_core::Error;
 
-use super::AppState;
+use super::body::Body;
+use super::extract::{ClientIp, authorization};
+use super::{ApiResult, AppState};
+use crate::platform::{LoginOutcome, session_lifetime};
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/v2/register", post(register))
+        .route("/v2/login", post(login))
+        .route("/v2/logout", post(logout))
+        .route("/v2/me/session", delete(logout))
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    email: Option<String>,
+    password: Option<String>,
+    #[serde(alias = "appId", alias = "appID")]
+    app: Option<String>,
+    #[serde(rename = "expirationDate")]
+    expiration: Option<Value>,
+}
+
+struct Parsed {
+    email: String,
+    password: String,
+    app: String,
+    lifetime_s: i64,
+}
+
+fn parse(body: &Body) -> ApiResult<Parsed> {
+    let c: Credentials = body.parse()?;
+    let (Some(email), Some(password)) = (c.email, c.password) else {
+        return Err(Error::bad_request("email and password are required").into());
+    };
+    let app = c.app.ok_or_else(|| Error::bad_request("app is required (the appID given in the panel)"))?;
+    Ok(Parsed { email, password, app, lifetime_s: session_lifetime(c.expiration.as_ref())? })
+}
+
+async fn token_body(state: &AppState, out: &LoginOutcome) -> ApiResult<Value> {
+    let roles = state.platform.roles(&out.session).await?;
+    Ok(json!({"token": out.token, "expirationDate": out.expires_in, "roles": roles, "status": "success"}))
+}
+
+async fn register(State(state): State<AppState>, body: Body) -> ApiResult<Response> {
+    let p = parse(&body)?;
+    let out = state.platform.app_register(&p.app, &p.email, &p.password, p.lifetime_s).await?;
+    let mut v = token_body(&state, &out).await?;
+    v["message"] = json!("user created");
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+async fn login(State(state): State<AppState>, ClientIp(ip): ClientIp, body: Body) -> ApiResult<Response> {
+    let p = parse(&body)?;
+    let out = state.platform.app_login(&p.app, &p.email, &p.password, p.lifetime_s, ip).await?;
+    let mut v = token_body(&state, &out).await?;
+    v["message"] = json!("logged in");
+    Ok(Json(v).into_response())
+}
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    let session = state.platform.session(authorization(&headers)).await?;
+    state.platform.end_session(&session).await?;
+    Ok(Json(json!({"status": "success", "message": "logged out"})).into_response())
 }

@@ -4,25 +4,29 @@
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 use thingline_core::Error;
 use thingline_core::time::{format_datetime, now_ms};
 
-use super::extract::Query;
+use super::extract::{Query, authorization};
 use super::{ApiResult, AppState};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v2/utils/date", get(date))
+    Router::new().route("/v2/utils/date", get(date)).route("/v2/utils/date/", get(date))
 }
 
-async fn date(State(state): State<AppState>, q: Query) -> ApiResult<Response> {
+async fn date(State(state): State<AppState>, headers: HeaderMap, q: Query) -> ApiResult<Response> {
     match q.get("thingToken") {
         Some(token) => {
             state.platform.thing_by_token(token).await?;
         }
-        None => return Err(Error::Unauthorized("Invalid session token".into()).into()),
+        // An app: the session token in `Authorization` (401 `Invalid session token` without one).
+        None => {
+            state.platform.session(authorization(&headers)).await?;
+        }
     }
     Ok(render_date(q.get("format"))?)
 }

@@ -4,8 +4,10 @@
 
 mod auth;
 mod limiter;
+mod mail;
 mod objects;
 mod panel;
+pub mod permissions;
 mod sessions;
 mod things;
 mod users;
@@ -20,8 +22,10 @@ use tokio_util::sync::CancellationToken;
 pub use auth::{hash_password, verify_password};
 pub use limiter::RateLimiter;
 pub use panel::{AppInput, CodeView, ProductInput};
+pub use permissions::{AppView, ThingAccess, UserAccess, perm};
 pub use sessions::Session;
 pub use things::ThingCache;
+pub use users::{LinkBy, LoginOutcome, SESSION_LIFETIME_S, session_lifetime};
 pub use values::{ReadOut, WriteFlags, WriteItem, json_error, parse_write_items};
 
 /// Limits that protect the platform from one client.
@@ -50,6 +54,8 @@ pub struct Platform {
     pub(crate) shutdown: CancellationToken,
     /// Failed panel logins, per email and per client address.
     pub(crate) panel_logins: RateLimiter,
+    /// The App API's sessions, permission caches, login limiter and mailer.
+    pub(crate) app_api: users::AppApi,
 }
 
 impl Platform {
@@ -66,6 +72,7 @@ impl Platform {
             limits,
             shutdown,
             panel_logins: RateLimiter::login_default(),
+            app_api: users::AppApi::default(),
         })
     }
 

@@ -91,6 +91,7 @@ impl Platform {
         if !self.store.update_product(&product).await? {
             return Err(not_found("Product"));
         }
+        self.product_changed(&product.id);
         Ok(product)
     }
 
@@ -99,6 +100,7 @@ impl Platform {
         if !self.store.delete_product(id).await? {
             return Err(not_found("Product"));
         }
+        self.product_changed(id);
         Ok(())
     }
 
@@ -194,6 +196,7 @@ impl Platform {
         if !self.store.update_app(&app).await? {
             return Err(not_found("App"));
         }
+        self.app_changed(&app.id);
         Ok(app)
     }
 
@@ -202,6 +205,7 @@ impl Platform {
         if !self.store.delete_app(id).await? {
             return Err(not_found("App"));
         }
+        self.app_changed(id);
         Ok(())
     }
 }

@@ -83,6 +83,7 @@ impl Platform {
             return Err(unknown_thing());
         }
         self.things.forget(&thing.token);
+        self.thing_removed(&thing.id);
         Ok(())
     }
 }
