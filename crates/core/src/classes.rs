@@ -79,9 +79,9 @@ pub fn parse_class_path(scope: &str, rest: &str) -> Result<ClassPath> {
         )));
     }
     for (i, seg) in segments.iter().enumerate() {
-        if i % 2 == 0 { validate_collection_name(seg)? } else { validate_id(seg)? }
+        if i.is_multiple_of(2) { validate_collection_name(seg)? } else { validate_id(seg)? }
     }
-    let (collection, id) = if segments.len() % 2 == 0 {
+    let (collection, id) = if segments.len().is_multiple_of(2) {
         let id = segments[segments.len() - 1].to_owned();
         (segments[..segments.len() - 1].join("/"), Some(id))
     } else {

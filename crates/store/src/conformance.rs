@@ -1,6 +1,8 @@
 //! The conformance suite every backend runs: behaviour the platform relies on, written against
 //! `dyn Store` only. A backend's test file opens a fresh store and calls [`run_all`].
 
+mod objects;
+
 use std::sync::Arc;
 
 use thingline_core::query::TimelineQuery;
@@ -15,6 +17,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     timelines_page_exactly(&*store, thing_seq).await;
     settings_documents(&*store, thing_seq).await;
     app_users_sessions_links_grants(&*store).await;
+    objects::objects_in_collections(&*store).await;
 }
 
 async fn panel_users_and_sessions(store: &dyn Store) {

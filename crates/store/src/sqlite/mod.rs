@@ -35,6 +35,8 @@ pub struct SqliteStore {
     write: SqlitePool,
     /// The group-commit writer for timeline appends.
     writer: writer::WriterHandle,
+    /// The group-commit writer for app objects (creates, updates, deletes).
+    objects: objects::ObjectWriter,
 }
 
 impl SqliteStore {
@@ -67,7 +69,8 @@ impl SqliteStore {
 
         let writer_conn = base.connect().await?;
         let writer = writer::spawn(writer_conn);
-        Ok(SqliteStore { read, write, writer })
+        let objects = objects::spawn_writer(base.connect().await?);
+        Ok(SqliteStore { read, write, writer, objects })
     }
 }
 
@@ -123,6 +126,7 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 impl crate::Store for SqliteStore {
     async fn close(&self) {
         self.writer.close().await;
+        self.objects.close().await;
         self.read.close().await;
         self.write.close().await;
     }

@@ -1,6 +1,62 @@
-//! App objects on SQLite.
+//! App objects on SQLite. Reads go through the read pool; every write goes through the objects
+//! writer ([`writer`]), which commits concurrent writes in groups on its own connection.
+//!
+//! Tables (migration 0003): `object_collections` maps (app, owner, path) to a small integer `cid`;
+//! `objects` is clustered by (cid, k) where `k` is the sortable form of `_id`; `object_fields`
+//! indexes every top-level scalar field by (cid, name, v, k). See docs/objects-api.md.
 
-use super::SqliteStore;
+mod sql;
+mod writer;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use sqlx::Row;
+use thingline_core::Result;
+use thingline_core::classes::{Collection, ListQuery, PreparedObject};
+
+use super::{SqliteStore, db_err};
 use crate::ObjectStore;
+pub(crate) use writer::{ObjectWriter, spawn as spawn_writer};
 
-impl ObjectStore for SqliteStore {}
+#[async_trait]
+impl ObjectStore for SqliteStore {
+    async fn create_object(&self, collection: &Collection, object: PreparedObject) -> Result<()> {
+        self.objects.create(collection.clone(), object).await
+    }
+
+    async fn update_object(
+        &self,
+        collection: &Collection,
+        id: &str,
+        patch: Map<String, Value>,
+    ) -> Result<Option<String>> {
+        self.objects.update(collection.clone(), id.to_owned(), patch).await
+    }
+
+    async fn delete_object(&self, collection: &Collection, id: &str) -> Result<bool> {
+        self.objects.delete(collection.clone(), id.to_owned()).await
+    }
+
+    async fn object(&self, collection: &Collection, id: &str) -> Result<Option<String>> {
+        let row = sqlx::query(concat!(
+            "SELECT o.body FROM object_collections c JOIN objects o ON o.cid = c.id AND o.k = ? ",
+            "WHERE c.app_id = ? AND c.owner = ? AND c.path = ?"
+        ))
+        .bind(thingline_core::classes::sort_key(id))
+        .bind(&collection.app_id)
+        .bind(collection.owner.as_i64())
+        .bind(&collection.path)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?;
+        row.map(|r| r.try_get::<String, _>(0).map_err(db_err)).transpose()
+    }
+
+    async fn list_objects(&self, collection: &Collection, query: &ListQuery) -> Result<Vec<String>> {
+        let mut conn = self.read.acquire().await.map_err(db_err)?;
+        let Some(cid) = sql::collection_id(&mut conn, collection).await? else {
+            return Ok(Vec::new());
+        };
+        sql::list(&mut conn, cid, query).await
+    }
+}

@@ -1,0 +1,108 @@
+//! Conformance checks for app objects ([`crate::ObjectStore`]): create/409, get, merge, delete,
+//! ordering by primary key, paging (limit, skip, cursor), filters, sort by field, isolation of
+//! collections, and concurrent (group-committed) creates.
+
+use serde_json::{Value, json};
+use thingline_core::classes::{Collection, ListOrder, ListQuery, Owner, Scalar, prepare_object};
+
+use crate::{App, Store};
+
+fn obj(id: &str, v: Value) -> thingline_core::classes::PreparedObject {
+    prepare_object(id.to_owned(), v.as_object().cloned().unwrap_or_default()).expect("valid object")
+}
+
+fn ids(bodies: &[String]) -> Vec<String> {
+    bodies
+        .iter()
+        .map(|b| serde_json::from_str::<Value>(b).expect("json")["_id"].as_str().expect("_id").to_owned())
+        .collect()
+}
+
+fn query(limit: u32) -> ListQuery {
+    ListQuery { limit, ..ListQuery::default() }
+}
+
+pub(super) async fn objects_in_collections(store: &dyn Store) {
+    let owner = store.panel_user_by_email("ops@example.com").await.expect("user").expect("exists").id;
+    for id in ["obj-app-1", "obj-app-2"] {
+        let app = App { id: id.into(), owner_id: owner, name: id.into(), resources: vec![], created_ms: 1 };
+        store.create_app(&app).await.expect("app");
+    }
+    let c = Collection { app_id: "obj-app-1".into(), owner: Owner::User(1), path: "Playlists".into() };
+
+    for (id, name, duration) in [("20", "Classic", 90), ("25", "Dubstep", 180), ("100", "Jazz", 90), ("a", "Rock", 60)]
+    {
+        store.create_object(&c, obj(id, json!({"name": name, "duration": duration}))).await.expect("create");
+    }
+    let dup = store.create_object(&c, obj("25", json!({}))).await.expect_err("duplicate _id");
+    assert_eq!(dup.status(), 409, "an existing _id is a conflict");
+
+    let one = store.object(&c, "25").await.expect("get").expect("exists");
+    assert_eq!(one, r#"{"_id":"25","name":"Dubstep","duration":180}"#, "read back exactly as stored");
+    assert_eq!(store.object(&c, "26").await.expect("get"), None);
+
+    let all = store.list_objects(&c, &query(100)).await.expect("list");
+    assert_eq!(ids(&all), ["a", "100", "25", "20"], "primary key descending, numbers numerically");
+    let asc = ListQuery { order: ListOrder::IdAsc, ..query(100) };
+    assert_eq!(ids(&store.list_objects(&c, &asc).await.expect("list")), ["20", "25", "100", "a"]);
+    let page = ListQuery { skip: 1, ..query(2) };
+    assert_eq!(ids(&store.list_objects(&c, &page).await.expect("list")), ["100", "25"]);
+    let cursor = ListQuery { after: Some("100".into()), ..query(10) };
+    assert_eq!(ids(&store.list_objects(&c, &cursor).await.expect("list")), ["25", "20"]);
+
+    let filtered = ListQuery { filters: vec![("duration".into(), Scalar::Int(90))], ..query(10) };
+    assert_eq!(ids(&store.list_objects(&c, &filtered).await.expect("list")), ["100", "20"]);
+    let both = ListQuery {
+        filters: vec![("duration".into(), Scalar::Int(90)), ("name".into(), Scalar::Text("Jazz".into()))],
+        ..query(10)
+    };
+    assert_eq!(ids(&store.list_objects(&c, &both).await.expect("list")), ["100"]);
+    let text_is_not_number = ListQuery { filters: vec![("duration".into(), Scalar::Text("90".into()))], ..query(10) };
+    assert!(store.list_objects(&c, &text_is_not_number).await.expect("list").is_empty());
+    let by_name = ListQuery { order: ListOrder::Field { name: "name".into(), desc: false }, ..query(10) };
+    assert_eq!(ids(&store.list_objects(&c, &by_name).await.expect("list")), ["20", "25", "100", "a"]);
+    let by_duration_desc = ListQuery {
+        order: ListOrder::Field { name: "duration".into(), desc: true },
+        after: Some("25".into()),
+        ..query(10)
+    };
+    assert_eq!(ids(&store.list_objects(&c, &by_duration_desc).await.expect("list")), ["100", "20", "a"]);
+
+    let patch = json!({"name": "Dubstep Mix", "extra": true}).as_object().cloned().unwrap_or_default();
+    let merged = store.update_object(&c, "25", patch.clone()).await.expect("update").expect("exists");
+    assert_eq!(merged, r#"{"_id":"25","name":"Dubstep Mix","duration":180,"extra":true}"#);
+    assert_eq!(store.update_object(&c, "nope", patch).await.expect("update"), None);
+    let by_new_name = ListQuery { filters: vec![("name".into(), Scalar::Text("Dubstep Mix".into()))], ..query(10) };
+    assert_eq!(ids(&store.list_objects(&c, &by_new_name).await.expect("list")), ["25"], "index follows updates");
+    let by_old_name = ListQuery { filters: vec![("name".into(), Scalar::Text("Dubstep".into()))], ..query(10) };
+    assert!(store.list_objects(&c, &by_old_name).await.expect("list").is_empty());
+    let by_bool = ListQuery { filters: vec![("extra".into(), Scalar::Bool(true))], ..query(10) };
+    assert_eq!(ids(&store.list_objects(&c, &by_bool).await.expect("list")), ["25"]);
+
+    assert!(store.delete_object(&c, "25").await.expect("delete"));
+    assert!(!store.delete_object(&c, "25").await.expect("delete again"));
+    assert_eq!(store.object(&c, "25").await.expect("get"), None);
+    assert!(store.list_objects(&c, &by_new_name).await.expect("list").is_empty(), "index rows go with the object");
+
+    // Other owners, apps and paths are other collections.
+    for other in [
+        Collection { owner: Owner::User(2), ..c.clone() },
+        Collection { owner: Owner::App, ..c.clone() },
+        Collection { app_id: "obj-app-2".into(), ..c.clone() },
+        Collection { path: "Playlists/20/Songs".into(), ..c.clone() },
+    ] {
+        assert!(store.list_objects(&other, &query(10)).await.expect("list").is_empty(), "{other:?}");
+        assert_eq!(store.object(&other, "20").await.expect("get"), None);
+    }
+
+    // Concurrent creates are committed together and each answered with its own result.
+    let sub = Collection { path: "Playlists/20/Songs".into(), ..c.clone() };
+    let creates = (0..60).map(|i| {
+        let sub = sub.clone();
+        async move { store.create_object(&sub, obj(&(i % 50).to_string(), json!({"i": i}))).await }
+    });
+    let results = futures_util::future::join_all(creates).await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 50);
+    assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|e| e.status() == 409));
+    assert_eq!(store.list_objects(&sub, &query(1000)).await.expect("list").len(), 50);
+}

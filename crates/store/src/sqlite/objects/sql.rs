@@ -1,0 +1,222 @@
+//! The SQL of app objects: collection ids, row writes (used inside the writer's transactions) and
+//! the collection read, built from fixed fragments with every client value bound as a parameter.
+
+use sqlx::sqlite::{SqliteArguments, SqliteConnection};
+use sqlx::{Row, Sqlite};
+use thingline_core::classes::{
+    Collection, ListOrder, ListQuery, PreparedObject, Scalar, indexed_fields, sort_key, stored_fields,
+};
+use thingline_core::{Error, Result};
+
+use super::super::{db_err, is_unique_violation};
+
+type Query = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
+
+/// Binds an indexed value: numbers and text as themselves, null/false/true as one-byte blobs.
+fn bind_scalar(q: Query, s: &Scalar) -> Query {
+    match s {
+        Scalar::Null => q.bind(vec![0u8]),
+        Scalar::Bool(false) => q.bind(vec![1u8]),
+        Scalar::Bool(true) => q.bind(vec![2u8]),
+        Scalar::Int(i) => q.bind(*i),
+        Scalar::Float(f) => q.bind(*f),
+        Scalar::Text(t) => q.bind(t.clone()),
+    }
+}
+
+/// The id of a collection, if it was ever written.
+pub(super) async fn collection_id(conn: &mut SqliteConnection, c: &Collection) -> Result<Option<i64>> {
+    sqlx::query_scalar("SELECT id FROM object_collections WHERE app_id = ? AND owner = ? AND path = ?")
+        .bind(&c.app_id)
+        .bind(c.owner.as_i64())
+        .bind(&c.path)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)
+}
+
+/// The id of a collection, created on first use.
+pub(super) async fn ensure_collection(conn: &mut SqliteConnection, c: &Collection) -> Result<i64> {
+    if let Some(id) = collection_id(conn, c).await? {
+        return Ok(id);
+    }
+    sqlx::query_scalar("INSERT INTO object_collections (app_id, owner, path) VALUES (?, ?, ?) RETURNING id")
+        .bind(&c.app_id)
+        .bind(c.owner.as_i64())
+        .bind(&c.path)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_err)
+}
+
+pub(super) async fn object_body(conn: &mut SqliteConnection, cid: i64, k: &str) -> Result<Option<String>> {
+    sqlx::query_scalar("SELECT body FROM objects WHERE cid = ? AND k = ?")
+        .bind(cid)
+        .bind(k.to_owned())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)
+}
+
+async fn insert_fields(conn: &mut SqliteConnection, cid: i64, k: &str, fields: &[(String, Scalar)]) -> Result<()> {
+    for (name, v) in fields {
+        let q =
+            sqlx::query("INSERT INTO object_fields (cid, name, v, k) VALUES (?, ?, ?, ?)").bind(cid).bind(name.clone());
+        bind_scalar(q, v).bind(k.to_owned()).execute(&mut *conn).await.map_err(db_err)?;
+    }
+    Ok(())
+}
+
+async fn delete_fields(conn: &mut SqliteConnection, cid: i64, k: &str, fields: &[(String, Scalar)]) -> Result<()> {
+    for (name, v) in fields {
+        let q = sqlx::query("DELETE FROM object_fields WHERE cid = ? AND name = ? AND v = ? AND k = ?")
+            .bind(cid)
+            .bind(name.clone());
+        bind_scalar(q, v).bind(k.to_owned()).execute(&mut *conn).await.map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// Inserts a new object with its index rows; `Conflict` when the id is taken.
+pub(super) async fn insert_object(conn: &mut SqliteConnection, cid: i64, o: &PreparedObject) -> Result<()> {
+    let r = sqlx::query("INSERT INTO objects (cid, k, body) VALUES (?, ?, ?)")
+        .bind(cid)
+        .bind(o.key.clone())
+        .bind(o.body.clone())
+        .execute(&mut *conn)
+        .await;
+    match r {
+        Ok(_) => {}
+        Err(e) if is_unique_violation(&e) => {
+            return Err(Error::Conflict(format!("An object with _id {:?} already exists in this collection", o.id)));
+        }
+        Err(e) => return Err(db_err(e)),
+    }
+    insert_fields(conn, cid, &o.key, &o.fields).await
+}
+
+/// Replaces a stored object's text and updates only the index rows that changed.
+pub(super) async fn replace_object(
+    conn: &mut SqliteConnection,
+    cid: i64,
+    old_body: &str,
+    new: &PreparedObject,
+) -> Result<()> {
+    let old = indexed_fields(&stored_fields(old_body)?);
+    let gone: Vec<(String, Scalar)> = old.iter().filter(|f| !new.fields.contains(f)).cloned().collect();
+    let added: Vec<(String, Scalar)> = new.fields.iter().filter(|f| !old.contains(f)).cloned().collect();
+    delete_fields(conn, cid, &new.key, &gone).await?;
+    sqlx::query("UPDATE objects SET body = ? WHERE cid = ? AND k = ?")
+        .bind(new.body.clone())
+        .bind(cid)
+        .bind(new.key.clone())
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    insert_fields(conn, cid, &new.key, &added).await
+}
+
+/// Deletes a stored object and its index rows.
+pub(super) async fn remove_object(conn: &mut SqliteConnection, cid: i64, k: &str, body: &str) -> Result<()> {
+    let fields = indexed_fields(&stored_fields(body)?);
+    delete_fields(conn, cid, k, &fields).await?;
+    sqlx::query("DELETE FROM objects WHERE cid = ? AND k = ?")
+        .bind(cid)
+        .bind(k.to_owned())
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// A value bound into the read.
+enum Bind {
+    Int(i64),
+    Text(String),
+    Scalar(Scalar),
+}
+
+/// A page of collection `cid`. The statement is assembled from constant fragments and table
+/// aliases chosen here; field names, values, cursors and limits are all bound parameters.
+pub(super) async fn list(conn: &mut SqliteConnection, cid: i64, q: &ListQuery) -> Result<Vec<String>> {
+    let mut sql = String::with_capacity(512);
+    let mut binds: Vec<Bind> = Vec::new();
+    let (filters, driver): (&[(String, Scalar)], &str) = match (&q.order, q.filters.as_slice()) {
+        (ListOrder::Field { .. }, all) => (all, "s"),
+        (_, []) => (&[], "o"),
+        (_, [_, rest @ ..]) => (rest, "f0"),
+    };
+    sql.push_str("SELECT o.body FROM ");
+    sql.push_str(if driver == "o" { "objects o" } else { "object_fields " });
+    if driver != "o" {
+        sql.push_str(driver);
+    }
+    for (i, (name, v)) in filters.iter().enumerate() {
+        let alias = format!("j{i}");
+        sql.push_str(&format!(
+            " JOIN object_fields {alias} ON {alias}.cid = {driver}.cid AND {alias}.name = ? AND {alias}.v = ? AND {alias}.k = {driver}.k"
+        ));
+        binds.push(Bind::Text(name.clone()));
+        binds.push(Bind::Scalar(v.clone()));
+    }
+    if driver != "o" {
+        sql.push_str(&format!(" JOIN objects o ON o.cid = {driver}.cid AND o.k = {driver}.k"));
+    }
+    sql.push_str(&format!(" WHERE {driver}.cid = ?"));
+    binds.push(Bind::Int(cid));
+    match &q.order {
+        ListOrder::Field { name, desc } => {
+            sql.push_str(" AND s.name = ?");
+            binds.push(Bind::Text(name.clone()));
+            if let Some(after) = &q.after {
+                let k = sort_key(after);
+                let v = cursor_value(conn, cid, &k, name).await?;
+                sql.push_str(if *desc { " AND (s.v, s.k) < (?, ?)" } else { " AND (s.v, s.k) > (?, ?)" });
+                binds.push(Bind::Scalar(v));
+                binds.push(Bind::Text(k));
+            }
+            sql.push_str(if *desc { " ORDER BY s.v DESC, s.k DESC" } else { " ORDER BY s.v ASC, s.k ASC" });
+        }
+        order => {
+            let desc = *order == ListOrder::IdDesc;
+            if driver == "f0" {
+                let (name, v) = &q.filters[0];
+                sql.push_str(" AND f0.name = ? AND f0.v = ?");
+                binds.push(Bind::Text(name.clone()));
+                binds.push(Bind::Scalar(v.clone()));
+            }
+            if let Some(after) = &q.after {
+                sql.push_str(&format!(" AND {driver}.k {} ?", if desc { "<" } else { ">" }));
+                binds.push(Bind::Text(sort_key(after)));
+            }
+            sql.push_str(&format!(" ORDER BY {driver}.k {}", if desc { "DESC" } else { "ASC" }));
+        }
+    }
+    sql.push_str(" LIMIT ? OFFSET ?");
+    binds.push(Bind::Int(i64::from(q.limit)));
+    binds.push(Bind::Int(i64::try_from(q.skip).unwrap_or(i64::MAX)));
+
+    // Safe: `sql` holds only the constant fragments and aliases above; all values are bound.
+    let mut query: Query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for b in binds {
+        query = match b {
+            Bind::Int(i) => query.bind(i),
+            Bind::Text(t) => query.bind(t),
+            Bind::Scalar(s) => bind_scalar(query, &s),
+        };
+    }
+    let rows = query.fetch_all(&mut *conn).await.map_err(db_err)?;
+    rows.iter().map(|r| r.try_get::<String, _>(0).map_err(db_err)).collect()
+}
+
+/// The sort field's value of the cursor object, for paging a field order with `after`.
+async fn cursor_value(conn: &mut SqliteConnection, cid: i64, k: &str, field: &str) -> Result<Scalar> {
+    let body = object_body(conn, cid, k)
+        .await?
+        .ok_or_else(|| Error::bad_request("after: no object with that _id in this collection"))?;
+    let fields = stored_fields(&body)?;
+    fields
+        .get(field)
+        .and_then(Scalar::of)
+        .ok_or_else(|| Error::bad_request(format!("after: that object has no sortable value in {field:?}")))
+}
