@@ -11,6 +11,7 @@ mod guard;
 mod health;
 mod me;
 mod panel;
+mod panel_users;
 mod stream;
 mod things;
 mod utils;
@@ -38,6 +39,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .merge(things::router())
         .merge(utils::router())
         .merge(panel::router())
+        .merge(panel_users::router())
         .merge(app_auth::router())
         .merge(me::router())
         .merge(classes::router())

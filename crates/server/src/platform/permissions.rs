@@ -285,6 +285,14 @@ impl Platform {
         caches.users.write().remove(&user_id);
     }
 
+    /// Forgets every cached user access (after a change whose reach is not known, like deleting
+    /// a user whose grants to others are gone).
+    pub(crate) fn forget_all_user_access(&self) {
+        let caches = &self.app_api.access;
+        caches.bump();
+        caches.users.write().clear();
+    }
+
     /// An app was updated or deleted: its requested keys are reloaded, its sessions re-checked
     /// (a deleted app's sessions stop working), and live subscriptions of its users re-check.
     pub fn app_changed(&self, app_id: &str) {

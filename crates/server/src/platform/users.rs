@@ -266,9 +266,8 @@ impl Platform {
             return Err(Error::not_found("User not found"));
         }
         self.forget_sessions_where(|s| s.user_id == user_id);
-        self.forget_user_access(user_id);
-        // Grants this user gave are gone: their receivers reload lazily; drop every cached access.
-        self.app_changed(app_id);
+        // Grants this user gave are gone too: every cached access reloads on next use.
+        self.forget_all_user_access();
         self.access_changed(user_id);
         Ok(())
     }
