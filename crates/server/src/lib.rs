@@ -7,6 +7,7 @@ pub mod http;
 pub mod logging;
 pub mod net;
 pub mod platform;
+pub mod realtime;
 pub mod server;
 pub mod tls;
 pub mod wire;

@@ -36,6 +36,50 @@ pub fn items_array<'a>(items: impl IntoIterator<Item = &'a ValueItem>) -> String
     out
 }
 
+/// `{"key":k,"value":v,"id":thingId,"datetime":d}` — the app subscription item (the guide's
+/// `{"value","id"}` plus the key and datetime).
+pub fn push_app_item(out: &mut String, key: &str, value: &str, thing_id: &str, ts: i64) {
+    out.push_str("{\"key\":");
+    push_str_lit(out, key);
+    out.push_str(",\"value\":");
+    out.push_str(value);
+    out.push_str(",\"id\":");
+    push_str_lit(out, thing_id);
+    out.push_str(",\"datetime\":\"");
+    out.push_str(&format_datetime(ts));
+    out.push_str("\"}");
+}
+
+/// The app items of one thing's write that carry `key` (or its magic sub-paths, e.g.
+/// `$settings.name` for `$settings`), as a JSON array; `None` when the write has none.
+pub fn app_items_array<'a>(
+    items: impl IntoIterator<Item = &'a ValueItem>,
+    key: &str,
+    thing_id: &str,
+) -> Option<String> {
+    let mut out = String::with_capacity(96);
+    out.push('[');
+    let mut any = false;
+    for it in items {
+        if !key_matches(&it.key, key) {
+            continue;
+        }
+        if any {
+            out.push(',');
+        }
+        any = true;
+        push_app_item(&mut out, &it.key, &it.value, thing_id, it.ts);
+    }
+    out.push(']');
+    any.then_some(out)
+}
+
+/// Whether an item key belongs to a subscription on `key` (`$settings.x` belongs to `$settings`).
+fn key_matches(item_key: &str, key: &str) -> bool {
+    item_key == key
+        || (item_key.len() > key.len() && item_key.starts_with(key) && item_key.as_bytes()[key.len()] == b'.')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +96,23 @@ mod tests {
         assert_eq!(v[0]["value"], "23.5");
         assert_eq!(v[0]["datetime"], "1970-01-01T00:00:00.000Z");
         assert!(s.contains("24.805999999999997"));
+    }
+
+    #[test]
+    fn app_items_filter_by_key_and_carry_the_thing_id() {
+        let items = vec![
+            ValueItem { key: "temperature".into(), value: "21".into(), ts: 0 },
+            ValueItem { key: "humidity".into(), value: "40".into(), ts: 0 },
+            ValueItem { key: "$settings.name".into(), value: "\"x\"".into(), ts: 0 },
+        ];
+        let s = app_items_array(&items, "temperature", "th1").expect("one item");
+        let v: serde_json::Value = serde_json::from_str(&s).expect("valid json");
+        assert_eq!(
+            v,
+            serde_json::json!([{"key":"temperature","value":21,"id":"th1","datetime":"1970-01-01T00:00:00.000Z"}])
+        );
+        assert!(app_items_array(&items, "pressure", "th1").is_none());
+        assert!(app_items_array(&items, "$settings", "th1").is_some());
+        assert!(app_items_array(&items, "temp", "th1").is_none());
     }
 }

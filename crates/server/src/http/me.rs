@@ -144,6 +144,9 @@ async fn read_key(
     q: Query,
 ) -> ApiResult<Response> {
     let s = session(&state, &headers).await?;
+    if crate::realtime::app_subscriptions::subscribe_requested(&q)? {
+        return crate::realtime::subscribe_resource(&state.platform, s, &key, None, &q).await;
+    }
     validate_key(&key)?;
     let query = query_of(&q)?;
     let p = &state.platform;
@@ -197,6 +200,9 @@ async fn read_one(
     q: Query,
 ) -> ApiResult<Response> {
     let s = session(&state, &headers).await?;
+    if crate::realtime::app_subscriptions::subscribe_requested(&q)? {
+        return crate::realtime::subscribe_resource(&state.platform, s, &key, Some(&thing_id), &q).await;
+    }
     let query = query_of(&q)?;
     let (thing, bits) = reach(&state, &s, &key, &thing_id).await?;
     if bits & perm::GET == 0 {

@@ -33,6 +33,7 @@ pub struct AppState {
 /// The whole HTTP API. The same router serves the HTTPS and the plain listener; on plain HTTP
 /// the guard lets through only what devices need.
 pub fn router(platform: Arc<Platform>) -> Router {
+    let realtime = crate::realtime::layer(Arc::clone(&platform));
     let state = AppState { platform };
     Router::new()
         .merge(health::router())
@@ -47,6 +48,8 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError(thingline_core::Error::bad_request("Method not allowed on this resource")).into_response()
         })
+        // Socket.IO (`/socket.io/`, namespace `/v2`) sits inside the HTTPS-only guard.
+        .layer(realtime)
         .layer(axum::middleware::from_fn(guard::https_only))
         .with_state(state)
 }
