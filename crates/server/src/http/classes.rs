@@ -1,9 +1,119 @@
-//! (placeholder, filled by its issue)
+//! The Objects API (`/v2/classes/{me|app}/C1[/id1[/C2…]]`) over HTTPS with a session token:
+//! store (POST), merge (PUT), delete, get one, get a collection page (`limit`, `skip`, `after`,
+//! `where`, `sort`) and subscribe to a collection (`subscribe=true&keepAlive=ms`, a chunked
+//! stream of arrays with `{}` on idle). Rules live in `platform::objects`; see
+//! docs/objects-api.md.
 
+use std::time::Duration;
+
+use axum::Json;
 use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use thingline_core::Error;
+use thingline_core::classes::ListQuery;
+use thingline_core::query::{parse_bool_flag, parse_keep_alive};
 
-use super::AppState;
+use super::body::Body;
+use super::extract::{Path, Query, authorization};
+use super::stream::json_stream;
+use super::{ApiResult, AppState};
+use crate::platform::objects::{addressed, render_object_event};
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    Router::new().route("/v2/classes/{scope}/{*rest}", get(read).post(create).put(update).delete(remove))
+}
+
+fn json_text(status: StatusCode, text: String) -> Response {
+    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response()
+}
+
+fn results(objects: &[String]) -> String {
+    let mut out = String::with_capacity(16 + objects.iter().map(String::len).sum::<usize>() + objects.len());
+    out.push_str("{\"results\":[");
+    for (i, o) in objects.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(o);
+    }
+    out.push_str("]}");
+    out
+}
+
+fn needs_id(method: &str) -> Error {
+    Error::bad_request(format!("{method} needs an object: …/{{Collection}}/{{_id}}"))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((scope, rest)): Path<(String, String)>,
+    body: Body,
+) -> ApiResult<Response> {
+    let p = &state.platform;
+    let session = p.session(authorization(&headers)).await?;
+    let (collection, id) = addressed(&session, &scope, &rest)?;
+    let id = p.create_object(&collection, id.as_deref(), &body.json).await?;
+    Ok((StatusCode::CREATED, Json(json!({"status": "success", "message": "created", "id": id}))).into_response())
+}
+
+async fn update(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((scope, rest)): Path<(String, String)>,
+    body: Body,
+) -> ApiResult<Response> {
+    let p = &state.platform;
+    let session = p.session(authorization(&headers)).await?;
+    let (collection, id) = addressed(&session, &scope, &rest)?;
+    let id = id.ok_or_else(|| needs_id("PUT"))?;
+    p.update_object(&collection, &id, &body.json).await?;
+    Ok(Json(json!({"status": "success", "message": "updated"})).into_response())
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((scope, rest)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let p = &state.platform;
+    let session = p.session(authorization(&headers)).await?;
+    let (collection, id) = addressed(&session, &scope, &rest)?;
+    let id = id.ok_or_else(|| needs_id("DELETE"))?;
+    p.delete_object(&collection, &id).await?;
+    Ok(Json(json!({"status": "success", "message": "deleted"})).into_response())
+}
+
+async fn read(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((scope, rest)): Path<(String, String)>,
+    q: Query,
+) -> ApiResult<Response> {
+    let p = &state.platform;
+    let session = p.session(authorization(&headers)).await?;
+    let (collection, id) = addressed(&session, &scope, &rest)?;
+    let subscribe = parse_bool_flag("subscribe", q.get("subscribe"), false)?;
+    if let Some(id) = id {
+        if subscribe {
+            return Err(Error::bad_request("Subscribe to a collection, not to an object").into());
+        }
+        let object = p.get_object(&collection, &id).await?;
+        return Ok(json_text(StatusCode::OK, results(&[object])));
+    }
+    if subscribe {
+        let keep_alive = Duration::from_millis(parse_keep_alive(q.get("keepAlive"))?);
+        // Subscribed before the response starts: once the client has the headers, every later
+        // change of this collection is delivered.
+        let sub = p.subscribe_collection(&collection);
+        let render = Box::new(render_object_event);
+        return Ok(json_stream(None, sub, render, keep_alive, p.shutdown_signal().clone()));
+    }
+    let query = ListQuery::from_params(q.get("limit"), q.get("skip"), q.get("after"), q.get("where"), q.get("sort"))?;
+    let objects = p.list_objects(&collection, &query).await?;
+    Ok(json_text(StatusCode::OK, results(&objects)))
 }

@@ -5,7 +5,7 @@
 mod auth;
 mod limiter;
 mod mail;
-mod objects;
+pub mod objects;
 mod panel;
 pub mod permissions;
 mod sessions;
