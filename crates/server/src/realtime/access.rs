@@ -27,8 +27,9 @@ impl Target {
     }
 }
 
-/// The things of `target` the session may read now (by thing seq). For [`Target::One`], a
-/// thing that does not exist or may not be read answers 404 like a read would.
+/// The things of `target` the session may read now (by thing seq). Nothing readable answers 404
+/// like a read would (a thing that does not exist or may not be read, a key the app does not ask
+/// for or no thing has public).
 pub async fn readable(p: &Platform, session: &Session, target: &Target) -> Result<HashMap<i64, Arc<Thing>>> {
     match target {
         Target::One { key, thing_id } => {
@@ -40,6 +41,11 @@ pub async fn readable(p: &Platform, session: &Session, target: &Target) -> Resul
         }
         Target::Every { key } => Ok(p.readable_things(session, key).await?.into_iter().map(|t| (t.seq, t)).collect()),
     }
+}
+
+/// What ends a live subscription whose access was removed.
+pub fn access_removed() -> Error {
+    Error::Forbidden("Access to this resource was removed".into())
 }
 
 fn not_found(key: &str) -> Error {

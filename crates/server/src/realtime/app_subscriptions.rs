@@ -31,7 +31,7 @@ use thingline_core::time::now_ms;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::access::{Target, readable};
+use super::access::{Target, access_removed, readable};
 use super::{envelope, key_view};
 use crate::http::ApiResult;
 use crate::http::extract::Query;
@@ -174,7 +174,10 @@ impl Live {
                 }
                 None
             }
-            Err(Error::NotFound(_)) => Some(envelope(403, "Access to this resource was removed")),
+            Err(Error::NotFound(_)) => {
+                let e = access_removed();
+                Some(envelope(e.status(), &e.public_message()))
+            }
             Err(e) => {
                 tracing::warn!(error = %e.public_message(), "re-checking a subscription's access failed");
                 Some(envelope(503, "Could not re-check access; subscribe again"))

@@ -35,6 +35,7 @@ use thingline_core::settings::validate_key;
 use thingline_store::Thing;
 use tokio::task::AbortHandle;
 
+use super::access::access_removed;
 use super::{envelope, key_view, spawn_stats_logger, thing_view};
 use crate::platform::{Platform, Session};
 
@@ -66,6 +67,9 @@ pub fn layer(platform: Arc<Platform>) -> SocketIoLayer {
         .ws_read_buffer_size(WS_READ_BUFFER)
         .with_state(Arc::clone(&platform))
         .build_layer();
+    // Socket.IO 1.x/2.x clients always join the root namespace first: it must exist (and does
+    // nothing; everything happens on `/v2`).
+    io.ns("/", async || {});
     io.ns("/v2", on_connect);
     spawn_stats_logger(platform);
     layer
@@ -262,6 +266,14 @@ async fn refresh(
     match &sub.resource {
         Resource::Key(key) => {
             let things = p.readable_things(session, key).await?;
+            if things.is_empty() {
+                // 404 at subscribe time (as a read answers), 403 once access was removed.
+                return Err(if sub.members.is_empty() {
+                    Error::not_found(format!("Resource {key} not found"))
+                } else {
+                    access_removed()
+                });
+            }
             sub.members.retain(|seq, _| things.iter().any(|t| t.seq == *seq));
             for t in things {
                 if let std::collections::hash_map::Entry::Vacant(slot) = sub.members.entry(t.seq) {
