@@ -68,6 +68,15 @@ pub(super) async fn objects_in_collections(store: &dyn Store) {
     };
     assert_eq!(ids(&store.list_objects(&c, &by_duration_desc).await.expect("list")), ["100", "20", "a"]);
 
+    let filtered_sorted = ListQuery {
+        filters: vec![("duration".into(), Scalar::Int(90))],
+        order: ListOrder::Field { name: "name".into(), desc: true },
+        ..query(10)
+    };
+    assert_eq!(ids(&store.list_objects(&c, &filtered_sorted).await.expect("list")), ["100", "20"]);
+    let after = ListQuery { after: Some("100".into()), ..filtered_sorted };
+    assert_eq!(ids(&store.list_objects(&c, &after).await.expect("list")), ["20"]);
+
     let patch = json!({"name": "Dubstep Mix", "extra": true}).as_object().cloned().unwrap_or_default();
     let merged = store.update_object(&c, "25", patch.clone()).await.expect("update").expect("exists");
     assert_eq!(merged, r#"{"_id":"25","name":"Dubstep Mix","duration":180,"extra":true}"#);

@@ -136,9 +136,126 @@ enum Bind {
     Scalar(Scalar),
 }
 
-/// A page of collection `cid`. The statement is assembled from constant fragments and table
-/// aliases chosen here; field names, values, cursors and limits are all bound parameters.
+/// A filter matching at most this many objects is "selective": with a field order, its matches
+/// are read through the filter index and sorted in memory instead of walking the sort index.
+const SELECTIVE: i64 = 1000;
+
+/// A page of collection `cid`, choosing the access path. Filters alone walk the filter index
+/// (already in primary key order); a field order alone walks the sort index; both together walk
+/// the sort index and probe the filters, unless one filter is selective (≤ [`SELECTIVE`]
+/// matches, counted with a bounded scan), whose matches are then sorted in memory.
 pub(super) async fn list(conn: &mut SqliteConnection, cid: i64, q: &ListQuery) -> Result<Vec<String>> {
+    if let ListOrder::Field { name, desc } = &q.order {
+        let mut best: Option<(usize, i64)> = None;
+        for (i, (field, v)) in q.filters.iter().enumerate() {
+            let n = bounded_count(conn, cid, field, v).await?;
+            if best.is_none_or(|(_, m)| n < m) {
+                best = Some((i, n));
+            }
+        }
+        if let Some((i, n)) = best.filter(|(_, n)| *n <= SELECTIVE) {
+            let mut filters = q.filters.clone();
+            filters.swap(0, i);
+            let matches = ListQuery { limit: u32::try_from(n).unwrap_or(0).max(1), filters, ..ListQuery::default() };
+            let bodies = list_with_sql(conn, cid, &matches).await?;
+            let cursor = match &q.after {
+                Some(after) => {
+                    let k = sort_key(after);
+                    Some((cursor_value(conn, cid, &k, name).await?, k))
+                }
+                None => None,
+            };
+            return sort_in_memory(bodies, name, *desc, cursor, q.skip, q.limit);
+        }
+    }
+    list_with_sql(conn, cid, q).await
+}
+
+/// How many objects match one equality, counting no further than [`SELECTIVE`] + 1.
+async fn bounded_count(conn: &mut SqliteConnection, cid: i64, name: &str, v: &Scalar) -> Result<i64> {
+    let q = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM object_fields WHERE cid = ? AND name = ? AND v = ? LIMIT ?)",
+    )
+    .bind(cid)
+    .bind(name.to_owned());
+    let q = match v {
+        Scalar::Null => q.bind(vec![0u8]),
+        Scalar::Bool(false) => q.bind(vec![1u8]),
+        Scalar::Bool(true) => q.bind(vec![2u8]),
+        Scalar::Int(i) => q.bind(*i),
+        Scalar::Float(f) => q.bind(*f),
+        Scalar::Text(t) => q.bind(t.clone()),
+    };
+    q.bind(SELECTIVE + 1).fetch_one(&mut *conn).await.map_err(db_err)
+}
+
+/// The order SQLite gives the `v` column: numbers, then text by bytes, then null < false < true.
+fn scalar_cmp(a: &Scalar, b: &Scalar) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    fn class(s: &Scalar) -> (u8, u8) {
+        match s {
+            Scalar::Int(_) | Scalar::Float(_) => (0, 0),
+            Scalar::Text(_) => (1, 0),
+            Scalar::Null => (2, 0),
+            Scalar::Bool(false) => (2, 1),
+            Scalar::Bool(true) => (2, 2),
+        }
+    }
+    let num = |s: &Scalar| match s {
+        Scalar::Int(i) => *i as f64,
+        Scalar::Float(f) => *f,
+        _ => 0.0,
+    };
+    match (a, b) {
+        (Scalar::Int(x), Scalar::Int(y)) => x.cmp(y),
+        (Scalar::Text(x), Scalar::Text(y)) => x.as_bytes().cmp(y.as_bytes()),
+        _ if class(a) == (0, 0) && class(b) == (0, 0) => num(a).partial_cmp(&num(b)).unwrap_or(Ordering::Equal),
+        _ => class(a).cmp(&class(b)),
+    }
+}
+
+/// Sorts the matches of a selective filter by `field` (then primary key), like the sort index.
+fn sort_in_memory(
+    bodies: Vec<String>,
+    field: &str,
+    desc: bool,
+    cursor: Option<(Scalar, String)>,
+    skip: u64,
+    limit: u32,
+) -> Result<Vec<String>> {
+    let mut rows = Vec::with_capacity(bodies.len());
+    for body in bodies {
+        let fields: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&body).map_err(|_| Error::internal("a stored object is not a JSON object"))?;
+        let Some(v) = fields.get(field).and_then(Scalar::of) else { continue };
+        let Some(id) = fields.get("_id").and_then(|i| i.as_str()) else { continue };
+        rows.push((v, sort_key(id), body));
+    }
+    let cmp = |a: (&Scalar, &str), b: (&Scalar, &str)| scalar_cmp(a.0, b.0).then_with(|| a.1.cmp(b.1));
+    rows.sort_by(|a, b| {
+        let o = cmp((&a.0, &a.1), (&b.0, &b.1));
+        if desc { o.reverse() } else { o }
+    });
+    let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    Ok(rows
+        .into_iter()
+        .filter(|(v, k, _)| match &cursor {
+            None => true,
+            Some(c) => {
+                let o = cmp((v, k), (&c.0, &c.1));
+                if desc { o.is_lt() } else { o.is_gt() }
+            }
+        })
+        .skip(skip)
+        .take(limit)
+        .map(|(_, _, body)| body)
+        .collect())
+}
+
+/// A page of collection `cid` in one statement, assembled from constant fragments and table
+/// aliases chosen here; field names, values, cursors and limits are all bound parameters.
+async fn list_with_sql(conn: &mut SqliteConnection, cid: i64, q: &ListQuery) -> Result<Vec<String>> {
     let mut sql = String::with_capacity(512);
     let mut binds: Vec<Bind> = Vec::new();
     let (filters, driver): (&[(String, Scalar)], &str) = match (&q.order, q.filters.as_slice()) {
