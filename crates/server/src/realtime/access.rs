@@ -39,7 +39,14 @@ pub async fn readable(p: &Platform, session: &Session, target: &Target) -> Resul
             let thing = p.thing_by_id(thing_id).await?;
             Ok(HashMap::from([(thing.seq, thing)]))
         }
-        Target::Every { key } => Ok(p.readable_things(session, key).await?.into_iter().map(|t| (t.seq, t)).collect()),
+        Target::Every { key } => {
+            let things: HashMap<i64, Arc<Thing>> =
+                p.readable_things(session, key).await?.into_iter().map(|t| (t.seq, t)).collect();
+            if things.is_empty() {
+                return Err(not_found(key));
+            }
+            Ok(things)
+        }
     }
 }
 
