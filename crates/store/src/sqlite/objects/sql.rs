@@ -58,12 +58,22 @@ pub(super) async fn object_body(conn: &mut SqliteConnection, cid: i64, k: &str) 
         .map_err(db_err)
 }
 
+/// Inserts the index rows of one object in one statement.
 async fn insert_fields(conn: &mut SqliteConnection, cid: i64, k: &str, fields: &[(String, Scalar)]) -> Result<()> {
-    for (name, v) in fields {
-        let q =
-            sqlx::query("INSERT INTO object_fields (cid, name, v, k) VALUES (?, ?, ?, ?)").bind(cid).bind(name.clone());
-        bind_scalar(q, v).bind(k.to_owned()).execute(&mut *conn).await.map_err(db_err)?;
+    if fields.is_empty() {
+        return Ok(());
     }
+    let mut sql = String::with_capacity(64 + fields.len() * 16);
+    sql.push_str("INSERT INTO object_fields (cid, name, v, k) VALUES ");
+    for i in 0..fields.len() {
+        sql.push_str(if i == 0 { "(?, ?, ?, ?)" } else { ", (?, ?, ?, ?)" });
+    }
+    // Safe: `sql` is constant text repeated per field; every value is bound.
+    let mut q: Query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (name, v) in fields {
+        q = bind_scalar(q.bind(cid).bind(name.clone()), v).bind(k.to_owned());
+    }
+    q.execute(&mut *conn).await.map_err(db_err)?;
     Ok(())
 }
 

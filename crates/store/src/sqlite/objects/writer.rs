@@ -1,12 +1,19 @@
 //! Group commit for object writes. One task owns one connection, takes every pending create,
-//! update and delete from a channel, applies each inside its own savepoint of one `BEGIN
-//! IMMEDIATE` transaction and commits once: a caller is answered only after the commit (an
-//! acknowledged write is durable), and concurrent writers share one fsync. An operation that fails
-//! (409, a merged object over the limits) rolls back to its savepoint and fails alone.
+//! update and delete from a channel, applies them in one `BEGIN IMMEDIATE` transaction and commits
+//! once: a caller is answered only after the commit (an acknowledged write is durable), and
+//! concurrent writers share one fsync.
+//!
+//! No savepoint per operation (two statements each): every client error (409, 404, a merged
+//! object over the limits) is detected before the operation writes anything, or by the failing
+//! statement itself, which SQLite rolls back alone. Only a database failure leaves an operation
+//! half applied; then the whole group is rolled back and every operation in it reports the
+//! failure.
 
 use serde_json::{Map, Value};
 use sqlx::sqlite::SqliteConnection;
-use sqlx::{Connection, Sqlite, Transaction};
+use std::collections::HashMap;
+
+use sqlx::Connection;
 use thingline_core::classes::{Collection, PreparedObject, merge_object, sort_key};
 use thingline_core::{Error, Result};
 use tokio::sync::{mpsc, oneshot};
@@ -18,6 +25,12 @@ use super::sql;
 const MAX_OPS_PER_COMMIT: usize = 256;
 /// Queue depth in front of the writer; callers wait (back-pressure) when it is full.
 const QUEUE: usize = 4096;
+/// Collection ids remembered by the writer before the cache is emptied.
+const MAX_CACHED_COLLECTIONS: usize = 100_000;
+
+/// Collection → id, for collections known to exist in the committed database (or in the
+/// transaction being built: the cache is emptied whenever a transaction does not commit).
+type Cids = HashMap<Collection, i64>;
 
 enum Op {
     Work(Work),
@@ -107,6 +120,7 @@ pub(crate) fn spawn(conn: SqliteConnection) -> ObjectWriter {
 }
 
 async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
+    let mut cids = Cids::new();
     let mut close_reply = None;
     while let Some(first) = rx.recv().await {
         let mut group = Vec::new();
@@ -124,7 +138,7 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
             }
             next = rx.try_recv().ok();
         }
-        commit_group(&mut conn, group).await;
+        commit_group(&mut conn, &mut cids, group).await;
         if close_reply.is_some() {
             break;
         }
@@ -137,7 +151,7 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
             Op::Work(w) => rest.push(w),
         }
     }
-    commit_group(&mut conn, rest).await;
+    commit_group(&mut conn, &mut cids, rest).await;
     let _ = conn.close().await;
     if let Some(reply) = close_reply {
         let _ = reply.send(());
@@ -145,9 +159,18 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
     tracing::debug!("objects writer stopped");
 }
 
-async fn commit_group(conn: &mut SqliteConnection, group: Vec<Work>) {
+/// Whether an operation's error means the database failed (the transaction may hold part of the
+/// operation) rather than the request being refused before anything was written.
+fn is_database_failure(e: &Error) -> bool {
+    matches!(e, Error::Internal(_) | Error::Unavailable(_))
+}
+
+async fn commit_group(conn: &mut SqliteConnection, cids: &mut Cids, group: Vec<Work>) {
     if group.is_empty() {
         return;
+    }
+    if cids.len() > MAX_CACHED_COLLECTIONS {
+        cids.clear();
     }
     let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
         Ok(tx) => tx,
@@ -160,24 +183,27 @@ async fn commit_group(conn: &mut SqliteConnection, group: Vec<Work>) {
         }
     };
     let mut done = Vec::with_capacity(group.len());
+    let mut failure = None;
     for op in group {
-        match apply_in_savepoint(&mut tx, op).await {
-            Ok(d) => done.push(d),
-            Err((d, e)) => {
-                // The savepoint itself could not be handled: the transaction is unusable.
-                d.fail(&e);
-                for d in done {
-                    d.fail(&e);
-                }
-                return;
-            }
+        let (d, err) = apply(&mut tx, cids, op).await;
+        done.push(d);
+        if let Some(e) = err {
+            failure = Some(e);
+            break;
         }
     }
-    match tx.commit().await {
+    let outcome = match failure {
+        Some(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+        None => tx.commit().await.map_err(db_err),
+    };
+    match outcome {
         Ok(()) => done.into_iter().for_each(Done::send),
         Err(e) => {
-            let e = db_err(e);
             tracing::warn!(error = %e, "objects group commit failed");
+            cids.clear();
             for d in done {
                 d.fail(&e);
             }
@@ -198,49 +224,65 @@ fn pending(op: Work) -> Done {
     }
 }
 
-/// Applies one operation in a savepoint: released on success, rolled back on failure (the error
-/// becomes the operation's answer). `Err` only when the savepoint itself fails.
-async fn apply_in_savepoint(tx: &mut Transaction<'_, Sqlite>, op: Work) -> std::result::Result<Done, (Done, Error)> {
-    let mut sp = match tx.begin().await {
-        Ok(sp) => sp,
-        Err(e) => return Err((pending(op), db_err(e))),
-    };
-    let (done, ok) = match op {
+/// Applies one operation; the second value is a database failure that dooms the group.
+async fn apply(conn: &mut SqliteConnection, cids: &mut Cids, op: Work) -> (Done, Option<Error>) {
+    fn check<T>(r: &Result<T>) -> Option<Error> {
+        match r {
+            Err(e) if is_database_failure(e) => Some(Error::internal(e)),
+            _ => None,
+        }
+    }
+    match op {
         Work::Create { c, object, reply } => {
-            let r = create(&mut sp, &c, &object).await;
-            let ok = r.is_ok();
-            (Done::Create(reply, r), ok)
+            let r = create(conn, cids, &c, &object).await;
+            let fail = check(&r);
+            (Done::Create(reply, r), fail)
         }
         Work::Update { c, id, patch, reply } => {
-            let r = update(&mut sp, &c, &id, patch).await;
-            let ok = r.is_ok();
-            (Done::Update(reply, r), ok)
+            let r = update(conn, cids, &c, &id, patch).await;
+            let fail = check(&r);
+            (Done::Update(reply, r), fail)
         }
         Work::Delete { c, id, reply } => {
-            let r = delete(&mut sp, &c, &id).await;
-            let ok = r.is_ok();
-            (Done::Delete(reply, r), ok)
+            let r = delete(conn, cids, &c, &id).await;
+            let fail = check(&r);
+            (Done::Delete(reply, r), fail)
         }
-    };
-    let end = if ok { sp.commit().await } else { sp.rollback().await };
-    match end {
-        Ok(()) => Ok(done),
-        Err(e) => Err((done, db_err(e))),
     }
 }
 
-async fn create(conn: &mut SqliteConnection, c: &Collection, object: &PreparedObject) -> Result<()> {
-    let cid = sql::ensure_collection(conn, c).await?;
+/// The id of a collection, from the cache or the database.
+async fn known_collection(conn: &mut SqliteConnection, cids: &mut Cids, c: &Collection) -> Result<Option<i64>> {
+    if let Some(id) = cids.get(c) {
+        return Ok(Some(*id));
+    }
+    let id = sql::collection_id(conn, c).await?;
+    if let Some(id) = id {
+        cids.insert(c.clone(), id);
+    }
+    Ok(id)
+}
+
+async fn create(conn: &mut SqliteConnection, cids: &mut Cids, c: &Collection, object: &PreparedObject) -> Result<()> {
+    let cid = match known_collection(conn, cids, c).await? {
+        Some(id) => id,
+        None => {
+            let id = sql::ensure_collection(conn, c).await?;
+            cids.insert(c.clone(), id);
+            id
+        }
+    };
     sql::insert_object(conn, cid, object).await
 }
 
 async fn update(
     conn: &mut SqliteConnection,
+    cids: &mut Cids,
     c: &Collection,
     id: &str,
     patch: Map<String, Value>,
 ) -> Result<Option<String>> {
-    let Some(cid) = sql::collection_id(conn, c).await? else { return Ok(None) };
+    let Some(cid) = known_collection(conn, cids, c).await? else { return Ok(None) };
     let k = sort_key(id);
     let Some(old) = sql::object_body(conn, cid, &k).await? else { return Ok(None) };
     let merged = merge_object(id, &old, patch)?;
@@ -248,8 +290,8 @@ async fn update(
     Ok(Some(merged.body))
 }
 
-async fn delete(conn: &mut SqliteConnection, c: &Collection, id: &str) -> Result<bool> {
-    let Some(cid) = sql::collection_id(conn, c).await? else { return Ok(false) };
+async fn delete(conn: &mut SqliteConnection, cids: &mut Cids, c: &Collection, id: &str) -> Result<bool> {
+    let Some(cid) = known_collection(conn, cids, c).await? else { return Ok(false) };
     let k = sort_key(id);
     let Some(old) = sql::object_body(conn, cid, &k).await? else { return Ok(false) };
     sql::remove_object(conn, cid, &k, &old).await?;
