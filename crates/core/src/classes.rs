@@ -30,8 +30,9 @@ pub const MAX_TOP_LEVEL_FIELDS: usize = 256;
 pub const MAX_INDEXED_NAME: usize = 128;
 /// Longest string value that is indexed (and may be a filter value), bytes.
 pub const MAX_INDEXED_TEXT: usize = 1024;
-/// `limit` of a collection read when none is given.
-pub const DEFAULT_LIST_LIMIT: u32 = 100;
+/// `limit` of a collection read when none is given: the maximum, so a collection of up to 1000
+/// objects reads whole (the contract asks for at least the 100 newest, whatever the id scheme).
+pub const DEFAULT_LIST_LIMIT: u32 = 1000;
 /// Largest `limit` served; larger requests are clamped to it.
 pub const MAX_LIST_LIMIT: u32 = 1000;
 /// Largest `skip`; deeper pages use the `after` cursor.

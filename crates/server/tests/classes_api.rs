@@ -200,10 +200,12 @@ async fn ordering_paging_filters_and_sort() {
         assert_eq!(r.status(), StatusCode::CREATED);
     }
 
-    // Without limit: the 100 largest primary keys, descending.
+    // Without limit: up to 1000, primary key descending (so every one of the 150 here).
     let page = results(&s, &t, "/v2/classes/me/Tracks").await;
-    let expect: Vec<String> = (51..=150).rev().map(|i: i32| i.to_string()).collect();
+    let expect: Vec<String> = (1..=150).rev().map(|i: i32| i.to_string()).collect();
     assert_eq!(ids(&page), expect);
+    let first = results(&s, &t, "/v2/classes/me/Tracks?limit=100").await;
+    assert_eq!(ids(&first), expect[..100]);
     // limit / skip / cursor.
     assert_eq!(ids(&results(&s, &t, "/v2/classes/me/Tracks?limit=3&skip=2").await), ["148", "147", "146"]);
     assert_eq!(ids(&results(&s, &t, "/v2/classes/me/Tracks?limit=3&after=51").await), ["50", "49", "48"]);
