@@ -130,9 +130,33 @@ async fn guide_calls_and_relations() {
     assert_envelope(call(&s, &t, Method::GET, "/v2/classes/me/Songs/100", None).await, 404).await;
     assert!(!ids(&results(&s, &t, "/v2/classes/me/Playlists").await).contains(&"100".to_owned()));
 
-    // Without a session: 401.
+    // Form bodies store strings.
+    let r = s
+        .client
+        .post(s.url("/v2/classes/me/Forms/f1"))
+        .header("Authorization", &t)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("name=Dubstep&n=5")
+        .send()
+        .await
+        .expect("post form");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        results(&s, &t, "/v2/classes/me/Forms/f1").await,
+        vec![json!({"_id": "f1", "name": "Dubstep", "n": "5"})]
+    );
+
+    // Without a session: 401. On the plain device listener: 403, HTTPS required.
     let r = s.client.get(s.url("/v2/classes/me/Playlists")).send().await.expect("get");
     assert_envelope(r, 401).await;
+    let r = s
+        .client
+        .get(format!("{}/v2/classes/me/Playlists", s.http))
+        .header("Authorization", &t)
+        .send()
+        .await
+        .expect("get");
+    assert_envelope(r, 403).await;
     s.stop().await;
 }
 
