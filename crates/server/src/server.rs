@@ -64,10 +64,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .set_mail_settings(config.smtp_url.as_deref(), &config.smtp_from)
         .map_err(|e| anyhow::anyhow!(e.public_message()))?;
 
-    if let (Some(email), Some(password)) = (&config.panel_email, &config.panel_password) {
-        if platform.ensure_panel_user(email, password).await.map_err(|e| anyhow::anyhow!(e.public_message()))? {
-            tracing::info!(%email, "created the panel account from THINGLINE_PANEL_EMAIL");
-        }
+    if let (Some(email), Some(password)) = (&config.panel_email, &config.panel_password)
+        && platform.ensure_panel_user(email, password).await.map_err(|e| anyhow::anyhow!(e.public_message()))?
+    {
+        tracing::info!(%email, "created the panel account from THINGLINE_PANEL_EMAIL");
     }
 
     let tls = TlsAcceptor::from(tls::server_config(&config)?);

@@ -54,11 +54,7 @@ pub fn config_args(data_dir: &std::path::Path) -> ConfigArgs {
 pub fn client_for(data_dir: &std::path::Path) -> Client {
     let pem = std::fs::read(data_dir.join("tls/cert.pem")).expect("generated certificate");
     let cert = reqwest::Certificate::from_pem(&pem).expect("certificate");
-    Client::builder()
-        .add_root_certificate(cert)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("client")
+    Client::builder().add_root_certificate(cert).timeout(Duration::from_secs(60)).build().expect("client")
 }
 
 impl TestServer {

@@ -8,7 +8,7 @@ use super::{SqliteStore, db_err, is_unique_violation};
 use crate::{ActivationCode, App, CatalogStore, Product, ResourceDecl};
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| Error::internal(e))
+    serde_json::to_string(v).map_err(Error::internal)
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {

@@ -42,10 +42,8 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and runs migrations.
     pub async fn open(path: &Path, options: &StoreOptions) -> anyhow::Result<Self> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)?;
-            }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
         }
         let base = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)

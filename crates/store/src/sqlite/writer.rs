@@ -166,7 +166,7 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "group commit failed; committing appends one by one");
+                tracing::debug!(error = %e, "group commit failed; committing appends one by one");
                 self.forget_cache();
                 for p in group {
                     let r = self.commit_one(p.thing_seq, &p.points).await;
@@ -179,7 +179,9 @@ impl Writer {
     async fn commit_one(&mut self, thing_seq: i64, points: &[NewPoint]) -> Result<Vec<StoredPoint>> {
         let result = async {
             let mut tx = self.conn.begin().await.map_err(db_err)?;
-            let stored = append_in(&mut tx, &mut self.timelines, &mut self.last_ts, thing_seq, points).await?;
+            let mut assigner = Assigner::new(&mut self.timelines, &mut self.last_ts);
+            let stored = assigner.assign(&mut tx, thing_seq, points).await?;
+            insert_rows(&mut tx, &assigner.rows).await?;
             tx.commit().await.map_err(db_err)?;
             Ok(stored)
         }
@@ -190,31 +192,18 @@ impl Writer {
         result
     }
 
-    /// One transaction for the group. An append that fails inside (e.g. its thing was deleted)
-    /// is rolled back to its savepoint and answered with its error; the others commit.
+    /// One transaction for the whole group and one multi-row insert for all its values. If any
+    /// append fails (e.g. its thing was deleted meanwhile), the transaction is dropped and the
+    /// caller commits each append alone, so each gets its own answer.
     async fn try_commit(&mut self, group: &[PendingAppend]) -> Result<Vec<Result<Vec<StoredPoint>>>> {
         let mut tx = self.conn.begin().await.map_err(db_err)?;
+        let mut assigner = Assigner::new(&mut self.timelines, &mut self.last_ts);
         let mut results = Vec::with_capacity(group.len());
-        let mut dirty = false;
         for p in group {
-            let mut sp = tx.begin().await.map_err(db_err)?;
-            match append_in(&mut sp, &mut self.timelines, &mut self.last_ts, p.thing_seq, &p.points).await {
-                Ok(stored) => {
-                    sp.commit().await.map_err(db_err)?;
-                    results.push(Ok(stored));
-                }
-                Err(e) => {
-                    sp.rollback().await.map_err(db_err)?;
-                    dirty = true;
-                    results.push(Err(e));
-                }
-            }
+            results.push(Ok(assigner.assign(&mut tx, p.thing_seq, &p.points).await?));
         }
+        insert_rows(&mut tx, &assigner.rows).await?;
         tx.commit().await.map_err(db_err)?;
-        if dirty {
-            // Cached ids or datetimes of the rolled-back append may be wrong now.
-            self.forget_cache();
-        }
         Ok(results)
     }
 
@@ -252,61 +241,69 @@ impl Writer {
     }
 }
 
-/// Resolves timelines, assigns distinct datetimes and inserts the values of one append.
-async fn append_in(
-    tx: &mut Transaction<'_, Sqlite>,
-    timelines: &mut Timelines,
-    last_ts: &mut HashMap<i64, i64>,
-    thing_seq: i64,
-    points: &[NewPoint],
-) -> Result<Vec<StoredPoint>> {
-    if last_ts.len() > MAX_CACHED_TIMELINES {
-        timelines.clear();
-        last_ts.clear();
-    }
-    let now = thingline_core::time::now_ms();
-    let mut rows: Vec<(i64, i64, &str)> = Vec::with_capacity(points.len());
-    let mut stored = Vec::with_capacity(points.len());
-    // Datetimes taken in this append but not inserted yet.
-    let mut taken: HashSet<(i64, i64)> = HashSet::new();
-    for p in points {
-        let tl = timeline_id(tx, timelines, thing_seq, &p.key).await?;
-        let last = match last_ts.get(&tl) {
-            Some(v) => *v,
-            None => {
-                let v: Option<i64> = sqlx::query_scalar("SELECT MAX(ts) FROM points WHERE timeline_id = ?")
-                    .bind(tl)
-                    .fetch_one(&mut **tx)
-                    .await
-                    .map_err(db_err)?;
-                let v = v.unwrap_or(i64::MIN);
-                last_ts.insert(tl, v);
-                v
-            }
-        };
-        let ts = match p.ts {
-            None => now.max(last.saturating_add(1)),
-            Some(t) if t > last && !taken.contains(&(tl, t)) => t,
-            Some(t) => {
-                let mut t = t;
-                loop {
-                    if !taken.contains(&(tl, t)) && !(t <= last && exists(tx, tl, t).await?) {
-                        break;
-                    }
-                    t = t.checked_add(1).ok_or_else(|| Error::bad_request("datetime out of range"))?;
-                }
-                t
-            }
-        };
-        taken.insert((tl, ts));
-        if ts > last {
-            last_ts.insert(tl, ts);
+/// Resolves timelines and assigns distinct datetimes for the appends of one transaction,
+/// collecting the rows to insert.
+struct Assigner<'c, 'p> {
+    timelines: &'c mut Timelines,
+    last_ts: &'c mut HashMap<i64, i64>,
+    /// Datetimes taken in this transaction but not inserted yet (every one is <= its timeline's
+    /// `last_ts`, so a datetime above it is free without looking).
+    taken: HashSet<(i64, i64)>,
+    rows: Vec<(i64, i64, &'p str)>,
+    now: i64,
+}
+
+impl<'c, 'p> Assigner<'c, 'p> {
+    fn new(timelines: &'c mut Timelines, last_ts: &'c mut HashMap<i64, i64>) -> Self {
+        if last_ts.len() > MAX_CACHED_TIMELINES {
+            timelines.clear();
+            last_ts.clear();
         }
-        rows.push((tl, ts, p.value.as_str()));
-        stored.push(StoredPoint { key: p.key.clone(), ts, value: p.value.clone() });
+        Assigner { timelines, last_ts, taken: HashSet::new(), rows: Vec::new(), now: thingline_core::time::now_ms() }
     }
-    insert_rows(tx, &rows).await?;
-    Ok(stored)
+
+    async fn assign(
+        &mut self,
+        tx: &mut Transaction<'_, Sqlite>,
+        thing_seq: i64,
+        points: &'p [NewPoint],
+    ) -> Result<Vec<StoredPoint>> {
+        let mut stored = Vec::with_capacity(points.len());
+        for p in points {
+            let tl = timeline_id(tx, self.timelines, thing_seq, &p.key).await?;
+            let last = match self.last_ts.get(&tl) {
+                Some(v) => *v,
+                None => {
+                    let v: Option<i64> = sqlx::query_scalar("SELECT MAX(ts) FROM points WHERE timeline_id = ?")
+                        .bind(tl)
+                        .fetch_one(&mut **tx)
+                        .await
+                        .map_err(db_err)?;
+                    let v = v.unwrap_or(i64::MIN);
+                    self.last_ts.insert(tl, v);
+                    v
+                }
+            };
+            let ts = match p.ts {
+                None => self.now.max(last.saturating_add(1)),
+                Some(t) if t > last => t,
+                Some(mut t) => {
+                    // A backfill: move forward past datetimes taken here or already stored.
+                    while self.taken.contains(&(tl, t)) || (t <= last && exists(tx, tl, t).await?) {
+                        t = t.checked_add(1).ok_or_else(|| Error::bad_request("datetime out of range"))?;
+                    }
+                    t
+                }
+            };
+            self.taken.insert((tl, ts));
+            if ts > last {
+                self.last_ts.insert(tl, ts);
+            }
+            self.rows.push((tl, ts, p.value.as_str()));
+            stored.push(StoredPoint { key: p.key.clone(), ts, value: p.value.clone() });
+        }
+        Ok(stored)
+    }
 }
 
 async fn exists(tx: &mut Transaction<'_, Sqlite>, tl: i64, ts: i64) -> Result<bool> {
