@@ -8,8 +8,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
-use sqlx::{Connection, Executor, Sqlite, Transaction};
 use thingline_core::{Error, Result};
 use tokio::sync::{mpsc, oneshot};
 
@@ -178,11 +178,9 @@ impl Writer {
 
     async fn commit_one(&mut self, thing_seq: i64, points: &[NewPoint]) -> Result<Vec<StoredPoint>> {
         let result = async {
-            let mut tx = self.conn.begin().await.map_err(db_err)?;
             let mut assigner = Assigner::new(&mut self.timelines, &mut self.last_ts);
-            let stored = assigner.assign(&mut tx, thing_seq, points).await?;
-            insert_rows(&mut tx, &assigner.rows).await?;
-            tx.commit().await.map_err(db_err)?;
+            let stored = assigner.assign(&mut self.conn, thing_seq, points).await?;
+            insert_rows(&mut self.conn, &assigner.rows).await?;
             Ok(stored)
         }
         .await;
@@ -192,18 +190,19 @@ impl Writer {
         result
     }
 
-    /// One transaction for the whole group and one multi-row insert for all its values. If any
-    /// append fails (e.g. its thing was deleted meanwhile), the transaction is dropped and the
-    /// caller commits each append alone, so each gets its own answer.
+    /// Commits a whole group with ONE statement: a single `INSERT … SELECT … FROM json_each(?)`
+    /// in autocommit mode is atomic and durable on return, so the group costs one round trip to
+    /// SQLite and one WAL sync. (Resolving a new timeline or its newest datetime may take a query
+    /// first; a timeline row without values is harmless: it reads as never written.) If anything
+    /// fails, nothing of the group was inserted and the caller commits each append alone, so each
+    /// gets its own answer.
     async fn try_commit(&mut self, group: &[PendingAppend]) -> Result<Vec<Result<Vec<StoredPoint>>>> {
-        let mut tx = self.conn.begin().await.map_err(db_err)?;
         let mut assigner = Assigner::new(&mut self.timelines, &mut self.last_ts);
         let mut results = Vec::with_capacity(group.len());
         for p in group {
-            results.push(Ok(assigner.assign(&mut tx, p.thing_seq, &p.points).await?));
+            results.push(Ok(assigner.assign(&mut self.conn, p.thing_seq, &p.points).await?));
         }
-        insert_rows(&mut tx, &assigner.rows).await?;
-        tx.commit().await.map_err(db_err)?;
+        insert_rows(&mut self.conn, &assigner.rows).await?;
         Ok(results)
     }
 
@@ -264,19 +263,19 @@ impl<'c, 'p> Assigner<'c, 'p> {
 
     async fn assign(
         &mut self,
-        tx: &mut Transaction<'_, Sqlite>,
+        conn: &mut SqliteConnection,
         thing_seq: i64,
         points: &'p [NewPoint],
     ) -> Result<Vec<StoredPoint>> {
         let mut stored = Vec::with_capacity(points.len());
         for p in points {
-            let tl = timeline_id(tx, self.timelines, thing_seq, &p.key).await?;
+            let tl = timeline_id(conn, self.timelines, thing_seq, &p.key).await?;
             let last = match self.last_ts.get(&tl) {
                 Some(v) => *v,
                 None => {
                     let v: Option<i64> = sqlx::query_scalar("SELECT MAX(ts) FROM points WHERE timeline_id = ?")
                         .bind(tl)
-                        .fetch_one(&mut **tx)
+                        .fetch_one(&mut *conn)
                         .await
                         .map_err(db_err)?;
                     let v = v.unwrap_or(i64::MIN);
@@ -289,7 +288,7 @@ impl<'c, 'p> Assigner<'c, 'p> {
                 Some(t) if t > last => t,
                 Some(mut t) => {
                     // A backfill: move forward past datetimes taken here or already stored.
-                    while self.taken.contains(&(tl, t)) || (t <= last && exists(tx, tl, t).await?) {
+                    while self.taken.contains(&(tl, t)) || (t <= last && exists(conn, tl, t).await?) {
                         t = t.checked_add(1).ok_or_else(|| Error::bad_request("datetime out of range"))?;
                     }
                     t
@@ -306,22 +305,17 @@ impl<'c, 'p> Assigner<'c, 'p> {
     }
 }
 
-async fn exists(tx: &mut Transaction<'_, Sqlite>, tl: i64, ts: i64) -> Result<bool> {
+async fn exists(conn: &mut SqliteConnection, tl: i64, ts: i64) -> Result<bool> {
     let hit: Option<i64> = sqlx::query_scalar("SELECT 1 FROM points WHERE timeline_id = ? AND ts = ?")
         .bind(tl)
         .bind(ts)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(db_err)?;
     Ok(hit.is_some())
 }
 
-async fn timeline_id(
-    tx: &mut Transaction<'_, Sqlite>,
-    timelines: &mut Timelines,
-    thing_seq: i64,
-    key: &str,
-) -> Result<i64> {
+async fn timeline_id(conn: &mut SqliteConnection, timelines: &mut Timelines, thing_seq: i64, key: &str) -> Result<i64> {
     if let Some(id) = timelines.get(&thing_seq).and_then(|keys| keys.get(key)) {
         return Ok(*id);
     }
@@ -331,7 +325,7 @@ async fn timeline_id(
     )
     .bind(thing_seq)
     .bind(key)
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *conn)
     .await
     .map_err(|e| match &e {
         sqlx::Error::Database(db) if db.is_foreign_key_violation() => Error::not_found("Thing not found"),
@@ -341,43 +335,36 @@ async fn timeline_id(
     Ok(id)
 }
 
-/// Multi-row inserts in a few fixed sizes, so the prepared-statement cache stays small.
-async fn insert_rows(tx: &mut Transaction<'_, Sqlite>, rows: &[(i64, i64, &str)]) -> Result<()> {
-    const SIZES: [usize; 4] = [256, 32, 8, 1];
-    let mut rest = rows;
-    while !rest.is_empty() {
-        let size = SIZES.iter().copied().find(|s| *s <= rest.len()).unwrap_or(1);
-        let (chunk, tail) = rest.split_at(size);
-        let sql = insert_sql(size);
-        let mut q = sqlx::query(sql);
-        for (tl, ts, v) in chunk {
-            q = q.bind(*tl).bind(*ts).bind(*v);
+/// Inserts every row with one statement whatever their number: the rows travel as one JSON
+/// array parameter (`[[timeline, ts, "value JSON text"], …]`) expanded by `json_each`. One
+/// constant SQL text (one prepared statement), one round trip, atomic in autocommit mode.
+async fn insert_rows(conn: &mut SqliteConnection, rows: &[(i64, i64, &str)]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut param = String::with_capacity(rows.iter().map(|r| r.2.len() + 32).sum());
+    param.push('[');
+    for (i, (tl, ts, value)) in rows.iter().enumerate() {
+        if i > 0 {
+            param.push(',');
         }
-        tx.execute(q).await.map_err(db_err)?;
-        rest = tail;
+        param.push('[');
+        param.push_str(&tl.to_string());
+        param.push(',');
+        param.push_str(&ts.to_string());
+        param.push(',');
+        // The value's JSON text, as a JSON string: `->> 2` gives back the exact text.
+        param.push_str(&serde_json::to_string(value).map_err(Error::internal)?);
+        param.push(']');
     }
+    param.push(']');
+    sqlx::query(
+        "INSERT INTO points (timeline_id, ts, value) \
+         SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)",
+    )
+    .bind(param)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
     Ok(())
-}
-
-fn insert_sql(rows: usize) -> &'static str {
-    use std::sync::OnceLock;
-    static CACHE: OnceLock<[String; 4]> = OnceLock::new();
-    let all = CACHE.get_or_init(|| {
-        [256usize, 32, 8, 1].map(|n| {
-            let mut s = String::from("INSERT INTO points (timeline_id, ts, value) VALUES ");
-            for i in 0..n {
-                if i > 0 {
-                    s.push(',');
-                }
-                s.push_str("(?,?,?)");
-            }
-            s
-        })
-    });
-    match rows {
-        256 => &all[0],
-        32 => &all[1],
-        8 => &all[2],
-        _ => &all[3],
-    }
 }
