@@ -41,21 +41,45 @@ pub fn now_ms() -> i64 {
 /// ISO-8601 expanded form with a sign and six digits (`+275760-09-13T00:00:00.000Z`), as
 /// JavaScript's `toISOString` does.
 pub fn format_datetime(ms: i64) -> String {
+    let mut out = String::with_capacity(24);
+    push_datetime(&mut out, ms);
+    out
+}
+
+/// Appends [`format_datetime`]'s text to `out` without allocating: the hot path of every read
+/// and every realtime delivery renders thousands of these.
+pub fn push_datetime(out: &mut String, ms: i64) {
     let days = ms.div_euclid(MS_PER_DAY);
     let in_day = ms.rem_euclid(MS_PER_DAY);
     let (year, month, day) = civil_from_days(days);
-    let hour = in_day / MS_PER_HOUR;
-    let minute = in_day % MS_PER_HOUR / MS_PER_MINUTE;
-    let second = in_day % MS_PER_MINUTE / MS_PER_SECOND;
-    let milli = in_day % MS_PER_SECOND;
-    let year = if (0..=9999).contains(&year) {
-        format!("{year:04}")
-    } else if year < 0 {
-        format!("-{:06}", year.unsigned_abs())
-    } else {
-        format!("+{year:06}")
+    if !(0..=9999).contains(&year) {
+        let hour = in_day / MS_PER_HOUR;
+        let minute = in_day % MS_PER_HOUR / MS_PER_MINUTE;
+        let second = in_day % MS_PER_MINUTE / MS_PER_SECOND;
+        let milli = in_day % MS_PER_SECOND;
+        let sign = if year < 0 { '-' } else { '+' };
+        out.push_str(&format!(
+            "{sign}{:06}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{milli:03}Z",
+            year.unsigned_abs()
+        ));
+        return;
+    }
+    let mut buf = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
     };
-    format!("{year}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{milli:03}Z")
+    put(0, 4, year as u64);
+    put(5, 2, month as u64);
+    put(8, 2, day as u64);
+    put(11, 2, (in_day / MS_PER_HOUR) as u64);
+    put(14, 2, (in_day % MS_PER_HOUR / MS_PER_MINUTE) as u64);
+    put(17, 2, (in_day % MS_PER_MINUTE / MS_PER_SECOND) as u64);
+    put(20, 3, (in_day % MS_PER_SECOND) as u64);
+    // Only ASCII digits and separators were written.
+    out.push_str(std::str::from_utf8(&buf).unwrap_or("1970-01-01T00:00:00.000Z"));
 }
 
 /// Parses an input datetime (`datetime` of a write, `startDate`/`endDate` of a read).

@@ -3,10 +3,17 @@
 //! text of a value is spliced in as is, never parsed and re-serialized.
 
 use thingline_bus::ValueItem;
-use thingline_core::time::format_datetime;
+use thingline_core::time::push_datetime;
 
 /// Appends a JSON string literal.
 pub fn push_str_lit(out: &mut String, s: &str) {
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        // Nothing to escape (the common case for keys and ids): no allocation.
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     // serde_json escapes exactly as JSON requires; writing to a String cannot fail.
     out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
 }
@@ -18,7 +25,7 @@ pub fn push_item(out: &mut String, key: &str, value: &str, ts: i64) {
     out.push_str(",\"value\":");
     out.push_str(value);
     out.push_str(",\"datetime\":\"");
-    out.push_str(&format_datetime(ts));
+    push_datetime(out, ts);
     out.push_str("\"}");
 }
 
@@ -46,7 +53,7 @@ pub fn push_app_item(out: &mut String, key: &str, value: &str, thing_id: &str, t
     out.push_str(",\"id\":");
     push_str_lit(out, thing_id);
     out.push_str(",\"datetime\":\"");
-    out.push_str(&format_datetime(ts));
+    push_datetime(out, ts);
     out.push_str("\"}");
 }
 
