@@ -45,6 +45,18 @@ pub enum ScenarioName {
     ReadLatest,
     /// Time from spawn to a healthy server, and resident memory when idle.
     Startup,
+    /// App API: GET /v2/me/resources/temperature/{thingId}?limit=1 with session tokens.
+    AppRead,
+    /// App API: POST /v2/me/resources/temperature/{thingId} {"values":[{"value":N}]}.
+    AppWrite,
+    /// App API: GET /v2/me/resources, random user (default 10,000 users x 10 things).
+    MeResources,
+    /// Objects API: POST /v2/classes/me/BenchCreate with a small object.
+    ObjCreate,
+    /// Objects API: GET /v2/classes/app/BenchGet/{id} (--objects stored in all).
+    ObjGet,
+    /// Objects API: GET /v2/classes/app/BenchList?limit=--list-limit (--list-objects objects).
+    ObjList,
 }
 
 /// Which targets a `run` measures.
@@ -114,6 +126,25 @@ pub struct RunArgs {
     /// read-latest: the `limit` query parameter.
     #[arg(long, default_value_t = 1000)]
     pub limit: u32,
+    /// App scenarios: app users (default: 10 for app-read/app-write, 10,000 for me-resources).
+    #[arg(long)]
+    pub users: Option<usize>,
+    /// App scenarios: things linked by each user.
+    #[arg(long, default_value_t = 10)]
+    pub things_per_user: usize,
+    /// App scenarios: things activated (default: users x things-per-user, at most 1000);
+    /// user u links things (u * things-per-user + j) mod this.
+    #[arg(long)]
+    pub app_things: Option<usize>,
+    /// obj-get/obj-list: objects stored in all when seeding (BenchGet gets those not in BenchList).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub objects: usize,
+    /// obj-get/obj-list: objects of the listed collection BenchList.
+    #[arg(long, default_value_t = 100_000)]
+    pub list_objects: usize,
+    /// obj-list: the `limit` query parameter.
+    #[arg(long, default_value_t = 100)]
+    pub list_limit: u32,
     /// Measure each target this many times, alternating which goes first.
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
@@ -177,7 +208,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
             }
             match args.scenario {
                 ScenarioName::Startup => startup::run(&args).await,
-                ScenarioName::Write | ScenarioName::ReadLatest => scenarios::run(&args).await,
+                _ => scenarios::run(&args).await,
             }
         }
         Command::Seed(args) => seed::run_command(&args).await,

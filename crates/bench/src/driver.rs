@@ -22,6 +22,8 @@ pub struct Req {
     pub url: String,
     /// JSON body, sent with `Content-Type: application/json`.
     pub body: Option<String>,
+    /// `Authorization` header (an app session token).
+    pub auth: Option<String>,
 }
 
 /// Produces the next request of a worker. Called once per request, on the hot path.
@@ -202,6 +204,9 @@ pub async fn run_load(config: &DriverConfig, workload: &Workload) -> Result<RunS
                 }
                 let req = generator(&mut rng);
                 let mut builder = client.request(req.method, &req.url);
+                if let Some(auth) = req.auth {
+                    builder = builder.header(reqwest::header::AUTHORIZATION, auth);
+                }
                 if let Some(body) = req.body {
                     builder = builder.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
                 }

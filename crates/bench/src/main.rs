@@ -5,6 +5,7 @@
 //! to [`cli::dispatch`]. See `cli.rs` for the commands and flags.
 
 mod api;
+mod app;
 mod cli;
 mod driver;
 mod reference;

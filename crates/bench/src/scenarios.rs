@@ -18,6 +18,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::api::Api;
+use crate::app::{AppKind, AppScenario, ObjKind, ObjScenario};
 use crate::cli::{Only, RunArgs, ScenarioName, secs};
 use crate::driver::{DriverConfig, Req, Workload, https_client, run_load};
 use crate::report::{self, Measurement, ThroughputReport};
@@ -70,6 +71,27 @@ pub fn scenario_for(args: &RunArgs) -> Result<Box<dyn Scenario>> {
             limit: args.limit,
             seeded: std::sync::Mutex::new(None),
         }),
+        ScenarioName::AppRead | ScenarioName::AppWrite | ScenarioName::MeResources => {
+            let (kind, default_users) = match args.scenario {
+                ScenarioName::AppRead => (AppKind::Read, 10),
+                ScenarioName::AppWrite => (AppKind::Write, 10),
+                _ => (AppKind::MeResources, 10_000),
+            };
+            let users = args.users.unwrap_or(default_users);
+            let things = args.app_things.unwrap_or((users * args.things_per_user).clamp(1, 1000));
+            Box::new(AppScenario { kind, users, things_per_user: args.things_per_user, things })
+        }
+        ScenarioName::ObjCreate | ScenarioName::ObjGet | ScenarioName::ObjList => Box::new(ObjScenario {
+            kind: match args.scenario {
+                ScenarioName::ObjCreate => ObjKind::Create,
+                ScenarioName::ObjGet => ObjKind::Get,
+                _ => ObjKind::List,
+            },
+            objects: args.objects,
+            list_objects: args.list_objects,
+            limit: args.list_limit,
+            seeded: std::sync::Mutex::new(None),
+        }),
         ScenarioName::Startup => bail!("startup is not a throughput scenario"),
     })
 }
@@ -120,7 +142,7 @@ fn write_workload(base_url: &str, tokens: &[String], batch: usize) -> Workload {
                 let _ = write!(body, r#"{{"key":"{KEY}","value":{value:.2}}}"#);
             }
             body.push_str("]}");
-            Req { method: Method::POST, url, body: Some(body) }
+            Req { method: Method::POST, url, body: Some(body), auth: None }
         }),
     }
 }
@@ -171,6 +193,7 @@ impl Scenario for ReadLatestScenario {
                     method: Method::GET,
                     url: urls[rng.below(urls.len())].clone(),
                     body: None,
+                    auth: None,
                 }),
             })
         })
@@ -224,7 +247,7 @@ impl ReadLatestScenario {
 }
 
 /// Tokens of the real shape (43 URL-safe characters) for targets that accept anything.
-fn synthetic_tokens(count: usize) -> Vec<String> {
+pub(crate) fn synthetic_tokens(count: usize) -> Vec<String> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut rng = crate::driver::WorkerRng::new(42);
     (0..count).map(|_| (0..43).map(|_| ALPHABET[rng.below(ALPHABET.len())] as char).collect()).collect()
