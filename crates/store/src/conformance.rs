@@ -81,6 +81,17 @@ async fn timelines_keep_distinct_datetimes(store: &dyn Store, seq: i64) {
         .await
         .expect("append");
     assert!(!(1_000..1_010).contains(&again[0].ts), "a taken datetime moves to a free one");
+    // History written backwards (older than anything stored) keeps its datetimes.
+    let older = store
+        .append(seq, vec![NewPoint { key: "same".into(), ts: Some(500), value: "1".into() }])
+        .await
+        .expect("append");
+    assert_eq!(older[0].ts, 500);
+    let older = store
+        .append(seq, vec![NewPoint { key: "same".into(), ts: Some(500), value: "2".into() }])
+        .await
+        .expect("append");
+    assert_eq!(older[0].ts, 501, "a datetime taken by the oldest value moves forward");
 }
 
 async fn timelines_page_exactly(store: &dyn Store, seq: i64) {

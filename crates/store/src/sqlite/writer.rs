@@ -80,8 +80,8 @@ struct Writer {
     conn: SqliteConnection,
     /// thing seq → key → timeline id.
     timelines: Timelines,
-    /// timeline id → newest datetime stored.
-    last_ts: HashMap<i64, i64>,
+    /// timeline id → (oldest, newest) datetime stored.
+    last_ts: HashMap<i64, (i64, i64)>,
 }
 
 struct PendingAppend {
@@ -244,16 +244,16 @@ impl Writer {
 /// collecting the rows to insert.
 struct Assigner<'c, 'p> {
     timelines: &'c mut Timelines,
-    last_ts: &'c mut HashMap<i64, i64>,
-    /// Datetimes taken in this transaction but not inserted yet (every one is <= its timeline's
-    /// `last_ts`, so a datetime above it is free without looking).
+    last_ts: &'c mut HashMap<i64, (i64, i64)>,
+    /// Datetimes taken in this group but not inserted yet (every one lies within its timeline's
+    /// cached (oldest, newest) range, so a datetime outside it is free without looking).
     taken: HashSet<(i64, i64)>,
     rows: Vec<(i64, i64, &'p str)>,
     now: i64,
 }
 
 impl<'c, 'p> Assigner<'c, 'p> {
-    fn new(timelines: &'c mut Timelines, last_ts: &'c mut HashMap<i64, i64>) -> Self {
+    fn new(timelines: &'c mut Timelines, last_ts: &'c mut HashMap<i64, (i64, i64)>) -> Self {
         if last_ts.len() > MAX_CACHED_TIMELINES {
             timelines.clear();
             last_ts.clear();
@@ -270,15 +270,19 @@ impl<'c, 'p> Assigner<'c, 'p> {
         let mut stored = Vec::with_capacity(points.len());
         for p in points {
             let tl = timeline_id(conn, self.timelines, thing_seq, &p.key).await?;
-            let last = match self.last_ts.get(&tl) {
+            let (first, last) = match self.last_ts.get(&tl) {
                 Some(v) => *v,
                 None => {
-                    let v: Option<i64> = sqlx::query_scalar("SELECT MAX(ts) FROM points WHERE timeline_id = ?")
-                        .bind(tl)
-                        .fetch_one(&mut *conn)
-                        .await
-                        .map_err(db_err)?;
-                    let v = v.unwrap_or(i64::MIN);
+                    let row: (Option<i64>, Option<i64>) =
+                        sqlx::query_as("SELECT MIN(ts), MAX(ts) FROM points WHERE timeline_id = ?")
+                            .bind(tl)
+                            .fetch_one(&mut *conn)
+                            .await
+                            .map_err(db_err)?;
+                    let v = match row {
+                        (Some(a), Some(b)) => (a, b),
+                        _ => (i64::MAX, i64::MIN),
+                    };
                     self.last_ts.insert(tl, v);
                     v
                 }
@@ -286,8 +290,11 @@ impl<'c, 'p> Assigner<'c, 'p> {
             let ts = match p.ts {
                 None => self.now.max(last.saturating_add(1)),
                 Some(t) if t > last => t,
+                // Older than anything stored or taken: free (seeding history backwards).
+                Some(t) if t < first => t,
                 Some(mut t) => {
-                    // A backfill: move forward past datetimes taken here or already stored.
+                    // A backfill inside the stored range: move forward past datetimes taken here
+                    // or already stored.
                     while self.taken.contains(&(tl, t)) || (t <= last && exists(conn, tl, t).await?) {
                         t = t.checked_add(1).ok_or_else(|| Error::bad_request("datetime out of range"))?;
                     }
@@ -295,9 +302,7 @@ impl<'c, 'p> Assigner<'c, 'p> {
                 }
             };
             self.taken.insert((tl, ts));
-            if ts > last {
-                self.last_ts.insert(tl, ts);
-            }
+            self.last_ts.insert(tl, (first.min(ts), last.max(ts)));
             self.rows.push((tl, ts, p.value.as_str()));
             stored.push(StoredPoint { key: p.key.clone(), ts, value: p.value.clone() });
         }
