@@ -15,42 +15,58 @@ const PANEL_SESSION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Longest accepted password (Argon2 cost does not depend on it, but bodies should stay small).
 const MAX_PASSWORD_LEN: usize = 1024;
 
+/// Runs an Argon2 job on the blocking pool, at most one per CPU at a time. Each job holds
+/// ~19 MiB for ~20-50 ms: unbounded, a burst of registrations would spread over hundreds of
+/// blocking threads, each keeping its allocator arena (hundreds of MiB resident), and starve the
+/// CPU. Callers beyond the cap wait their turn.
+async fn argon2_job<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    let slots = SLOTS.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map(usize::from).unwrap_or(2))
+    });
+    let _permit = slots.acquire().await.map_err(|_| Error::Unavailable("shutting down".into()))?;
+    tokio::task::spawn_blocking(job).await.map_err(|e| Error::internal(format!("argon2 task: {e}")))
+}
+
 /// Hashes a password with Argon2id on the blocking pool; returns the PHC string.
 pub async fn hash_password(password: &str) -> Result<String> {
     if password.len() < 8 || password.len() > MAX_PASSWORD_LEN {
         return Err(Error::bad_request("password must be 8 to 1024 characters"));
     }
     let password = password.to_owned();
-    tokio::task::spawn_blocking(move || {
+    argon2_job(move || {
         Argon2::default()
             .hash_password(password.as_bytes())
             .map(|h| h.to_string())
             .map_err(|e| Error::internal(format!("argon2: {e}")))
     })
-    .await
-    .map_err(|e| Error::internal(format!("hashing task: {e}")))?
+    .await?
 }
 
 /// Verifies a password against a PHC string on the blocking pool. `None` runs a dummy
 /// verification so that unknown accounts take as long as wrong passwords.
 pub async fn verify_password(password: &str, phc: Option<&str>) -> Result<bool> {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let phc = match phc {
-        Some(p) => p.to_owned(),
-        None => DUMMY
-            .get_or_init(|| {
-                Argon2::default().hash_password(b"dummy password for timing").map(|h| h.to_string()).unwrap_or_default()
-            })
-            .clone(),
-    };
-    let known = phc.starts_with("$argon2");
+    let phc = phc.map(str::to_owned);
     let password = password.to_owned();
-    let ok = tokio::task::spawn_blocking(move || {
-        Argon2::default().verify_password(password.as_bytes(), phc.as_str()).is_ok()
+    argon2_job(move || {
+        let (phc, known) = match phc {
+            Some(p) => (p, true),
+            None => {
+                let dummy = DUMMY.get_or_init(|| {
+                    Argon2::default()
+                        .hash_password(b"dummy password for timing")
+                        .map(|h| h.to_string())
+                        .unwrap_or_default()
+                });
+                (dummy.clone(), false)
+            }
+        };
+        // Always run the verification, so an unknown account costs as much as a wrong password.
+        let verified = Argon2::default().verify_password(password.as_bytes(), phc.as_str()).is_ok();
+        verified && known && phc.starts_with("$argon2")
     })
     .await
-    .map_err(|e| Error::internal(format!("verify task: {e}")))?;
-    Ok(ok && known)
 }
 
 /// Normalizes an email for lookups: trimmed, lowercase.
