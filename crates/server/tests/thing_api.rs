@@ -483,3 +483,42 @@ async fn app_and_panel_routes_are_https_only() {
     assert_envelope(s.client.get(s.url("/v2/")).send().await.expect("root"), 401).await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn latest_value_reads_stay_exact_with_backfills_and_large_values() {
+    let s = TestServer::start().await;
+    let panel = s.panel_token().await;
+    let t = s.thing(&panel, &[("temperature", true)]).await;
+    assert_eq!(s.write(&t, json!([{"key": "temperature", "value": 1}])).await, StatusCode::CREATED);
+    assert_eq!(latest_value(&s, &t).await, json!(1));
+    // An older value written later is not the newest.
+    let old = json!([{"key": "temperature", "value": 0, "datetime": "2001-01-01T00:00:00Z"}]);
+    assert_eq!(s.write(&t, old).await, StatusCode::CREATED);
+    assert_eq!(latest_value(&s, &t).await, json!(1));
+    assert_eq!(s.write(&t, json!([{"key": "temperature", "value": 2}])).await, StatusCode::CREATED);
+    assert_eq!(latest_value(&s, &t).await, json!(2));
+    // A large newest value, then an older small one: the large one stays the newest.
+    let big = "z".repeat(10_000);
+    assert_eq!(s.write(&t, json!([{"key": "temperature", "value": big}])).await, StatusCode::CREATED);
+    assert_eq!(latest_value(&s, &t).await, json!(big));
+    let old = json!([{"key": "temperature", "value": 3, "datetime": "2002-01-01T00:00:00Z"}]);
+    assert_eq!(s.write(&t, old).await, StatusCode::CREATED);
+    assert_eq!(latest_value(&s, &t).await, json!(big));
+    // store=false values are never the stored newest.
+    let r = s
+        .client
+        .post(s.url(&format!("/v2/things/{}?store=false", t.token)))
+        .json(&json!({"values": [{"key": "temperature", "value": 99}]}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(latest_value(&s, &t).await, json!(big));
+    s.stop().await;
+}
+
+async fn latest_value(s: &TestServer, t: &common::TestThing) -> Value {
+    let (status, body) = s.read(t, "temperature", "").await;
+    assert_eq!(status, StatusCode::OK);
+    body[0]["value"].clone()
+}

@@ -3,6 +3,7 @@
 //! authenticate the caller and render the result.
 
 mod auth;
+mod latest;
 mod limiter;
 mod mail;
 pub mod objects;
@@ -50,6 +51,8 @@ pub struct Platform {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) notifier: Arc<Notifier>,
     pub(crate) things: ThingCache,
+    /// The newest value of each timeline (limit=1 reads).
+    pub(crate) latest: latest::LatestCache,
     pub(crate) limits: Limits,
     pub(crate) shutdown: CancellationToken,
     /// Failed panel logins, per email and per client address.
@@ -69,6 +72,7 @@ impl Platform {
             store,
             notifier,
             things: ThingCache::default(),
+            latest: latest::LatestCache::default(),
             limits,
             shutdown,
             panel_logins: RateLimiter::login_default(),

@@ -83,6 +83,7 @@ impl Platform {
             return Err(unknown_thing());
         }
         self.things.forget(&thing.token);
+        self.latest.forget_thing(thing.seq);
         self.thing_removed(&thing.id);
         Ok(())
     }

@@ -166,12 +166,11 @@ impl Platform {
             }
         }
         let mut committed: Vec<ValueItem> = if flags.store {
-            self.store
-                .append(thing.seq, points)
-                .await?
-                .into_iter()
-                .map(|p| ValueItem { key: p.key, value: p.value, ts: p.ts })
-                .collect()
+            let stored = self.store.append(thing.seq, points).await?;
+            for p in &stored {
+                self.latest.offer(thing.seq, &p.key, p.ts, &p.value);
+            }
+            stored.into_iter().map(|p| ValueItem { key: p.key, value: p.value, ts: p.ts }).collect()
         } else {
             let now = now_ms();
             points.into_iter().map(|p| ValueItem { key: p.key, value: p.value, ts: p.ts.unwrap_or(now) }).collect()
@@ -215,7 +214,18 @@ impl Platform {
                 Ok(ReadOut::Document { key: key.to_owned(), value })
             }
             _ => {
+                let latest_only = query.limit == 1 && query.start.is_none() && query.end.is_none();
+                if latest_only && let Some((ts, value)) = self.latest.get(thing.seq, key) {
+                    return Ok(ReadOut::Timeline(vec![ValueItem {
+                        key: key.to_owned(),
+                        value: value.to_string(),
+                        ts,
+                    }]));
+                }
                 let points = self.store.read(thing.seq, key, query).await?.ok_or_else(|| not_written(key))?;
+                if latest_only && let Some(p) = points.first() {
+                    self.latest.offer(thing.seq, key, p.ts, &p.value);
+                }
                 Ok(ReadOut::Timeline(
                     points.into_iter().map(|p| ValueItem { key: p.key, value: p.value, ts: p.ts }).collect(),
                 ))

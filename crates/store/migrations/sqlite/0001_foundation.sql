@@ -35,7 +35,8 @@ CREATE TABLE apps (
 );
 CREATE INDEX apps_owner ON apps(owner_id);
 CREATE TABLE things (
-    seq             INTEGER PRIMARY KEY,
+    -- AUTOINCREMENT: a deleted thing's seq is never reused (caches and topics are keyed by it).
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
     id              TEXT NOT NULL UNIQUE,
     token           TEXT NOT NULL UNIQUE,
     product_id      TEXT NOT NULL REFERENCES products(id),
