@@ -87,8 +87,9 @@ async fn delete_fields(conn: &mut SqliteConnection, cid: i64, k: &str, fields: &
     Ok(())
 }
 
-/// Inserts a new object with its index rows; `Conflict` when the id is taken.
-pub(super) async fn insert_object(conn: &mut SqliteConnection, cid: i64, o: &PreparedObject) -> Result<()> {
+/// Inserts a new object's row (its index rows go through [`PendingFields`]); `Conflict` when the
+/// id is taken.
+pub(super) async fn insert_object_row(conn: &mut SqliteConnection, cid: i64, o: &PreparedObject) -> Result<()> {
     let r = sqlx::query("INSERT INTO objects (cid, k, body) VALUES (?, ?, ?)")
         .bind(cid)
         .bind(o.key.clone())
@@ -96,13 +97,67 @@ pub(super) async fn insert_object(conn: &mut SqliteConnection, cid: i64, o: &Pre
         .execute(&mut *conn)
         .await;
     match r {
-        Ok(_) => {}
+        Ok(_) => Ok(()),
         Err(e) if is_unique_violation(&e) => {
-            return Err(Error::Conflict(format!("An object with _id {:?} already exists in this collection", o.id)));
+            Err(Error::Conflict(format!("An object with _id {:?} already exists in this collection", o.id)))
         }
-        Err(e) => return Err(db_err(e)),
+        Err(e) => Err(db_err(e)),
     }
-    insert_fields(conn, cid, &o.key, &o.fields).await
+}
+
+/// Index rows of created objects waiting to be inserted: every row of a group goes in with one
+/// statement (`INSERT … SELECT … FROM json_each(?)`), one round trip however many objects.
+#[derive(Default)]
+pub(super) struct PendingFields {
+    /// JSON array of `[cid, name, tag, value, k]`; `tag` 1 marks a hex blob (null/false/true).
+    rows: String,
+    count: usize,
+}
+
+impl PendingFields {
+    /// Queues an object's index rows. Objects with float fields are not batched: SQLite's JSON
+    /// number parser is not exact for every f64 (e.g. 1e-300), so they are inserted right away
+    /// with bound parameters.
+    pub(super) async fn add(&mut self, conn: &mut SqliteConnection, cid: i64, o: PreparedObject) -> Result<()> {
+        if o.fields.iter().any(|(_, v)| matches!(v, Scalar::Float(_))) {
+            return insert_fields(conn, cid, &o.key, &o.fields).await;
+        }
+        for (name, v) in &o.fields {
+            self.rows.push(if self.count == 0 { '[' } else { ',' });
+            self.count += 1;
+            let (tag, value) = match v {
+                Scalar::Null => (1, serde_json::json!("00")),
+                Scalar::Bool(false) => (1, serde_json::json!("01")),
+                Scalar::Bool(true) => (1, serde_json::json!("02")),
+                Scalar::Int(i) => (0, serde_json::json!(i)),
+                Scalar::Float(f) => (0, serde_json::json!(f)),
+                Scalar::Text(t) => (0, serde_json::json!(t)),
+            };
+            self.rows.push_str(&serde_json::json!([cid, name, tag, value, o.key]).to_string());
+        }
+        Ok(())
+    }
+
+    /// Inserts what is pending.
+    pub(super) async fn flush(&mut self, conn: &mut SqliteConnection) -> Result<()> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        self.rows.push(']');
+        let rows = std::mem::take(&mut self.rows);
+        self.count = 0;
+        sqlx::query(
+            "INSERT INTO object_fields (cid, name, v, k) \
+             SELECT value ->> 0, value ->> 1, \
+                    CASE value ->> 2 WHEN 1 THEN unhex(value ->> 3) ELSE value ->> 3 END, value ->> 4 \
+             FROM json_each(?)",
+        )
+        .bind(rows)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
 }
 
 /// Replaces a stored object's text and updates only the index rows that changed.

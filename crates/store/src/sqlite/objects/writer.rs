@@ -184,13 +184,28 @@ async fn commit_group(conn: &mut SqliteConnection, cids: &mut Cids, group: Vec<W
     };
     let mut done = Vec::with_capacity(group.len());
     let mut failure = None;
+    // Index rows of the objects created so far, inserted together with one statement: before
+    // any update or delete (which read and change index rows) and at the end of the group.
+    let mut fields = sql::PendingFields::default();
     for op in group {
-        let (d, err) = apply(&mut tx, cids, op).await;
+        if !matches!(op, Work::Create { .. })
+            && let Err(e) = fields.flush(&mut tx).await
+        {
+            failure = Some(Error::internal(e));
+            done.push(pending(op));
+            break;
+        }
+        let (d, err) = apply(&mut tx, cids, &mut fields, op).await;
         done.push(d);
         if let Some(e) = err {
             failure = Some(e);
             break;
         }
+    }
+    if failure.is_none()
+        && let Err(e) = fields.flush(&mut tx).await
+    {
+        failure = Some(Error::internal(e));
     }
     let outcome = match failure {
         Some(e) => {
@@ -225,7 +240,12 @@ fn pending(op: Work) -> Done {
 }
 
 /// Applies one operation; the second value is a database failure that dooms the group.
-async fn apply(conn: &mut SqliteConnection, cids: &mut Cids, op: Work) -> (Done, Option<Error>) {
+async fn apply(
+    conn: &mut SqliteConnection,
+    cids: &mut Cids,
+    fields: &mut sql::PendingFields,
+    op: Work,
+) -> (Done, Option<Error>) {
     fn check<T>(r: &Result<T>) -> Option<Error> {
         match r {
             Err(e) if is_database_failure(e) => Some(Error::internal(e)),
@@ -234,7 +254,7 @@ async fn apply(conn: &mut SqliteConnection, cids: &mut Cids, op: Work) -> (Done,
     }
     match op {
         Work::Create { c, object, reply } => {
-            let r = create(conn, cids, &c, &object).await;
+            let r = create(conn, cids, fields, &c, object).await;
             let fail = check(&r);
             (Done::Create(reply, r), fail)
         }
@@ -263,7 +283,13 @@ async fn known_collection(conn: &mut SqliteConnection, cids: &mut Cids, c: &Coll
     Ok(id)
 }
 
-async fn create(conn: &mut SqliteConnection, cids: &mut Cids, c: &Collection, object: &PreparedObject) -> Result<()> {
+async fn create(
+    conn: &mut SqliteConnection,
+    cids: &mut Cids,
+    fields: &mut sql::PendingFields,
+    c: &Collection,
+    object: PreparedObject,
+) -> Result<()> {
     let cid = match known_collection(conn, cids, c).await? {
         Some(id) => id,
         None => {
@@ -272,7 +298,8 @@ async fn create(conn: &mut SqliteConnection, cids: &mut Cids, c: &Collection, ob
             id
         }
     };
-    sql::insert_object(conn, cid, object).await
+    sql::insert_object_row(conn, cid, &object).await?;
+    fields.add(conn, cid, object).await
 }
 
 async fn update(
