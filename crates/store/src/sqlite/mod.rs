@@ -53,6 +53,9 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             .pragma("cache_size", "-4096")
+            // Statement journals (every statement inside a transaction keeps one for its own
+            // rollback) and sort spills stay in memory instead of temp files.
+            .pragma("temp_store", "memory")
             .log_statements(tracing::log::LevelFilter::Trace);
 
         let write = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(base.clone()).await?;
