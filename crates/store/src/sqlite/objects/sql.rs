@@ -105,6 +105,30 @@ pub(super) async fn insert_object_row(conn: &mut SqliteConnection, cid: i64, o: 
     }
 }
 
+/// Inserts many new objects' rows with one statement. `Ok(false)`: an `_id` was taken (nothing
+/// was inserted; SQLite rolls the failing statement back alone).
+pub(super) async fn insert_object_rows(conn: &mut SqliteConnection, rows: &[(i64, &str, &str)]) -> Result<bool> {
+    let mut param = String::from("[");
+    for (i, (cid, k, body)) in rows.iter().enumerate() {
+        if i > 0 {
+            param.push(',');
+        }
+        param.push_str(&serde_json::json!([cid, k, body]).to_string());
+    }
+    param.push(']');
+    let r = sqlx::query(
+        "INSERT INTO objects (cid, k, body) SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)",
+    )
+    .bind(param)
+    .execute(&mut *conn)
+    .await;
+    match r {
+        Ok(_) => Ok(true),
+        Err(e) if is_unique_violation(&e) => Ok(false),
+        Err(e) => Err(db_err(e)),
+    }
+}
+
 /// Index rows of created objects waiting to be inserted: every row of a group goes in with one
 /// statement (`INSERT … SELECT … FROM json_each(?)`), one round trip however many objects.
 #[derive(Default)]

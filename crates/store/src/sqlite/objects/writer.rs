@@ -187,6 +187,13 @@ async fn commit_group(conn: &mut SqliteConnection, cids: &mut Cids, group: Vec<W
     // Index rows of the objects created so far, inserted together with one statement: before
     // any update or delete (which read and change index rows) and at the end of the group.
     let mut fields = sql::PendingFields::default();
+    let group = match batch_creates(&mut tx, cids, &mut fields, group, &mut done).await {
+        Ok(rest) => rest,
+        Err(e) => {
+            failure = Some(e);
+            Vec::new()
+        }
+    };
     for op in group {
         if !matches!(op, Work::Create { .. })
             && let Err(e) = fields.flush(&mut tx).await
@@ -237,6 +244,49 @@ fn pending(op: Work) -> Done {
         Work::Update { reply, .. } => Done::Update(reply, Ok(None)),
         Work::Delete { reply, .. } => Done::Delete(reply, Ok(false)),
     }
+}
+
+/// A group made only of creates (what a create-heavy load produces) inserts all its objects with
+/// one statement. Returns the operations still to apply one by one: none when the batch went in,
+/// all of them when it could not (an `_id` taken, or twice in the group: SQLite rolled that one
+/// statement back alone, and the one-by-one path gives each create its own answer).
+async fn batch_creates(
+    conn: &mut SqliteConnection,
+    cids: &mut Cids,
+    fields: &mut sql::PendingFields,
+    group: Vec<Work>,
+    done: &mut Vec<Done>,
+) -> Result<Vec<Work>> {
+    if group.len() < 2 || !group.iter().all(|op| matches!(op, Work::Create { .. })) {
+        return Ok(group);
+    }
+    let mut rows = Vec::with_capacity(group.len());
+    for op in &group {
+        if let Work::Create { c, object, .. } = op {
+            let cid = match known_collection(conn, cids, c).await? {
+                Some(id) => id,
+                None => {
+                    let id = sql::ensure_collection(conn, c).await?;
+                    cids.insert(c.clone(), id);
+                    id
+                }
+            };
+            rows.push((cid, object.key.as_str(), object.body.as_str()));
+        }
+    }
+    let cid_of: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    match sql::insert_object_rows(conn, &rows).await {
+        Ok(true) => {}
+        Ok(false) => return Ok(group),
+        Err(e) => return Err(e),
+    }
+    for (op, cid) in group.into_iter().zip(cid_of) {
+        if let Work::Create { object, reply, .. } = op {
+            fields.add(conn, cid, object).await?;
+            done.push(Done::Create(reply, Ok(())));
+        }
+    }
+    Ok(Vec::new())
 }
 
 /// Applies one operation; the second value is a database failure that dooms the group.
