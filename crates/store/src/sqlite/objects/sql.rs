@@ -143,9 +143,15 @@ impl PendingFields {
     /// number parser is not exact for every f64 (e.g. 1e-300), so they are inserted right away
     /// with bound parameters.
     pub(super) async fn add(&mut self, conn: &mut SqliteConnection, cid: i64, o: PreparedObject) -> Result<()> {
-        if o.fields.iter().any(|(_, v)| matches!(v, Scalar::Float(_))) {
+        if has_float(&o) {
             return insert_fields(conn, cid, &o.key, &o.fields).await;
         }
+        self.push(cid, &o);
+        Ok(())
+    }
+
+    /// Appends an object's index rows to the JSON text (the object must have no float field).
+    fn push(&mut self, cid: i64, o: &PreparedObject) {
         for (name, v) in &o.fields {
             self.rows.push(if self.count == 0 { '[' } else { ',' });
             self.count += 1;
@@ -159,7 +165,17 @@ impl PendingFields {
             };
             self.rows.push_str(&serde_json::json!([cid, name, tag, value, o.key]).to_string());
         }
-        Ok(())
+    }
+
+    /// The pending rows as one JSON array (`[]` when none), leaving nothing pending.
+    fn take_json(&mut self) -> String {
+        let mut rows = std::mem::take(&mut self.rows);
+        if self.count == 0 {
+            rows = "[".to_owned();
+        }
+        rows.push(']');
+        self.count = 0;
+        rows
     }
 
     /// Inserts what is pending.
@@ -167,9 +183,7 @@ impl PendingFields {
         if self.count == 0 {
             return Ok(());
         }
-        self.rows.push(']');
-        let rows = std::mem::take(&mut self.rows);
-        self.count = 0;
+        let rows = self.take_json();
         sqlx::query(
             "INSERT INTO object_fields (cid, name, v, k) \
              SELECT value ->> 0, value ->> 1, \
@@ -182,6 +196,56 @@ impl PendingFields {
         .map_err(db_err)?;
         Ok(())
     }
+}
+
+/// Whether an object has a float field (its index rows cannot travel as JSON text).
+pub(super) fn has_float(o: &PreparedObject) -> bool {
+    o.fields.iter().any(|(_, v)| matches!(v, Scalar::Float(_)))
+}
+
+/// Sets up, on the writer's own connection, the one-statement create: inserting a row into the
+/// TEMP table `object_batch` fires a TEMP trigger that inserts every object and every index row of
+/// the batch and removes the row again. One statement in autocommit mode is atomic: the whole
+/// group costs one round trip and one commit, like the timeline writer's.
+pub(super) async fn prepare_batch_insert(conn: &mut SqliteConnection) -> Result<()> {
+    sqlx::raw_sql(
+        "CREATE TEMP TABLE IF NOT EXISTS object_batch (objects TEXT NOT NULL, fields TEXT NOT NULL); \
+         CREATE TEMP TRIGGER IF NOT EXISTS object_batch_apply AFTER INSERT ON object_batch BEGIN \
+           INSERT INTO objects (cid, k, body) \
+             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(NEW.objects); \
+           INSERT INTO object_fields (cid, name, v, k) \
+             SELECT value ->> 0, value ->> 1, \
+                    CASE value ->> 2 WHEN 1 THEN unhex(value ->> 3) ELSE value ->> 3 END, value ->> 4 \
+             FROM json_each(NEW.fields); \
+           DELETE FROM object_batch WHERE rowid = NEW.rowid; \
+         END;",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// Creates every object of `batch` (collection id, object without float fields) and its index
+/// rows with one statement. Fails as a whole (nothing inserted) on a taken `_id`.
+pub(super) async fn insert_batch(conn: &mut SqliteConnection, batch: &[(i64, &PreparedObject)]) -> Result<()> {
+    let mut objects = String::from("[");
+    let mut fields = PendingFields::default();
+    for (i, (cid, o)) in batch.iter().enumerate() {
+        if i > 0 {
+            objects.push(',');
+        }
+        objects.push_str(&serde_json::json!([cid, o.key, o.body]).to_string());
+        fields.push(*cid, o);
+    }
+    objects.push(']');
+    sqlx::query("INSERT INTO object_batch (objects, fields) VALUES (?, ?)")
+        .bind(objects)
+        .bind(fields.take_json())
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
 }
 
 /// Replaces a stored object's text and updates only the index rows that changed.

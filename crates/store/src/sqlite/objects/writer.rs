@@ -121,6 +121,13 @@ pub(crate) fn spawn(conn: SqliteConnection) -> ObjectWriter {
 
 async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
     let mut cids = Cids::new();
+    let one_statement = match sql::prepare_batch_insert(&mut conn).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "one-statement object creates unavailable; using transactions");
+            false
+        }
+    };
     let mut close_reply = None;
     while let Some(first) = rx.recv().await {
         let mut group = Vec::new();
@@ -138,7 +145,7 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
             }
             next = rx.try_recv().ok();
         }
-        commit_group(&mut conn, &mut cids, group).await;
+        commit_group(&mut conn, &mut cids, one_statement, group).await;
         if close_reply.is_some() {
             break;
         }
@@ -151,7 +158,7 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
             Op::Work(w) => rest.push(w),
         }
     }
-    commit_group(&mut conn, &mut cids, rest).await;
+    commit_group(&mut conn, &mut cids, one_statement, rest).await;
     let _ = conn.close().await;
     if let Some(reply) = close_reply {
         let _ = reply.send(());
@@ -165,13 +172,21 @@ fn is_database_failure(e: &Error) -> bool {
     matches!(e, Error::Internal(_) | Error::Unavailable(_))
 }
 
-async fn commit_group(conn: &mut SqliteConnection, cids: &mut Cids, group: Vec<Work>) {
+async fn commit_group(conn: &mut SqliteConnection, cids: &mut Cids, one_statement: bool, group: Vec<Work>) {
     if group.is_empty() {
         return;
     }
     if cids.len() > MAX_CACHED_COLLECTIONS {
         cids.clear();
     }
+    let group = if one_statement {
+        match creates_in_one_statement(conn, cids, group).await {
+            Ok(()) => return,
+            Err(group) => group,
+        }
+    } else {
+        group
+    };
     let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
         Ok(tx) => tx,
         Err(e) => {
@@ -244,6 +259,47 @@ fn pending(op: Work) -> Done {
         Work::Update { reply, .. } => Done::Update(reply, Ok(None)),
         Work::Delete { reply, .. } => Done::Delete(reply, Ok(false)),
     }
+}
+
+/// The fast path of a group made only of creates without float fields (what a create-heavy load
+/// produces): every object and index row in one autocommit statement (see
+/// [`sql::prepare_batch_insert`]). Gives the group back when it does not apply or fails (a taken
+/// `_id`: nothing was inserted), for the transaction path to answer each operation.
+async fn creates_in_one_statement(
+    conn: &mut SqliteConnection,
+    cids: &mut Cids,
+    group: Vec<Work>,
+) -> std::result::Result<(), Vec<Work>> {
+    let eligible = |op: &Work| matches!(op, Work::Create { object, .. } if !sql::has_float(object));
+    if !group.iter().all(eligible) {
+        return Err(group);
+    }
+    let mut batch = Vec::with_capacity(group.len());
+    for op in &group {
+        if let Work::Create { c, object, .. } = op {
+            let cid = match known_collection(conn, cids, c).await {
+                Ok(Some(id)) => id,
+                Ok(None) => match sql::ensure_collection(conn, c).await {
+                    Ok(id) => {
+                        cids.insert(c.clone(), id);
+                        id
+                    }
+                    Err(_) => return Err(group),
+                },
+                Err(_) => return Err(group),
+            };
+            batch.push((cid, object));
+        }
+    }
+    if sql::insert_batch(conn, &batch).await.is_err() {
+        return Err(group);
+    }
+    for op in group {
+        if let Work::Create { reply, .. } = op {
+            let _ = reply.send(Ok(()));
+        }
+    }
+    Ok(())
 }
 
 /// A group made only of creates (what a create-heavy load produces) inserts all its objects with
