@@ -56,6 +56,9 @@ impl SqliteStore {
             // Statement journals (every statement inside a transaction keeps one for its own
             // rollback) and sort spills stay in memory instead of temp files.
             .pragma("temp_store", "memory")
+            // No checkpoint inside a commit: the writers' commits stay short, and a background
+            // task checkpoints the WAL instead (see `checkpoint_loop`).
+            .pragma("wal_autocheckpoint", "0")
             .log_statements(tracing::log::LevelFilter::Trace);
 
         let write = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(base.clone()).await?;
@@ -71,7 +74,28 @@ impl SqliteStore {
         let writer_conn = base.connect().await?;
         let writer = writer::spawn(writer_conn);
         let objects = objects::spawn_writer(base.connect().await?);
+        tokio::spawn(checkpoint_loop(write.clone()));
         Ok(SqliteStore { read, write, writer, objects })
+    }
+}
+
+/// Copies the WAL back into the database file off the writers' path: a PASSIVE checkpoint (it
+/// never blocks a writer) every second, on the connection of the non-timeline writes. Stops when
+/// the store closes.
+async fn checkpoint_loop(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
     }
 }
 
