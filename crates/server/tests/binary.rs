@@ -191,11 +191,13 @@ async fn config_file_and_panel_user_command() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // The file sets the data dir; flags still win over it for the listeners.
     let file = dir.path().join("thingline.toml");
-    std::fs::write(
-        &file,
-        format!("data_dir = {:?}\nlog = \"info\"\nhttps_addr = \"127.0.0.1:1\"\n", data.to_str().expect("utf8")),
-    )
-    .expect("write config");
+    // The file also sets a small body limit, which nothing else sets: its effect proves the file
+    // was read; its https_addr loses to the --https-addr flag (flag > file).
+    let toml = format!(
+        "data_dir = {:?}\nlog = \"info\"\nhttps_addr = \"127.0.0.1:1\"\nbody_limit = 2048\n",
+        data.to_str().expect("utf8")
+    );
+    std::fs::write(&file, toml).expect("write config");
     let mut p = spawn(&data, &["--config", file.to_str().expect("utf8")]);
     let client = common::client_for(&data);
     let r = client
@@ -205,6 +207,14 @@ async fn config_file_and_panel_user_command() {
         .await
         .expect("login");
     assert_eq!(r.status(), StatusCode::OK, "the account made by `panel-user add` logs in");
+    let panel = r.json::<Value>().await.expect("json")["token"].as_str().expect("token").to_owned();
+    let (token, _) = new_thing(&client, &p.https, &panel).await;
+    let write = |len: usize| {
+        let body = json!({"values": [{"key": "seq", "value": "x".repeat(len)}]});
+        client.post(format!("{}/v2/things/{token}", p.https)).json(&body).send()
+    };
+    assert_eq!(write(100).await.expect("send").status(), StatusCode::CREATED);
+    assert_eq!(write(3000).await.expect("send").status(), StatusCode::PAYLOAD_TOO_LARGE, "body_limit from the file");
     assert!(p.http.is_some());
     let _ = p.child.kill();
     let _ = p.child.wait();

@@ -20,15 +20,11 @@ use thingline_core::query::{parse_bool_flag, parse_keep_alive};
 use super::body::Body;
 use super::extract::{Path, Query, authorization};
 use super::stream::json_stream;
-use super::{ApiResult, AppState};
+use super::{ApiResult, AppState, json_text};
 use crate::platform::objects::{addressed, render_object_event};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v2/classes/{scope}/{*rest}", get(read).post(create).put(update).delete(remove))
-}
-
-fn json_text(status: StatusCode, text: String) -> Response {
-    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
 fn results(objects: &[String]) -> String {

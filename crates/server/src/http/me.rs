@@ -21,7 +21,7 @@ use thingline_store::Thing;
 use super::body::Body;
 use super::extract::{Path, Query, authorization};
 use super::things::{render_read, write_flags};
-use super::{ApiResult, AppState};
+use super::{ApiResult, AppState, json_text};
 use crate::platform::{LinkBy, ReadOut, Session, parse_write_items, perm};
 use crate::wire::push_str_lit;
 
@@ -39,10 +39,6 @@ pub fn router() -> Router<AppState> {
 
 async fn session(state: &AppState, headers: &HeaderMap) -> ApiResult<Arc<Session>> {
     Ok(state.platform.session(authorization(headers)).await?)
-}
-
-fn json_text(status: StatusCode, text: String) -> Response {
-    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
 fn hidden(key: &str) -> Error {

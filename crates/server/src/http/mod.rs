@@ -24,6 +24,11 @@ use axum::response::IntoResponse;
 use crate::platform::Platform;
 pub use error::{ApiError, ApiResult};
 
+/// A JSON response whose body was rendered by hand (value items are spliced in verbatim).
+pub(crate) fn json_text(status: axum::http::StatusCode, text: String) -> axum::response::Response {
+    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response()
+}
+
 /// What every handler gets: the platform. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {

@@ -18,7 +18,7 @@ use thingline_core::query::{TimelineQuery, parse_bool_flag, parse_keep_alive, pa
 use super::body::Body;
 use super::extract::{Path, Query};
 use super::stream::{SUBSCRIBED, json_stream};
-use super::{ApiResult, AppState};
+use super::{ApiResult, AppState, json_text};
 use crate::platform::{ReadOut, WriteFlags, WriteItem, parse_write_items};
 use crate::wire::{items_array, push_str_lit};
 
@@ -72,10 +72,6 @@ async fn write(
     let items = parse_write_items(&body.json, None, p.limits().max_values_per_write)?;
     p.write_values(&thing, items, flags).await?;
     Ok((StatusCode::CREATED, Json(json!({"status": "created"}))).into_response())
-}
-
-fn json_text(status: StatusCode, text: String) -> Response {
-    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
 /// Renders a read: timeline items, or the settings document under the key asked.

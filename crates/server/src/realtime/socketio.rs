@@ -156,7 +156,7 @@ fn reply(socket: &SocketRef, event: &str, ack: AckSender, body: &Value) {
 }
 
 fn error_body(e: &Error, resource: Option<&str>) -> Value {
-    let mut v = json!({"status": "error", "code": e.status(), "message": e.public_message()});
+    let mut v = e.envelope();
     if let (Some(r), Some(o)) = (resource, v.as_object_mut()) {
         o.insert("resource".into(), Value::String(r.to_owned()));
     }

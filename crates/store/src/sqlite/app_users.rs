@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 use thingline_core::{Error, Result};
 
+use super::things::thing_from;
 use super::{SqliteStore, db_err, is_unique_violation};
 use crate::{AppSessionRecord, AppUser, AppUserStore, GrantRecord, OutboxMail, Thing};
 
@@ -14,17 +15,6 @@ fn user_from(row: &sqlx::sqlite::SqliteRow) -> Result<AppUser> {
         app_id: row.try_get("app_id").map_err(db_err)?,
         email: row.try_get("email").map_err(db_err)?,
         password_hash: row.try_get("password_hash").map_err(db_err)?,
-        created_ms: row.try_get("created_ms").map_err(db_err)?,
-    })
-}
-
-fn thing_from(row: &sqlx::sqlite::SqliteRow) -> Result<Thing> {
-    Ok(Thing {
-        seq: row.try_get("seq").map_err(db_err)?,
-        id: row.try_get("id").map_err(db_err)?,
-        token: row.try_get("token").map_err(db_err)?,
-        product_id: row.try_get("product_id").map_err(db_err)?,
-        activation_code: row.try_get("activation_code").map_err(db_err)?,
         created_ms: row.try_get("created_ms").map_err(db_err)?,
     })
 }

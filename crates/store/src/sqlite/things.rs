@@ -13,7 +13,8 @@ macro_rules! thing_select {
     };
 }
 
-fn thing_from(row: &sqlx::sqlite::SqliteRow) -> Result<Thing> {
+/// A `Thing` from a row with its six columns (also used by the app-user queries).
+pub(super) fn thing_from(row: &sqlx::sqlite::SqliteRow) -> Result<Thing> {
     Ok(Thing {
         seq: row.try_get("seq").map_err(db_err)?,
         id: row.try_get("id").map_err(db_err)?,
