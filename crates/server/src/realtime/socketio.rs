@@ -29,11 +29,12 @@ use serde_json::{Value, json};
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::{SendError, SocketError, SocketIo};
-use thingline_bus::{ConnectionGuard, DropReason, Fanout, Membership, Payload, Received, Sink, SinkError, Topic};
+use thingline_bus::{
+    ConnectionGuard, DropReason, Event, Fanout, GroupKey, Membership, Payload, Renderer, Sink, SinkError, Topic,
+};
 use thingline_core::Error;
 use thingline_core::settings::validate_key;
 use thingline_store::Thing;
-use tokio::task::AbortHandle;
 
 use super::access::access_removed;
 use super::{envelope, key_view, spawn_stats_logger, thing_view};
@@ -50,9 +51,10 @@ const MAX_INCOMING: usize = 64 * 1024;
 /// Largest long-polling payload (also bounds what one polling response batches): a write may
 /// carry 1 MiB of values, and its rendering adds ids and datetimes.
 const MAX_POLLING_PAYLOAD: u64 = 4 * 1024 * 1024;
-/// WebSocket read buffer per connection: small, as clients send little (memory per idle
-/// connection matters: 10,000 idle connections must stay cheap).
-const WS_READ_BUFFER: usize = 1024;
+/// WebSocket read buffer per connection: small, as clients send only small control messages
+/// (it grows for a larger one); memory per idle connection matters: 10,000 idle connections must
+/// stay cheap.
+const WS_READ_BUFFER: usize = 256;
 
 /// The Socket.IO layer for the HTTPS router, serving namespace `/v2`. Also starts the periodic
 /// realtime counters log line.
@@ -89,7 +91,9 @@ struct ConnState {
     /// The raw session token, to re-validate the session after an access change.
     token: Option<String>,
     subs: HashMap<String, TopicSub>,
-    watcher: Option<AbortHandle>,
+    /// Membership in the fan-out group of the user's access changes (one group per user, not a
+    /// task per connection): each change re-checks this connection's subscriptions.
+    access: Option<Membership>,
 }
 
 enum Resource {
@@ -106,9 +110,7 @@ struct TopicSub {
 impl ConnState {
     fn close(&mut self) {
         self.subs.clear();
-        if let Some(w) = self.watcher.take() {
-            w.abort();
-        }
+        self.access = None;
     }
 }
 
@@ -121,7 +123,7 @@ async fn on_connect(socket: SocketRef, State(platform): State<Arc<Platform>>) {
             session: None,
             token: None,
             subs: HashMap::new(),
-            watcher: None,
+            access: None,
         }),
         dropped: AtomicBool::new(false),
     });
@@ -193,11 +195,8 @@ async fn authenticate(conn: &Arc<Conn>, socket: SocketRef, d: Value, ack: AckSen
         let _ = socket.disconnect();
         return;
     }
-    if st.watcher.is_none() || st.session.as_ref().is_none_or(|s| s.user_id != session.user_id) {
-        if let Some(w) = st.watcher.take() {
-            w.abort();
-        }
-        st.watcher = Some(spawn_watcher(conn, socket.clone(), session.user_id));
+    if st.access.is_none() || st.session.as_ref().is_none_or(|s| s.user_id != session.user_id) {
+        st.access = Some(watch_access(conn, &socket, session.user_id));
     }
     st.session = Some(session);
     st.token = token;
@@ -302,21 +301,52 @@ async fn unsubscribe(conn: &Arc<Conn>, socket: SocketRef, d: Value, ack: AckSend
     reply(&socket, "unsubscribe", ack, &json!({"status": "success", "resource": resource}));
 }
 
-/// Re-checks the connection's subscriptions whenever the user's access changes.
-fn spawn_watcher(conn: &Arc<Conn>, socket: SocketRef, user_id: i64) -> AbortHandle {
-    let mut access = conn.platform.notifier().subscribe(Topic::User(user_id));
-    let weak = Arc::downgrade(conn);
-    tokio::spawn(async move {
-        loop {
-            match access.recv().await {
-                Received::Event(_) | Received::Lagged(_) => {}
-                Received::Closed => return,
-            }
-            let Some(conn) = weak.upgrade() else { return };
-            recheck(&conn, &socket).await;
+/// Joins the fan-out group of `user_id`'s access changes: every change (a link or grant removed,
+/// the session ended) re-checks the connection's subscriptions.
+fn watch_access(conn: &Arc<Conn>, socket: &SocketRef, user_id: i64) -> Membership {
+    let key = GroupKey { topic: Topic::User(user_id), channel: Arc::from(ACCESS_CHANNEL) };
+    let render: Renderer = Arc::new(|ev: &Event| matches!(ev, Event::AccessChanged { .. }).then(|| "{}".to_owned()));
+    let sink = Arc::new(AccessSink { conn: Arc::downgrade(conn), socket: socket.clone(), user_id });
+    Fanout::join(conn.platform.notifier(), key, render, sink)
+}
+
+/// Internal channel name of the access-change groups (never sent to a client).
+const ACCESS_CHANNEL: &str = "access";
+
+/// A connection's outlet for its user's access changes: starts a re-check (rare; never blocks the
+/// fan-out). Re-checks of one connection run one at a time (they take the connection's lock).
+struct AccessSink {
+    conn: Weak<Conn>,
+    socket: SocketRef,
+    user_id: i64,
+}
+
+impl Sink for AccessSink {
+    fn deliver(&self, _channel: &str, _payload: &Arc<Payload>) -> Result<(), SinkError> {
+        let Some(conn) = self.conn.upgrade() else { return Err(SinkError::Closed) };
+        let socket = self.socket.clone();
+        tokio::spawn(async move { recheck(&conn, &socket).await });
+        Ok(())
+    }
+
+    fn dropped(&self, reason: DropReason) {
+        // Lagged: changes were skipped; re-check, and watch again if the user is still the same.
+        if reason != DropReason::Lagged {
+            return;
         }
-    })
-    .abort_handle()
+        let Some(conn) = self.conn.upgrade() else { return };
+        let socket = self.socket.clone();
+        let user_id = self.user_id;
+        tokio::spawn(async move {
+            {
+                let mut st = conn.state.lock().await;
+                if st.session.as_ref().is_some_and(|s| s.user_id == user_id) {
+                    st.access = Some(watch_access(&conn, &socket, user_id));
+                }
+            }
+            recheck(&conn, &socket).await;
+        });
+    }
 }
 
 async fn recheck(conn: &Arc<Conn>, socket: &SocketRef) {
