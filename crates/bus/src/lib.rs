@@ -49,9 +49,9 @@ pub struct ValueItem {
 pub enum Event {
     /// Values written to a thing, in write order.
     Values { thing_seq: i64, thing_id: Arc<str>, items: Arc<[ValueItem]> },
-    /// An object stored, updated or deleted in a collection (`object` is the object as it now
-    /// is, with `_id`; for a deletion just `{"_id": …}`).
-    Object { op: ObjectOp, object: Arc<serde_json::Value> },
+    /// An object stored, updated or deleted in a collection: its `_id`, and for a creation or
+    /// an update the object as it is now stored (JSON text, `_id` first); `None` for a deletion.
+    Object { op: ObjectOp, id: Arc<str>, body: Option<Arc<str>> },
     /// What the user may access changed (published on [`Topic::User`]).
     AccessChanged { user_id: i64 },
 }

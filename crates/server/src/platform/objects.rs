@@ -19,7 +19,7 @@ use super::{Platform, Session, json_error};
 /// owner is `app` for shared collections and the user id for `/classes/me`, and path is
 /// `Collection[/id/Collection…]` exactly as in the URL (e.g. `app/Xy9/42/Playlists/25/Songs`).
 /// Each path is its own topic: a sub-collection is never delivered to its parent's subscribers.
-/// Events are [`Event::Object`] with the op and the object as now stored (`{"_id"}` for a
+/// Events are [`Event::Object`] with the op, the `_id` and the object as now stored (none for a
 /// deletion).
 pub fn collection_topic(collection: &Collection) -> Topic {
     Topic::Collection(Arc::from(collection.topic_key()))
@@ -39,17 +39,15 @@ pub fn addressed(session: &Session, scope: &str, rest: &str) -> Result<(Collecti
 /// array of one object as now stored for a creation or an update, and `[{"_id":…,"_deleted":true}]`
 /// for a deletion.
 pub fn render_object_event(event: &Event) -> Option<String> {
-    let Event::Object { op, object } = event else { return None };
-    let text = match op {
-        ObjectOp::Created | ObjectOp::Updated => object.to_string(),
-        ObjectOp::Deleted => {
-            let mut m = Map::new();
-            m.insert("_id".into(), object.get("_id").cloned().unwrap_or(Value::Null));
-            m.insert("_deleted".into(), Value::Bool(true));
-            Value::Object(m).to_string()
+    let Event::Object { op, id, body } = event else { return None };
+    match (op, body) {
+        (ObjectOp::Created | ObjectOp::Updated, Some(body)) => Some(format!("[{body}]")),
+        (ObjectOp::Deleted, _) => {
+            let id = serde_json::to_string(id.as_ref()).ok()?;
+            Some(format!(r#"[{{"_id":{id},"_deleted":true}}]"#))
         }
-    };
-    Some(format!("[{text}]"))
+        _ => None,
+    }
 }
 
 /// A request body as the fields of an object.
@@ -78,8 +76,11 @@ fn not_found() -> Error {
 }
 
 impl Platform {
-    fn publish_object(&self, collection: &Collection, op: ObjectOp, object: Value) {
-        self.notifier.publish(&collection_topic(collection), Event::Object { op, object: Arc::new(object) });
+    /// Tells the collection's subscribers; `body`: the object as now stored (JSON text), none for
+    /// a deletion. Nothing is rendered here: the fan-out renders once per subscribed view.
+    fn publish_object(&self, collection: &Collection, op: ObjectOp, id: &str, body: Option<String>) {
+        let event = Event::Object { op, id: Arc::from(id), body: body.map(Arc::from) };
+        self.notifier.publish(&collection_topic(collection), event);
     }
 
     /// Stores a new object (`_id` from the path, the body, or a new time-ordered id); 409 when
@@ -88,9 +89,9 @@ impl Platform {
         let fields = object_fields(body)?;
         let id = body_id(&fields, path_id)?.unwrap_or_else(classes::new_object_id);
         let prepared = classes::prepare_object(id.clone(), fields)?;
-        let published = serde_json::from_str::<Value>(&prepared.body).map_err(Error::internal)?;
+        let body = prepared.body.clone();
         self.store.create_object(collection, prepared).await?;
-        self.publish_object(collection, ObjectOp::Created, published);
+        self.publish_object(collection, ObjectOp::Created, &id, Some(body));
         Ok(id)
     }
 
@@ -99,8 +100,7 @@ impl Platform {
         let fields = object_fields(body)?;
         body_id(&fields, Some(id))?;
         let merged = self.store.update_object(collection, id, fields).await?.ok_or_else(not_found)?;
-        let published = serde_json::from_str::<Value>(&merged).map_err(Error::internal)?;
-        self.publish_object(collection, ObjectOp::Updated, published);
+        self.publish_object(collection, ObjectOp::Updated, id, Some(merged));
         Ok(())
     }
 
@@ -109,9 +109,7 @@ impl Platform {
         if !self.store.delete_object(collection, id).await? {
             return Err(not_found());
         }
-        let mut m = Map::new();
-        m.insert("_id".into(), Value::String(id.to_owned()));
-        self.publish_object(collection, ObjectOp::Deleted, Value::Object(m));
+        self.publish_object(collection, ObjectOp::Deleted, id, None);
         Ok(())
     }
 
@@ -140,10 +138,11 @@ mod tests {
 
     #[test]
     fn renders_changes_as_arrays() {
-        let ev = Event::Object { op: ObjectOp::Created, object: Arc::new(json!({"_id": "20", "name": "Classic"})) };
+        let body = json!({"_id": "20", "name": "Classic"}).to_string();
+        let ev = Event::Object { op: ObjectOp::Created, id: Arc::from("20"), body: Some(Arc::from(body)) };
         assert_eq!(render_object_event(&ev).as_deref(), Some(r#"[{"_id":"20","name":"Classic"}]"#));
-        let ev = Event::Object { op: ObjectOp::Deleted, object: Arc::new(json!({"_id": "20"})) };
-        assert_eq!(render_object_event(&ev).as_deref(), Some(r#"[{"_id":"20","_deleted":true}]"#));
+        let ev = Event::Object { op: ObjectOp::Deleted, id: Arc::from("2\"0"), body: None };
+        assert_eq!(render_object_event(&ev).as_deref(), Some(r#"[{"_id":"2\"0","_deleted":true}]"#));
     }
 
     #[test]
