@@ -1,4 +1,5 @@
-//! Command line: `reference`, `run <scenario>` and `seed`, and the dispatch to each.
+//! Command line: `reference`, `run <scenario>`, `seed` and `realtime-latency`, and the dispatch
+//! to each.
 //!
 //! Flags shared by every command that spawns Thingline live in [`ServerArgs`].
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{reference, scenarios, seed, startup};
+use crate::{realtime, reference, scenarios, seed, startup};
 
 /// Load generator for Thingline, measured against a bare axum + rustls reference.
 #[derive(Debug, Parser)]
@@ -27,6 +28,9 @@ pub enum Command {
     Run(RunArgs),
     /// Fill a data dir with values through the write API (kept for `run read-latest`).
     Seed(SeedArgs),
+    /// Socket.IO commit→delivery latency: N subscribers of one thing, paced writes, against
+    /// Thingline and the Node socket.io reference (realtime/realtime-bench.js refserver).
+    RealtimeLatency(RealtimeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +198,45 @@ pub struct SeedArgs {
     pub server: ServerArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct RealtimeArgs {
+    /// Socket.IO subscribers of the one thing (users registered: ceil(N/50)).
+    #[arg(long, default_value_t = 1000)]
+    pub subs: usize,
+    /// Writes per second (one value each, the value is a sequence number).
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Warm-up seconds of writes before the measured window (not recorded).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Tokio worker threads of the Socket.IO clients' runtime (the writer has its own).
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
+    /// Sockets being set up (TLS, WebSocket, connect, authenticate, subscribe) at once.
+    #[arg(long, default_value_t = 32)]
+    pub connect_concurrency: usize,
+    /// Seconds one attempt to open a socket may take (one retry on failure).
+    #[arg(long, default_value_t = 20.0)]
+    pub open_timeout: f64,
+    /// Measure Thingline only (no Node reference).
+    #[arg(long)]
+    pub no_reference: bool,
+    /// The Node executable for the reference.
+    #[arg(long, default_value = "node")]
+    pub node: PathBuf,
+    /// realtime-bench.js (its `refserver` role is the reference). Default: the one in this crate.
+    #[arg(long)]
+    pub refserver_script: Option<PathBuf>,
+    /// Also write machine-readable results to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
 /// Seconds from a flag, clamped to something a `Duration` can hold.
 pub fn secs(value: f64) -> Duration {
     Duration::from_secs_f64(value.clamp(0.0, 86_400.0))
@@ -212,5 +255,6 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
             }
         }
         Command::Seed(args) => seed::run_command(&args).await,
+        Command::RealtimeLatency(args) => realtime::run(&args).await,
     }
 }

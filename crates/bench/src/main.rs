@@ -8,6 +8,7 @@ mod api;
 mod app;
 mod cli;
 mod driver;
+mod realtime;
 mod reference;
 mod report;
 mod scenarios;
