@@ -7,6 +7,8 @@
 mod common;
 mod realtime_support;
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use common::TestServer;
@@ -189,6 +191,38 @@ async fn limits_on_subscriptions_and_connections() {
         .expect("subscribe");
     assert_eq!(r.status().as_u16(), 429);
     a.close().await;
+    server.stop().await;
+}
+
+/// A client may emit the moment its namespace connect arrives (socket.io-client does): the event
+/// is handled, for every one of many connections opened at once.
+#[tokio::test]
+async fn an_event_sent_right_after_connecting_is_handled() {
+    if !node_clients_ready() {
+        return;
+    }
+    let server = TestServer::start().await;
+    let (_app, _thing, user) = world(&server, "burst@example.com").await;
+    server.platform().notifier().limits().set_max_connections_per_user(1000);
+    let count = 300;
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("node")
+            .arg(node_dir().join("burst.js"))
+            .current_dir(node_dir())
+            .env("SIO_URL", format!("{}/v2", server.https))
+            .env("SIO_CA", server.data_dir.join("tls/cert.pem"))
+            .env("SIO_TOKEN", &user.token)
+            .env("SIO_COUNT", count.to_string())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("burst.js finishes within 60 s")
+    .expect("node runs");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("burst.js report ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(report["ok"], count, "every authenticate answered: {report}");
     server.stop().await;
 }
 

@@ -21,12 +21,14 @@
 //! heartbeats close idle and half-open connections.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::{SendError, SocketError, SocketIo};
 use thingline_bus::{
@@ -72,7 +74,11 @@ pub fn layer(platform: Arc<Platform>) -> SocketIoLayer {
     // Socket.IO 1.x/2.x clients always join the root namespace first: it must exist (and does
     // nothing; everything happens on `/v2`).
     io.ns("/", async || {});
-    io.ns("/v2", on_connect);
+    // The handlers are registered in a connect *middleware*: socketioxide awaits it before it
+    // answers the client's namespace connect, whereas the connect handler itself runs in a task
+    // spawned after that answer, so an `authenticate` sent right away could arrive before its
+    // handler existed and be lost.
+    io.ns("/v2", (async || {}).with(on_connect));
     spawn_stats_logger(platform);
     layer
 }
@@ -114,7 +120,7 @@ impl ConnState {
     }
 }
 
-async fn on_connect(socket: SocketRef, State(platform): State<Arc<Platform>>) {
+async fn on_connect(socket: SocketRef, State(platform): State<Arc<Platform>>) -> Result<(), Infallible> {
     let guard = platform.notifier().connections().open();
     let conn = Arc::new(Conn {
         platform,
@@ -147,6 +153,7 @@ async fn on_connect(socket: SocketRef, State(platform): State<Arc<Platform>>) {
         let c = Arc::clone(&c);
         async move { c.state.lock().await.close() }
     });
+    Ok(())
 }
 
 /// Answers a client event: as an event of the same name, and through its ack callback if any.
