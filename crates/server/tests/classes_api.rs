@@ -290,6 +290,88 @@ async fn ordering_paging_filters_and_sort() {
     s.stop().await;
 }
 
+/// `where` on `color` and `sort` on `w` (a float) against a model of the collection.
+async fn check_against_model(s: &TestServer, t: &str, model: &std::collections::BTreeMap<String, Value>) {
+    let red = format!("/v2/classes/me/Notes?limit=1000&where={}", common::urlencode(r#"{"color":"red"}"#));
+    let want: Vec<String> = model.iter().rev().filter(|(_, o)| o["color"] == "red").map(|(id, _)| id.clone()).collect();
+    assert_eq!(ids(&results(s, t, &red).await), want, "where color=red");
+    let q = format!("/v2/classes/me/Notes?limit=1000&sort=-w&where={}", common::urlencode(r#"{"flag":true}"#));
+    let mut flagged: Vec<(&String, f64)> =
+        model.iter().filter(|(_, o)| o["flag"] == true).map(|(id, o)| (id, o["w"].as_f64().expect("w"))).collect();
+    flagged.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(a.0)));
+    let want: Vec<String> = flagged.into_iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(ids(&results(s, t, &q).await), want, "flag=true sorted by -w");
+}
+
+/// Fields are indexed from the first `where`/`sort` naming them: objects stored before are found,
+/// and creates, updates and deletes after it keep the index right, also after a restart.
+#[tokio::test]
+async fn fields_are_indexed_on_first_use_and_kept_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TestServer::start_in(dir.path().to_path_buf(), |_| {}).await;
+    let panel = s.panel_token().await;
+    s.product(&panel, &[("temperature", true)]).await;
+    let app = s.app(&panel, &["temperature"]).await;
+    let t = register(&s, &app, "indexes@example.com").await;
+    let mut model = std::collections::BTreeMap::new();
+    let object = |i: u32| {
+        json!({"color": if i.is_multiple_of(2) { "red" } else { "blue" }, "w": f64::from(i) * 0.37 + 0.001,
+               "flag": !i.is_multiple_of(3), "size": i})
+    };
+    async fn put(s: &TestServer, t: &str, model: &mut std::collections::BTreeMap<String, Value>, id: String, o: Value) {
+        let r = call(s, t, Method::POST, &format!("/v2/classes/me/Notes/{id}"), Some(o.clone())).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        model.insert(id, o);
+    }
+    for i in 0..40 {
+        put(&s, &t, &mut model, format!("n{i:03}"), object(i)).await;
+    }
+    // First filter and sort: the fields are indexed now, the 40 stored objects included.
+    check_against_model(&s, &t, &model).await;
+    // Creates (concurrent: one group), updates changing an indexed field, deletes.
+    let paths: Vec<String> = (40..60).map(|i| format!("/v2/classes/me/Notes/n{i:03}")).collect();
+    let creates = paths.iter().zip(40..60).map(|(p, i)| call(&s, &t, Method::POST, p, Some(object(i))));
+    for r in futures_util::future::join_all(creates).await {
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    for i in 40..60 {
+        model.insert(format!("n{i:03}"), object(i));
+    }
+    for (id, patch) in [
+        ("n002", json!({"color": "blue"})),
+        ("n005", json!({"color": "red", "w": 99.5})),
+        ("n044", json!({"flag": false})),
+        ("n045", json!({"flag": true, "w": -1.25})),
+    ] {
+        let r = call(&s, &t, Method::PUT, &format!("/v2/classes/me/Notes/{id}"), Some(patch.clone())).await;
+        assert_eq!(r.status(), StatusCode::OK, "update {id}");
+        let o = model.get_mut(id).expect("in model");
+        for (k, v) in patch.as_object().expect("object") {
+            o[k] = v.clone();
+        }
+    }
+    for id in ["n004", "n007", "n050"] {
+        let r = call(&s, &t, Method::DELETE, &format!("/v2/classes/me/Notes/{id}"), None).await;
+        assert_eq!(r.status(), StatusCode::OK, "delete {id}");
+        model.remove(id);
+    }
+    check_against_model(&s, &t, &model).await;
+
+    // After a restart the writer still knows which fields are indexed.
+    s.stop().await;
+    let s = TestServer::start_in(dir.path().to_path_buf(), |_| {}).await;
+    put(&s, &t, &mut model, "n100".into(), object(100)).await;
+    put(&s, &t, &mut model, "n101".into(), json!({"color": "red", "w": 0.5, "flag": true})).await;
+    let r = call(&s, &t, Method::PUT, "/v2/classes/me/Notes/n001", Some(json!({"color": "red"}))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    model.get_mut("n001").expect("n001")["color"] = json!("red");
+    check_against_model(&s, &t, &model).await;
+    // A field filtered for the first time after the restart.
+    let q = format!("/v2/classes/me/Notes?where={}", common::urlencode(r#"{"size":100}"#));
+    assert_eq!(ids(&results(&s, &t, &q).await), ["n100"]);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn validation_errors_are_clear_and_store_nothing() {
     let (s, app) = setup().await;

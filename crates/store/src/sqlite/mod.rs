@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_foundation.sql")),
     (2, include_str!("../../migrations/sqlite/0002_app_users.sql")),
     (3, include_str!("../../migrations/sqlite/0003_objects.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_object_indexes.sql")),
 ];
 
 /// The SQLite store.

@@ -3,7 +3,9 @@
 //!
 //! Tables (migration 0003): `object_collections` maps (app, owner, path) to a small integer `cid`;
 //! `objects` is clustered by (cid, k) where `k` is the sortable form of `_id`; `object_fields`
-//! indexes every top-level scalar field by (cid, name, v, k). See docs/objects-api.md.
+//! indexes top-level scalar fields by (cid, name, v, k), for the fields of each collection listed
+//! in `object_indexes` (migration 0004): those a `where` or `sort` has named. See
+//! docs/objects-api.md.
 
 mod sql;
 mod writer;
@@ -12,7 +14,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use sqlx::Row;
 use thingline_core::Result;
-use thingline_core::classes::{Collection, ListQuery, PreparedObject};
+use thingline_core::classes::{Collection, ListOrder, ListQuery, PreparedObject};
 
 use super::{SqliteStore, db_err};
 use crate::ObjectStore;
@@ -57,6 +59,17 @@ impl ObjectStore for SqliteStore {
         let Some(cid) = sql::collection_id(&mut conn, collection).await? else {
             return Ok(Vec::new());
         };
+        // The fields this read filters or sorts on must be indexed (a field named for the first
+        // time is indexed now, by the writer): the read connection is not held meanwhile.
+        let mut names: Vec<&str> = query.filters.iter().map(|(name, _)| name.as_str()).collect();
+        if let ListOrder::Field { name, .. } = &query.order {
+            names.push(name);
+        }
+        if !names.is_empty() {
+            drop(conn);
+            self.objects.ensure_indexed(cid, &names).await?;
+            conn = self.read.acquire().await.map_err(db_err)?;
+        }
         sql::list(&mut conn, cid, query).await
     }
 }

@@ -1,6 +1,8 @@
 //! The SQL of app objects: collection ids, row writes (used inside the writer's transactions) and
 //! the collection read, built from fixed fragments with every client value bound as a parameter.
 
+use std::collections::HashSet;
+
 use sqlx::sqlite::{SqliteArguments, SqliteConnection};
 use sqlx::{Row, Sqlite};
 use thingline_core::classes::{
@@ -248,14 +250,17 @@ pub(super) async fn insert_batch(conn: &mut SqliteConnection, batch: &[(i64, &Pr
     Ok(())
 }
 
-/// Replaces a stored object's text and updates only the index rows that changed.
+/// Replaces a stored object's text and updates only the index rows that changed (`new.fields`
+/// holds only the collection's indexed fields).
 pub(super) async fn replace_object(
     conn: &mut SqliteConnection,
     cid: i64,
+    indexed: &HashSet<String>,
     old_body: &str,
     new: &PreparedObject,
 ) -> Result<()> {
-    let old = indexed_fields(&stored_fields(old_body)?);
+    let mut old = indexed_fields(&stored_fields(old_body)?);
+    old.retain(|(name, _)| indexed.contains(name));
     let gone: Vec<(String, Scalar)> = old.iter().filter(|f| !new.fields.contains(f)).cloned().collect();
     let added: Vec<(String, Scalar)> = new.fields.iter().filter(|f| !old.contains(f)).cloned().collect();
     delete_fields(conn, cid, &new.key, &gone).await?;
@@ -270,8 +275,15 @@ pub(super) async fn replace_object(
 }
 
 /// Deletes a stored object and its index rows.
-pub(super) async fn remove_object(conn: &mut SqliteConnection, cid: i64, k: &str, body: &str) -> Result<()> {
-    let fields = indexed_fields(&stored_fields(body)?);
+pub(super) async fn remove_object(
+    conn: &mut SqliteConnection,
+    cid: i64,
+    indexed: &HashSet<String>,
+    k: &str,
+    body: &str,
+) -> Result<()> {
+    let mut fields = indexed_fields(&stored_fields(body)?);
+    fields.retain(|(name, _)| indexed.contains(name));
     delete_fields(conn, cid, k, &fields).await?;
     sqlx::query("DELETE FROM objects WHERE cid = ? AND k = ?")
         .bind(cid)
@@ -279,6 +291,74 @@ pub(super) async fn remove_object(conn: &mut SqliteConnection, cid: i64, k: &str
         .execute(&mut *conn)
         .await
         .map_err(db_err)?;
+    Ok(())
+}
+
+/// The indexed fields of collection `cid`.
+pub(super) async fn indexed_names(conn: &mut SqliteConnection, cid: i64) -> Result<HashSet<String>> {
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM object_indexes WHERE cid = ?")
+        .bind(cid)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    Ok(names.into_iter().collect())
+}
+
+/// Objects read per step while indexing a field of an existing collection.
+const BACKFILL_PAGE: i64 = 400;
+
+/// Makes `name` an indexed field of collection `cid` (call inside a transaction): records it and
+/// writes the index rows of every object already stored, a page of objects at a time, with the
+/// values computed exactly as a create computes them.
+pub(super) async fn index_field(conn: &mut SqliteConnection, cid: i64, name: &str) -> Result<()> {
+    sqlx::query("INSERT OR IGNORE INTO object_indexes (cid, name) VALUES (?, ?)")
+        .bind(cid)
+        .bind(name.to_owned())
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    let mut after = String::new();
+    loop {
+        let page: Vec<(String, String)> =
+            sqlx::query_as("SELECT k, body FROM objects WHERE cid = ? AND k > ? ORDER BY k LIMIT ?")
+                .bind(cid)
+                .bind(after.clone())
+                .bind(BACKFILL_PAGE)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db_err)?;
+        let Some((last, _)) = page.last() else { return Ok(()) };
+        after = last.clone();
+        let mut rows = Vec::new();
+        for (k, body) in &page {
+            let fields = indexed_fields(&stored_fields(body)?);
+            if let Some((_, v)) = fields.into_iter().find(|(n, _)| n == name) {
+                rows.push((k.as_str(), v));
+            }
+        }
+        insert_field_rows(conn, cid, name, &rows).await?;
+        if page.len() < BACKFILL_PAGE as usize {
+            return Ok(());
+        }
+    }
+}
+
+/// Inserts index rows of one field (`(k, value)` pairs) in one statement, values bound.
+async fn insert_field_rows(conn: &mut SqliteConnection, cid: i64, name: &str, rows: &[(&str, Scalar)]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut sql = String::with_capacity(64 + rows.len() * 16);
+    sql.push_str("INSERT OR IGNORE INTO object_fields (cid, name, v, k) VALUES ");
+    for i in 0..rows.len() {
+        sql.push_str(if i == 0 { "(?, ?, ?, ?)" } else { ", (?, ?, ?, ?)" });
+    }
+    // Safe: `sql` is constant text repeated per row; every value is bound.
+    let mut q: Query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (k, v) in rows {
+        q = bind_scalar(q.bind(cid).bind(name.to_owned()), v).bind((*k).to_owned());
+    }
+    q.execute(&mut *conn).await.map_err(db_err)?;
     Ok(())
 }
 

@@ -9,9 +9,12 @@
 //! half applied; then the whole group is rolled back and every operation in it reports the
 //! failure.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use serde_json::{Map, Value};
 use sqlx::sqlite::SqliteConnection;
-use std::collections::HashMap;
 
 use sqlx::Connection;
 use thingline_core::classes::{Collection, PreparedObject, merge_object, sort_key};
@@ -28,13 +31,64 @@ const QUEUE: usize = 4096;
 /// Collection ids remembered by the writer before the cache is emptied.
 const MAX_CACHED_COLLECTIONS: usize = 100_000;
 
-/// Collection → id, for collections known to exist in the committed database (or in the
-/// transaction being built: the cache is emptied whenever a transaction does not commit).
-type Cids = HashMap<Collection, i64>;
+/// What the writer remembers between groups; emptied whenever a transaction does not commit.
+struct Caches {
+    /// Collection → id, for collections known to exist in the committed database (or in the
+    /// transaction being built).
+    cids: HashMap<Collection, i64>,
+    /// The indexed fields of each collection (shared with the readers).
+    indexed: Arc<IndexedFields>,
+}
+
+impl Caches {
+    fn clear(&mut self) {
+        self.cids.clear();
+        self.indexed.clear();
+    }
+}
+
+/// Which top-level fields of each collection are indexed (`object_indexes`): the writer keeps
+/// the rows of exactly these fields, and alone changes the set, after its transaction commits;
+/// readers ask the writer for a field they need and do not see here. A collection absent here is
+/// unknown (loaded from the database on first use), not one without indexes.
+#[derive(Default)]
+pub(crate) struct IndexedFields {
+    by_cid: RwLock<HashMap<i64, Arc<HashSet<String>>>>,
+}
+
+impl IndexedFields {
+    fn get(&self, cid: i64) -> Option<Arc<HashSet<String>>> {
+        self.by_cid.read().get(&cid).cloned()
+    }
+
+    fn covers(&self, cid: i64, name: &str) -> bool {
+        self.by_cid.read().get(&cid).is_some_and(|s| s.contains(name))
+    }
+
+    fn set(&self, cid: i64, names: Arc<HashSet<String>>) {
+        let mut map = self.by_cid.write();
+        if map.len() >= MAX_CACHED_COLLECTIONS {
+            map.clear();
+        }
+        map.insert(cid, names);
+    }
+
+    fn clear(&self) {
+        self.by_cid.write().clear();
+    }
+}
 
 enum Op {
     Work(Work),
-    Close { reply: oneshot::Sender<()> },
+    /// Index field `name` of collection `cid` (its own transaction, after the current group).
+    Index {
+        cid: i64,
+        name: String,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// One write to apply.
@@ -78,6 +132,7 @@ impl Done {
 #[derive(Clone)]
 pub(crate) struct ObjectWriter {
     tx: mpsc::Sender<Op>,
+    indexed: Arc<IndexedFields>,
 }
 
 fn closed() -> Error {
@@ -103,6 +158,20 @@ impl ObjectWriter {
         rx.await.map_err(|_| closed())?
     }
 
+    /// Makes sure every field of `names` is indexed in collection `cid` (a field named for the
+    /// first time is indexed now, objects already stored included). Cheap when they are.
+    pub(crate) async fn ensure_indexed(&self, cid: i64, names: &[&str]) -> Result<()> {
+        for name in names {
+            if self.indexed.covers(cid, name) {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            self.tx.send(Op::Index { cid, name: (*name).to_owned(), reply }).await.map_err(|_| closed())?;
+            rx.await.map_err(|_| closed())??;
+        }
+        Ok(())
+    }
+
     /// Commits what is queued, then stops the writer.
     pub(crate) async fn close(&self) {
         let (reply, rx) = oneshot::channel();
@@ -115,12 +184,13 @@ impl ObjectWriter {
 /// Starts the writer on its own connection.
 pub(crate) fn spawn(conn: SqliteConnection) -> ObjectWriter {
     let (tx, rx) = mpsc::channel(QUEUE);
-    tokio::spawn(run(conn, rx));
-    ObjectWriter { tx }
+    let indexed = Arc::new(IndexedFields::default());
+    tokio::spawn(run(conn, rx, Arc::clone(&indexed)));
+    ObjectWriter { tx, indexed }
 }
 
-async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
-    let mut cids = Cids::new();
+async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>, indexed: Arc<IndexedFields>) {
+    let mut caches = Caches { cids: HashMap::new(), indexed };
     let one_statement = match sql::prepare_batch_insert(&mut conn).await {
         Ok(()) => true,
         Err(e) => {
@@ -129,6 +199,7 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
         }
     };
     let mut close_reply = None;
+    let mut index_ops = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut group = Vec::new();
         let mut next = Some(first);
@@ -139,13 +210,17 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
                     break;
                 }
                 Op::Work(w) => group.push(w),
+                Op::Index { cid, name, reply } => index_ops.push((cid, name, reply)),
             }
-            if group.len() >= MAX_OPS_PER_COMMIT {
+            if group.len() + index_ops.len() >= MAX_OPS_PER_COMMIT {
                 break;
             }
             next = rx.try_recv().ok();
         }
-        commit_group(&mut conn, &mut cids, one_statement, group).await;
+        commit_group(&mut conn, &mut caches, one_statement, group).await;
+        for (cid, name, reply) in index_ops.drain(..) {
+            let _ = reply.send(index_field(&mut conn, &mut caches, cid, &name).await);
+        }
         if close_reply.is_some() {
             break;
         }
@@ -156,9 +231,10 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
         match op {
             Op::Close { reply } => drop(reply.send(())),
             Op::Work(w) => rest.push(w),
+            Op::Index { reply, .. } => drop(reply.send(Err(closed()))),
         }
     }
-    commit_group(&mut conn, &mut cids, one_statement, rest).await;
+    commit_group(&mut conn, &mut caches, one_statement, rest).await;
     let _ = conn.close().await;
     if let Some(reply) = close_reply {
         let _ = reply.send(());
@@ -172,15 +248,15 @@ fn is_database_failure(e: &Error) -> bool {
     matches!(e, Error::Internal(_) | Error::Unavailable(_))
 }
 
-async fn commit_group(conn: &mut SqliteConnection, cids: &mut Cids, one_statement: bool, group: Vec<Work>) {
+async fn commit_group(conn: &mut SqliteConnection, caches: &mut Caches, one_statement: bool, group: Vec<Work>) {
     if group.is_empty() {
         return;
     }
-    if cids.len() > MAX_CACHED_COLLECTIONS {
-        cids.clear();
+    if caches.cids.len() > MAX_CACHED_COLLECTIONS {
+        caches.cids.clear();
     }
     let group = if one_statement {
-        match creates_in_one_statement(conn, cids, group).await {
+        match creates_in_one_statement(conn, caches, group).await {
             Ok(()) => return,
             Err(group) => group,
         }
@@ -202,7 +278,7 @@ async fn commit_group(conn: &mut SqliteConnection, cids: &mut Cids, one_statemen
     // Index rows of the objects created so far, inserted together with one statement: before
     // any update or delete (which read and change index rows) and at the end of the group.
     let mut fields = sql::PendingFields::default();
-    let group = match batch_creates(&mut tx, cids, &mut fields, group, &mut done).await {
+    let group = match batch_creates(&mut tx, caches, &mut fields, group, &mut done).await {
         Ok(rest) => rest,
         Err(e) => {
             failure = Some(e);
@@ -217,7 +293,7 @@ async fn commit_group(conn: &mut SqliteConnection, cids: &mut Cids, one_statemen
             done.push(pending(op));
             break;
         }
-        let (d, err) = apply(&mut tx, cids, &mut fields, op).await;
+        let (d, err) = apply(&mut tx, caches, &mut fields, op).await;
         done.push(d);
         if let Some(e) = err {
             failure = Some(e);
@@ -240,7 +316,7 @@ async fn commit_group(conn: &mut SqliteConnection, cids: &mut Cids, one_statemen
         Ok(()) => done.into_iter().for_each(Done::send),
         Err(e) => {
             tracing::warn!(error = %e, "objects group commit failed");
-            cids.clear();
+            caches.clear();
             for d in done {
                 d.fail(&e);
             }
@@ -267,30 +343,32 @@ fn pending(op: Work) -> Done {
 /// `_id`: nothing was inserted), for the transaction path to answer each operation.
 async fn creates_in_one_statement(
     conn: &mut SqliteConnection,
-    cids: &mut Cids,
-    group: Vec<Work>,
+    caches: &mut Caches,
+    mut group: Vec<Work>,
 ) -> std::result::Result<(), Vec<Work>> {
-    let eligible = |op: &Work| matches!(op, Work::Create { object, .. } if !sql::has_float(object));
-    if !group.iter().all(eligible) {
+    if !group.iter().all(|op| matches!(op, Work::Create { .. })) {
         return Err(group);
     }
-    let mut batch = Vec::with_capacity(group.len());
-    for op in &group {
-        if let Work::Create { c, object, .. } = op {
-            let cid = match known_collection(conn, cids, c).await {
-                Ok(Some(id)) => id,
-                Ok(None) => match sql::ensure_collection(conn, c).await {
-                    Ok(id) => {
-                        cids.insert(c.clone(), id);
-                        id
-                    }
-                    Err(_) => return Err(group),
-                },
-                Err(_) => return Err(group),
-            };
-            batch.push((cid, object));
+    let mut cid_of = Vec::with_capacity(group.len());
+    for op in group.iter_mut() {
+        let Work::Create { c, object, .. } = op else { break };
+        match prepare_create(conn, caches, c, object).await {
+            Ok(cid) => cid_of.push(cid),
+            Err(_) => break,
         }
     }
+    let eligible = |op: &Work| matches!(op, Work::Create { object, .. } if !sql::has_float(object));
+    if cid_of.len() < group.len() || !group.iter().all(eligible) {
+        return Err(group);
+    }
+    let batch: Vec<(i64, &PreparedObject)> = group
+        .iter()
+        .zip(&cid_of)
+        .filter_map(|(op, cid)| match op {
+            Work::Create { object, .. } => Some((*cid, object)),
+            _ => None,
+        })
+        .collect();
     if sql::insert_batch(conn, &batch).await.is_err() {
         return Err(group);
     }
@@ -308,29 +386,28 @@ async fn creates_in_one_statement(
 /// statement back alone, and the one-by-one path gives each create its own answer).
 async fn batch_creates(
     conn: &mut SqliteConnection,
-    cids: &mut Cids,
+    caches: &mut Caches,
     fields: &mut sql::PendingFields,
-    group: Vec<Work>,
+    mut group: Vec<Work>,
     done: &mut Vec<Done>,
 ) -> Result<Vec<Work>> {
     if group.len() < 2 || !group.iter().all(|op| matches!(op, Work::Create { .. })) {
         return Ok(group);
     }
-    let mut rows = Vec::with_capacity(group.len());
-    for op in &group {
+    let mut cid_of = Vec::with_capacity(group.len());
+    for op in group.iter_mut() {
         if let Work::Create { c, object, .. } = op {
-            let cid = match known_collection(conn, cids, c).await? {
-                Some(id) => id,
-                None => {
-                    let id = sql::ensure_collection(conn, c).await?;
-                    cids.insert(c.clone(), id);
-                    id
-                }
-            };
-            rows.push((cid, object.key.as_str(), object.body.as_str()));
+            cid_of.push(prepare_create(conn, caches, c, object).await?);
         }
     }
-    let cid_of: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let rows: Vec<(i64, &str, &str)> = group
+        .iter()
+        .zip(&cid_of)
+        .filter_map(|(op, cid)| match op {
+            Work::Create { object, .. } => Some((*cid, object.key.as_str(), object.body.as_str())),
+            _ => None,
+        })
+        .collect();
     match sql::insert_object_rows(conn, &rows).await {
         Ok(true) => {}
         Ok(false) => return Ok(group),
@@ -348,7 +425,7 @@ async fn batch_creates(
 /// Applies one operation; the second value is a database failure that dooms the group.
 async fn apply(
     conn: &mut SqliteConnection,
-    cids: &mut Cids,
+    caches: &mut Caches,
     fields: &mut sql::PendingFields,
     op: Work,
 ) -> (Done, Option<Error>) {
@@ -360,17 +437,17 @@ async fn apply(
     }
     match op {
         Work::Create { c, object, reply } => {
-            let r = create(conn, cids, fields, &c, object).await;
+            let r = create(conn, caches, fields, &c, object).await;
             let fail = check(&r);
             (Done::Create(reply, r), fail)
         }
         Work::Update { c, id, patch, reply } => {
-            let r = update(conn, cids, &c, &id, patch).await;
+            let r = update(conn, caches, &c, &id, patch).await;
             let fail = check(&r);
             (Done::Update(reply, r), fail)
         }
         Work::Delete { c, id, reply } => {
-            let r = delete(conn, cids, &c, &id).await;
+            let r = delete(conn, caches, &c, &id).await;
             let fail = check(&r);
             (Done::Delete(reply, r), fail)
         }
@@ -378,55 +455,99 @@ async fn apply(
 }
 
 /// The id of a collection, from the cache or the database.
-async fn known_collection(conn: &mut SqliteConnection, cids: &mut Cids, c: &Collection) -> Result<Option<i64>> {
-    if let Some(id) = cids.get(c) {
+async fn known_collection(conn: &mut SqliteConnection, caches: &mut Caches, c: &Collection) -> Result<Option<i64>> {
+    if let Some(id) = caches.cids.get(c) {
         return Ok(Some(*id));
     }
     let id = sql::collection_id(conn, c).await?;
     if let Some(id) = id {
-        cids.insert(c.clone(), id);
+        caches.cids.insert(c.clone(), id);
     }
     Ok(id)
 }
 
-async fn create(
+/// The indexed fields of collection `cid`, from the cache or the database.
+async fn indexed_of(conn: &mut SqliteConnection, caches: &mut Caches, cid: i64) -> Result<Arc<HashSet<String>>> {
+    if let Some(names) = caches.indexed.get(cid) {
+        return Ok(names);
+    }
+    let names = Arc::new(sql::indexed_names(conn, cid).await?);
+    caches.indexed.set(cid, Arc::clone(&names));
+    Ok(names)
+}
+
+/// The id of the collection a create goes to (made on first use), with the object's index rows
+/// narrowed to the collection's indexed fields.
+async fn prepare_create(
     conn: &mut SqliteConnection,
-    cids: &mut Cids,
-    fields: &mut sql::PendingFields,
+    caches: &mut Caches,
     c: &Collection,
-    object: PreparedObject,
-) -> Result<()> {
-    let cid = match known_collection(conn, cids, c).await? {
+    object: &mut PreparedObject,
+) -> Result<i64> {
+    let cid = match known_collection(conn, caches, c).await? {
         Some(id) => id,
         None => {
             let id = sql::ensure_collection(conn, c).await?;
-            cids.insert(c.clone(), id);
+            caches.cids.insert(c.clone(), id);
             id
         }
     };
+    let indexed = indexed_of(conn, caches, cid).await?;
+    object.fields.retain(|(name, _)| indexed.contains(name));
+    Ok(cid)
+}
+
+async fn create(
+    conn: &mut SqliteConnection,
+    caches: &mut Caches,
+    fields: &mut sql::PendingFields,
+    c: &Collection,
+    mut object: PreparedObject,
+) -> Result<()> {
+    let cid = prepare_create(conn, caches, c, &mut object).await?;
     sql::insert_object_row(conn, cid, &object).await?;
     fields.add(conn, cid, object).await
 }
 
 async fn update(
     conn: &mut SqliteConnection,
-    cids: &mut Cids,
+    caches: &mut Caches,
     c: &Collection,
     id: &str,
     patch: Map<String, Value>,
 ) -> Result<Option<String>> {
-    let Some(cid) = known_collection(conn, cids, c).await? else { return Ok(None) };
+    let Some(cid) = known_collection(conn, caches, c).await? else { return Ok(None) };
     let k = sort_key(id);
     let Some(old) = sql::object_body(conn, cid, &k).await? else { return Ok(None) };
-    let merged = merge_object(id, &old, patch)?;
-    sql::replace_object(conn, cid, &old, &merged).await?;
+    let indexed = indexed_of(conn, caches, cid).await?;
+    let mut merged = merge_object(id, &old, patch)?;
+    merged.fields.retain(|(name, _)| indexed.contains(name));
+    sql::replace_object(conn, cid, &indexed, &old, &merged).await?;
     Ok(Some(merged.body))
 }
 
-async fn delete(conn: &mut SqliteConnection, cids: &mut Cids, c: &Collection, id: &str) -> Result<bool> {
-    let Some(cid) = known_collection(conn, cids, c).await? else { return Ok(false) };
+async fn delete(conn: &mut SqliteConnection, caches: &mut Caches, c: &Collection, id: &str) -> Result<bool> {
+    let Some(cid) = known_collection(conn, caches, c).await? else { return Ok(false) };
     let k = sort_key(id);
     let Some(old) = sql::object_body(conn, cid, &k).await? else { return Ok(false) };
-    sql::remove_object(conn, cid, &k, &old).await?;
+    let indexed = indexed_of(conn, caches, cid).await?;
+    sql::remove_object(conn, cid, &indexed, &k, &old).await?;
     Ok(true)
+}
+
+/// Indexes field `name` of collection `cid` in its own transaction (objects already stored
+/// included); the set of indexed fields changes only once that commits.
+async fn index_field(conn: &mut SqliteConnection, caches: &mut Caches, cid: i64, name: &str) -> Result<()> {
+    let indexed = indexed_of(conn, caches, cid).await?;
+    if indexed.contains(name) {
+        return Ok(());
+    }
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+    sql::index_field(&mut tx, cid, name).await?;
+    tx.commit().await.map_err(db_err)?;
+    let mut names = (*indexed).clone();
+    names.insert(name.to_owned());
+    caches.indexed.set(cid, Arc::new(names));
+    tracing::info!(cid, field = name, "objects: field indexed on first use");
+    Ok(())
 }
