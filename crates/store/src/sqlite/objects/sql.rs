@@ -60,23 +60,29 @@ pub(super) async fn object_body(conn: &mut SqliteConnection, cid: i64, k: &str) 
         .map_err(db_err)
 }
 
-/// Inserts the index rows of one object in one statement.
-async fn insert_fields(conn: &mut SqliteConnection, cid: i64, k: &str, fields: &[(String, Scalar)]) -> Result<()> {
-    if fields.is_empty() {
+/// Inserts index rows `(name, value, k)` of collection `cid` with one statement, values bound.
+async fn insert_index_rows(conn: &mut SqliteConnection, cid: i64, rows: &[(&str, &Scalar, &str)]) -> Result<()> {
+    if rows.is_empty() {
         return Ok(());
     }
-    let mut sql = String::with_capacity(64 + fields.len() * 16);
+    let mut sql = String::with_capacity(64 + rows.len() * 16);
     sql.push_str("INSERT INTO object_fields (cid, name, v, k) VALUES ");
-    for i in 0..fields.len() {
+    for i in 0..rows.len() {
         sql.push_str(if i == 0 { "(?, ?, ?, ?)" } else { ", (?, ?, ?, ?)" });
     }
-    // Safe: `sql` is constant text repeated per field; every value is bound.
+    // Safe: `sql` is constant text repeated per row; every value is bound.
     let mut q: Query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (name, v) in fields {
-        q = bind_scalar(q.bind(cid).bind(name.clone()), v).bind(k.to_owned());
+    for (name, v, k) in rows {
+        q = bind_scalar(q.bind(cid).bind((*name).to_owned()), v).bind((*k).to_owned());
     }
     q.execute(&mut *conn).await.map_err(db_err)?;
     Ok(())
+}
+
+/// Inserts the index rows of one object.
+async fn insert_fields(conn: &mut SqliteConnection, cid: i64, k: &str, fields: &[(String, Scalar)]) -> Result<()> {
+    let rows: Vec<(&str, &Scalar, &str)> = fields.iter().map(|(name, v)| (name.as_str(), v, k)).collect();
+    insert_index_rows(conn, cid, &rows).await
 }
 
 async fn delete_fields(conn: &mut SqliteConnection, cid: i64, k: &str, fields: &[(String, Scalar)]) -> Result<()> {
@@ -329,37 +335,19 @@ pub(super) async fn index_field(conn: &mut SqliteConnection, cid: i64, name: &st
                 .map_err(db_err)?;
         let Some((last, _)) = page.last() else { return Ok(()) };
         after = last.clone();
-        let mut rows = Vec::new();
+        let mut values = Vec::new();
         for (k, body) in &page {
             let fields = indexed_fields(&stored_fields(body)?);
             if let Some((_, v)) = fields.into_iter().find(|(n, _)| n == name) {
-                rows.push((k.as_str(), v));
+                values.push((k.as_str(), v));
             }
         }
-        insert_field_rows(conn, cid, name, &rows).await?;
+        let rows: Vec<(&str, &Scalar, &str)> = values.iter().map(|(k, v)| (name, v, *k)).collect();
+        insert_index_rows(conn, cid, &rows).await?;
         if page.len() < BACKFILL_PAGE as usize {
             return Ok(());
         }
     }
-}
-
-/// Inserts index rows of one field (`(k, value)` pairs) in one statement, values bound.
-async fn insert_field_rows(conn: &mut SqliteConnection, cid: i64, name: &str, rows: &[(&str, Scalar)]) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut sql = String::with_capacity(64 + rows.len() * 16);
-    sql.push_str("INSERT OR IGNORE INTO object_fields (cid, name, v, k) VALUES ");
-    for i in 0..rows.len() {
-        sql.push_str(if i == 0 { "(?, ?, ?, ?)" } else { ", (?, ?, ?, ?)" });
-    }
-    // Safe: `sql` is constant text repeated per row; every value is bound.
-    let mut q: Query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (k, v) in rows {
-        q = bind_scalar(q.bind(cid).bind(name.to_owned()), v).bind((*k).to_owned());
-    }
-    q.execute(&mut *conn).await.map_err(db_err)?;
-    Ok(())
 }
 
 /// A value bound into the read.

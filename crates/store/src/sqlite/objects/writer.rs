@@ -8,6 +8,10 @@
 //! statement itself, which SQLite rolls back alone. Only a database failure leaves an operation
 //! half applied; then the whole group is rolled back and every operation in it reports the
 //! failure.
+//!
+//! The writer also owns which fields of each collection are indexed ([`IndexedFields`]): it keeps
+//! the index rows of exactly those fields, and indexes a new one (objects already stored
+//! included) in its own transaction between two groups when a read asks for it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
