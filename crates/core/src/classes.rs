@@ -24,8 +24,11 @@ pub const MAX_COLLECTIONS_IN_PATH: usize = 8;
 pub const MAX_OBJECT_BYTES: usize = 256 * 1024;
 /// Deepest nesting of arrays and objects inside an object (the object itself is depth 1).
 pub const MAX_DEPTH: usize = 32;
-/// Most top-level fields of one object (each one is an index entry).
+/// Most top-level fields of one object.
 pub const MAX_TOP_LEVEL_FIELDS: usize = 256;
+/// Most indexed fields of one collection (a field is indexed from the first `where` or `sort`
+/// naming it; indexing one reads the whole collection once, so the count is bounded).
+pub const MAX_INDEXED_FIELDS: usize = 64;
 /// Longest top-level field name that is indexed (and may be filtered or sorted on), bytes.
 pub const MAX_INDEXED_NAME: usize = 128;
 /// Longest string value that is indexed (and may be a filter value), bytes.

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use sqlx::sqlite::SqliteConnection;
 
 use sqlx::Connection;
-use thingline_core::classes::{Collection, PreparedObject, merge_object, sort_key};
+use thingline_core::classes::{Collection, MAX_INDEXED_FIELDS, PreparedObject, merge_object, sort_key};
 use thingline_core::{Error, Result};
 use tokio::sync::{mpsc, oneshot};
 
@@ -545,6 +545,12 @@ async fn index_field(conn: &mut SqliteConnection, caches: &mut Caches, cid: i64,
     let indexed = indexed_of(conn, caches, cid).await?;
     if indexed.contains(name) {
         return Ok(());
+    }
+    if indexed.len() >= MAX_INDEXED_FIELDS {
+        return Err(Error::bad_request(format!(
+            "This collection already has {MAX_INDEXED_FIELDS} indexed fields (a field is indexed from the first \
+             where or sort naming it): {name:?} cannot be filtered or sorted on"
+        )));
     }
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
     sql::index_field(&mut tx, cid, name).await?;
