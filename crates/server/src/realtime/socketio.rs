@@ -309,7 +309,8 @@ async fn unsubscribe(conn: &Arc<Conn>, socket: SocketRef, d: Value, ack: AckSend
 }
 
 /// Joins the fan-out group of `user_id`'s access changes: every change (a link or grant removed,
-/// the session ended) re-checks the connection's subscriptions.
+/// the session ended) re-checks the connection's subscriptions. (Such a notice counts in the
+/// fan-out's `delivered` like a value; access changes are rare next to values.)
 fn watch_access(conn: &Arc<Conn>, socket: &SocketRef, user_id: i64) -> Membership {
     let key = GroupKey { topic: Topic::User(user_id), channel: Arc::from(ACCESS_CHANNEL) };
     let render: Renderer = Arc::new(|ev: &Event| matches!(ev, Event::AccessChanged { .. }).then(|| "{}".to_owned()));
