@@ -13,7 +13,10 @@ pub mod fanout;
 mod registry;
 
 pub use fanout::{DropReason, Fanout, GroupKey, Membership, Payload, Renderer, Sink, SinkError};
-pub use registry::{ConnectionGuard, Connections, RealtimeLimits, StatsSnapshot};
+pub use registry::{
+    ConnectionGuard, Connections, DEFAULT_MAX_CONNECTIONS_PER_USER, DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+    DEFAULT_QUEUE_CAPACITY, RealtimeLimits, StatsSnapshot,
+};
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -73,6 +73,17 @@ pub struct ConfigArgs {
     /// Sender address of those emails.
     #[arg(long, env = "THINGLINE_SMTP_FROM")]
     pub smtp_from: Option<String>,
+    /// Most realtime connections of one app user: Socket.IO connections and HTTP subscriptions
+    /// (default 50).
+    #[arg(long, env = "THINGLINE_REALTIME_CONNECTIONS_PER_USER")]
+    pub realtime_connections_per_user: Option<usize>,
+    /// Most topics one Socket.IO connection may subscribe to (default 100).
+    #[arg(long, env = "THINGLINE_REALTIME_SUBSCRIPTIONS_PER_CONNECTION")]
+    pub realtime_subscriptions_per_connection: Option<usize>,
+    /// Messages queued for one realtime subscriber (an HTTP subscription, a Socket.IO
+    /// connection) before it is dropped as too slow (default 256).
+    #[arg(long, env = "THINGLINE_REALTIME_QUEUE")]
+    pub realtime_queue: Option<usize>,
 }
 
 /// The same settings as keys of the TOML file.
@@ -98,6 +109,9 @@ struct FileConfig {
     durability: Option<String>,
     smtp_url: Option<String>,
     smtp_from: Option<String>,
+    realtime_connections_per_user: Option<usize>,
+    realtime_subscriptions_per_connection: Option<usize>,
+    realtime_queue: Option<usize>,
 }
 
 /// The resolved configuration.
@@ -122,6 +136,15 @@ pub struct Config {
     pub sync_full: bool,
     pub smtp_url: Option<String>,
     pub smtp_from: String,
+    pub realtime: RealtimeSettings,
+}
+
+/// Limits of the realtime paths (applied to the notifier's `RealtimeLimits` at start).
+#[derive(Debug, Clone, Copy)]
+pub struct RealtimeSettings {
+    pub connections_per_user: usize,
+    pub subscriptions_per_connection: usize,
+    pub queue: usize,
 }
 
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -159,7 +182,29 @@ impl Config {
         if body_limit < 1024 {
             bail!("THINGLINE_BODY_LIMIT must be at least 1024 bytes");
         }
+        let at_least_one = |name: &str, v: Option<usize>, default: usize| match v.unwrap_or(default) {
+            0 => Err(anyhow::anyhow!("{name} must be at least 1")),
+            n => Ok(n),
+        };
+        let realtime = RealtimeSettings {
+            connections_per_user: at_least_one(
+                "THINGLINE_REALTIME_CONNECTIONS_PER_USER",
+                args.realtime_connections_per_user.or(file.realtime_connections_per_user),
+                thingline_bus::DEFAULT_MAX_CONNECTIONS_PER_USER,
+            )?,
+            subscriptions_per_connection: at_least_one(
+                "THINGLINE_REALTIME_SUBSCRIPTIONS_PER_CONNECTION",
+                args.realtime_subscriptions_per_connection.or(file.realtime_subscriptions_per_connection),
+                thingline_bus::DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+            )?,
+            queue: at_least_one(
+                "THINGLINE_REALTIME_QUEUE",
+                args.realtime_queue.or(file.realtime_queue),
+                thingline_bus::DEFAULT_QUEUE_CAPACITY,
+            )?,
+        };
         Ok(Config {
+            realtime,
             https_addr: addr("THINGLINE_HTTPS_ADDR", args.https_addr.or(file.https_addr), Some("0.0.0.0:8443"))?
                 .context("THINGLINE_HTTPS_ADDR cannot be off: the app and panel APIs need it")?,
             http_addr: addr("THINGLINE_HTTP_ADDR", args.http_addr.or(file.http_addr), None)?,
@@ -219,6 +264,22 @@ mod tests {
         assert_eq!(c.mqtt_addr, None);
         assert_eq!(c.coap_addr, Some("0.0.0.0:5683".parse().expect("addr")));
         assert!(c.store_url.ends_with("thingline-data/thingline.db"));
+        assert_eq!(c.realtime.connections_per_user, 50);
+    }
+
+    #[test]
+    fn realtime_limits_from_file_and_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "realtime_connections_per_user = 5\nrealtime_queue = 32\n").expect("write");
+        let args = ConfigArgs { config: Some(file), realtime_queue: Some(64), ..Default::default() };
+        let c = Config::resolve(args).expect("resolve");
+        assert_eq!(c.realtime.connections_per_user, 5);
+        assert_eq!(c.realtime.subscriptions_per_connection, 100);
+        assert_eq!(c.realtime.queue, 64, "the flag/env wins over the file");
+        let zero = ConfigArgs { realtime_subscriptions_per_connection: Some(0), ..Default::default() };
+        let err = Config::resolve(zero).expect_err("0 is refused");
+        assert!(err.to_string().contains("THINGLINE_REALTIME_SUBSCRIPTIONS_PER_CONNECTION"), "{err}");
     }
 
     #[test]

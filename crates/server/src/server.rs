@@ -60,6 +60,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let shutdown = CancellationToken::new();
     let limits = Limits { body_limit: config.body_limit, ..Limits::default() };
     let platform = Platform::new(store, Notifier::new(BUS_CAPACITY), limits, shutdown.clone());
+    let realtime = platform.notifier().limits();
+    realtime.set_max_connections_per_user(config.realtime.connections_per_user);
+    realtime.set_max_subscriptions_per_connection(config.realtime.subscriptions_per_connection);
+    realtime.set_queue_capacity(config.realtime.queue);
     platform
         .set_mail_settings(config.smtp_url.as_deref(), &config.smtp_from)
         .map_err(|e| anyhow::anyhow!(e.public_message()))?;

@@ -140,3 +140,24 @@ async fn a_slow_http_subscriber_is_dropped_while_a_fast_one_keeps_receiving() {
     assert_eq!((last["status"].clone(), last["code"].clone()), (json!("error"), json!(503)), "{last}");
     server.stop().await;
 }
+
+/// `THINGLINE_REALTIME_CONNECTIONS_PER_USER` (here as the flag) caps a user's subscriptions; a
+/// closed one frees its place.
+#[tokio::test]
+async fn realtime_connections_per_user_is_a_setting() {
+    let server = TestServer::start_with(|a| a.realtime_connections_per_user = Some(2)).await;
+    let (_app, thing, user) = world(&server, "cap@example.com").await;
+    let path = format!("/v2/me/resources/temperature/{}?subscribe=true&keepAlive=100", thing.id);
+    let first = Stream::open(&server, &path, Some(&user.token)).await;
+    let _second = Stream::open(&server, &path, Some(&user.token)).await;
+    let third = server.client.get(server.url(&path)).header("Authorization", &user.token).send().await;
+    let third = third.expect("third subscription answers");
+    common::assert_envelope(third, 429).await;
+    drop(first);
+    common::eventually(std::time::Duration::from_secs(10), || async {
+        let r = server.client.get(server.url(&path)).header("Authorization", &user.token).send().await.ok()?;
+        (r.status().as_u16() == 200).then_some(())
+    })
+    .await;
+    server.stop().await;
+}

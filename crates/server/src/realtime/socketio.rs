@@ -46,8 +46,6 @@ use crate::platform::{Platform, Session};
 /// connection (idle and half-open TCP alike).
 pub const PING_INTERVAL: Duration = Duration::from_secs(25);
 pub const PING_TIMEOUT: Duration = Duration::from_secs(20);
-/// Packets buffered per connection before the client counts as too slow and is dropped.
-pub const SOCKET_QUEUE: usize = 256;
 /// Largest incoming WebSocket message (clients only send small control messages).
 const MAX_INCOMING: usize = 64 * 1024;
 /// Largest long-polling payload (also bounds what one polling response batches): a write may
@@ -64,7 +62,9 @@ pub fn layer(platform: Arc<Platform>) -> SocketIoLayer {
     let (layer, io) = SocketIo::builder()
         .ping_interval(PING_INTERVAL)
         .ping_timeout(PING_TIMEOUT)
-        .max_buffer_size(SOCKET_QUEUE)
+        // Packets buffered per connection before the client counts as too slow and is dropped
+        // (`THINGLINE_REALTIME_QUEUE`, read once: the layer is built at start).
+        .max_buffer_size(platform.notifier().limits().queue_capacity())
         .max_payload(MAX_POLLING_PAYLOAD)
         .ws_max_message_size(MAX_INCOMING)
         .ws_max_frame_size(MAX_INCOMING)
