@@ -65,7 +65,7 @@ impl ObjectStore for SqliteStore {
         if let ListOrder::Field { name, .. } = &query.order {
             names.push(name);
         }
-        if !names.is_empty() {
+        if !self.objects.all_indexed(cid, &names) {
             drop(conn);
             self.objects.ensure_indexed(cid, &names).await?;
             conn = self.read.acquire().await.map_err(db_err)?;

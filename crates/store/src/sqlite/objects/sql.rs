@@ -256,6 +256,13 @@ pub(super) async fn insert_batch(conn: &mut SqliteConnection, batch: &[(i64, &Pr
     Ok(())
 }
 
+/// The index rows a stored object has: its scalar fields among the collection's indexed ones.
+fn index_rows_of(body: &str, indexed: &HashSet<String>) -> Result<Vec<(String, Scalar)>> {
+    let mut fields = indexed_fields(&stored_fields(body)?);
+    fields.retain(|(name, _)| indexed.contains(name));
+    Ok(fields)
+}
+
 /// Replaces a stored object's text and updates only the index rows that changed (`new.fields`
 /// holds only the collection's indexed fields).
 pub(super) async fn replace_object(
@@ -265,8 +272,7 @@ pub(super) async fn replace_object(
     old_body: &str,
     new: &PreparedObject,
 ) -> Result<()> {
-    let mut old = indexed_fields(&stored_fields(old_body)?);
-    old.retain(|(name, _)| indexed.contains(name));
+    let old = index_rows_of(old_body, indexed)?;
     let gone: Vec<(String, Scalar)> = old.iter().filter(|f| !new.fields.contains(f)).cloned().collect();
     let added: Vec<(String, Scalar)> = new.fields.iter().filter(|f| !old.contains(f)).cloned().collect();
     delete_fields(conn, cid, &new.key, &gone).await?;
@@ -288,9 +294,7 @@ pub(super) async fn remove_object(
     k: &str,
     body: &str,
 ) -> Result<()> {
-    let mut fields = indexed_fields(&stored_fields(body)?);
-    fields.retain(|(name, _)| indexed.contains(name));
-    delete_fields(conn, cid, k, &fields).await?;
+    delete_fields(conn, cid, k, &index_rows_of(body, indexed)?).await?;
     sqlx::query("DELETE FROM objects WHERE cid = ? AND k = ?")
         .bind(cid)
         .bind(k.to_owned())

@@ -162,8 +162,13 @@ impl ObjectWriter {
         rx.await.map_err(|_| closed())?
     }
 
+    /// Whether every field of `names` is known to be indexed in collection `cid`.
+    pub(crate) fn all_indexed(&self, cid: i64, names: &[&str]) -> bool {
+        names.iter().all(|name| self.indexed.covers(cid, name))
+    }
+
     /// Makes sure every field of `names` is indexed in collection `cid` (a field named for the
-    /// first time is indexed now, objects already stored included). Cheap when they are.
+    /// first time is indexed now, objects already stored included).
     pub(crate) async fn ensure_indexed(&self, cid: i64, names: &[&str]) -> Result<()> {
         for name in names {
             if self.indexed.covers(cid, name) {
