@@ -71,6 +71,7 @@ async fn guide_calls_and_relations() {
     // An existing _id is a 409 and leaves the stored object alone.
     let r = call(&s, &t, Method::POST, "/v2/classes/me/Playlists", Some(json!({"_id": "25", "name": "Other"}))).await;
     assert_envelope(r, 409).await;
+    assert_eq!(results(&s, &t, "/v2/classes/me/Playlists/25").await, [json!({"_id": "25", "name": "Dubstep"})]);
     // A number as _id is stored as its decimal string.
     let r = call(&s, &t, Method::POST, "/v2/classes/me/Playlists", Some(json!({"_id": 7, "name": "Seven"}))).await;
     assert_eq!(ok_json(r, StatusCode::CREATED).await["id"], "7");
@@ -233,7 +234,11 @@ async fn ordering_paging_filters_and_sort() {
     // limit / skip / cursor.
     assert_eq!(ids(&results(&s, &t, "/v2/classes/me/Tracks?limit=3&skip=2").await), ["148", "147", "146"]);
     assert_eq!(ids(&results(&s, &t, "/v2/classes/me/Tracks?limit=3&after=51").await), ["50", "49", "48"]);
-    assert_eq!(results(&s, &t, "/v2/classes/me/Tracks?limit=5000").await.len(), 150, "clamped to 1000");
+    assert_eq!(
+        results(&s, &t, "/v2/classes/me/Tracks?limit=5000").await.len(),
+        150,
+        "a limit over 1000 is served, clamped (clamping: core unit test)"
+    );
     // Walk every page with the cursor: each object exactly once.
     let mut seen = Vec::new();
     let mut after = String::new();
@@ -244,7 +249,7 @@ async fn ordering_paging_filters_and_sort() {
         after = last.clone();
         seen.extend(page);
     }
-    assert_eq!(seen.len(), 150);
+    assert_eq!(seen, expect);
     assert_eq!(ids(&results(&s, &t, "/v2/classes/me/Tracks?sort=_id&limit=2").await), ["1", "2"]);
 
     // Equality filters on top-level fields, alone and combined; sorting by a field.
@@ -507,6 +512,7 @@ async fn subscription_streams_changes_of_exactly_that_collection() {
     let mut stream = r.bytes_stream();
     let mut buf = Vec::new();
     let r = call(&s, &alice, Method::GET, "/v2/classes/me/Playlists?subscribe=true&keepAlive=1000", None).await;
+    assert_eq!(r.status(), StatusCode::OK);
     let mut mine = r.bytes_stream();
     let mut mine_buf = Vec::new();
 
@@ -514,8 +520,10 @@ async fn subscription_streams_changes_of_exactly_that_collection() {
     assert_eq!(next_doc(&mut stream, &mut buf, Duration::from_secs(5)).await, json!({}));
 
     // Changes by another user of the app; a sub-collection and bob's /me are not delivered.
-    call(&s, &bob, Method::POST, "/v2/classes/app/Playlists/20/Songs", Some(json!({"_id": "s1"}))).await;
-    call(&s, &bob, Method::POST, "/v2/classes/me/Playlists", Some(json!({"_id": "b1"}))).await;
+    for path in ["/v2/classes/app/Playlists/20/Songs", "/v2/classes/me/Playlists"] {
+        let r = call(&s, &bob, Method::POST, path, Some(json!({"_id": "b1"}))).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{path}");
+    }
     let r =
         call(&s, &bob, Method::POST, "/v2/classes/app/Playlists", Some(json!({"_id": "20", "name": "Classic"}))).await;
     assert_eq!(r.status(), StatusCode::CREATED);

@@ -122,6 +122,10 @@ async fn products_codes_things_and_apps() {
         .await
         .expect("send");
     assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = get(format!("/v2/panel/products/{product}")).await.json().await.expect("json");
+    let keys: Vec<&str> =
+        v["product"]["resources"].as_array().expect("resources").iter().filter_map(|r| r["key"].as_str()).collect();
+    assert_eq!(keys, ["temperature", "humidity"], "{v}");
     let r = s
         .client
         .delete(s.url(&format!("/v2/panel/products/{product}")))
@@ -131,7 +135,7 @@ async fn products_codes_things_and_apps() {
         .expect("send");
     assert_envelope(r, 409).await;
 
-    // Deleting the thing removes its data and revokes its token.
+    // Deleting the thing revokes its token.
     let thing_id = thing["thingId"].as_str().expect("id");
     let token = thing["thingToken"].as_str().expect("token");
     let r = s
@@ -158,6 +162,7 @@ async fn products_codes_things_and_apps() {
         .await
         .expect("send");
     assert_eq!(r.status(), StatusCode::OK);
+    assert_envelope(get(format!("/v2/panel/apps/{app}")).await, 404).await;
 
     // Bad shapes are 400, never 422.
     let r = s

@@ -180,7 +180,7 @@ async fn limits_on_subscriptions_and_connections() {
     b.emit("authenticate", json!({"sessionToken": user.token})).await;
     let r = b.event("authenticate").await;
     assert_eq!(r[0]["code"], 429, "{r:?}");
-    assert_eq!(b.until("disconnect").await["type"], "disconnect");
+    b.until("disconnect").await; // and the server disconnects it (panics past the deadline)
     // The HTTP subscription counts as a connection of the user too.
     let r = server
         .client
