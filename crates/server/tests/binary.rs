@@ -18,7 +18,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_thingline");
 struct Proc {
     child: Child,
     https: String,
-    http: Option<String>,
     /// Remaining log lines.
     lines: mpsc::Receiver<String>,
 }
@@ -59,7 +58,7 @@ fn spawn(dir: &Path, extra: &[&str]) -> Proc {
             http = Some(format!("http://{}", addr.split_whitespace().next().expect("addr")));
         }
     }
-    Proc { child, https: https.expect("https"), http, lines: rx }
+    Proc { child, https: https.expect("https"), lines: rx }
 }
 
 #[tokio::test]
