@@ -139,7 +139,8 @@ fn normalize_path<B>(req: &mut http::Request<B>) {
     }
 }
 
-/// A WebSocket upgrade request lives as long as its connection (Socket.IO keeps its head), and
+/// A WebSocket upgrade request (`Upgrade: websocket`; other upgrades, e.g. h2c, are left alone)
+/// lives as long as its connection (Socket.IO keeps its head), and
 /// hyper parses the URI and header values as views into the connection's read buffer (8–16 KiB):
 /// keeping them would keep that buffer. The request keeps copies of its URI and of the headers the
 /// WebSocket handshake uses (nothing after the handshake reads the others): ~16 KiB less resident
@@ -154,7 +155,8 @@ fn detach_upgrade_request<B>(req: &mut http::Request<B>) {
         header::SEC_WEBSOCKET_VERSION,
         header::SEC_WEBSOCKET_PROTOCOL,
     ];
-    if !req.headers().contains_key(header::UPGRADE) {
+    let websocket = req.headers().get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if !websocket {
         return;
     }
     let mut headers = http::HeaderMap::with_capacity(KEPT.len());

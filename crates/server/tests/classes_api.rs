@@ -386,6 +386,29 @@ async fn fields_are_indexed_on_first_use_and_kept_after_a_restart() {
     s.stop().await;
 }
 
+/// Deleting an app user (panel) removes the user's private objects; a user registered after it
+/// never sees them, and the shared collection stays.
+#[tokio::test]
+async fn a_deleted_users_private_objects_go_with_the_user() {
+    let (s, app) = setup().await;
+    let panel = s.panel_token().await;
+    let old = register(&s, &app, "old@example.com").await;
+    for path in ["/v2/classes/me/Notes", "/v2/classes/app/Shared"] {
+        let r = call(&s, &old, Method::POST, path, Some(json!({"_id": "1", "text": "old"}))).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let users =
+        ok_json(call(&s, &panel, Method::GET, &format!("/v2/panel/apps/{app}/users"), None).await, StatusCode::OK)
+            .await;
+    let id = users["users"][0]["userId"].as_i64().expect("userId");
+    let r = call(&s, &panel, Method::DELETE, &format!("/v2/panel/apps/{app}/users/{id}"), None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let new = register(&s, &app, "new@example.com").await;
+    assert!(results(&s, &new, "/v2/classes/me/Notes").await.is_empty(), "nothing of the deleted user");
+    assert_eq!(results(&s, &new, "/v2/classes/app/Shared").await.len(), 1, "shared objects stay");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn validation_errors_are_clear_and_store_nothing() {
     let (s, app) = setup().await;

@@ -17,7 +17,8 @@ pub trait AppUserStore: Send + Sync {
     async fn app_user(&self, id: i64) -> Result<Option<AppUser>>;
     /// Users of an app, oldest first.
     async fn app_users_of(&self, app_id: &str) -> Result<Vec<AppUser>>;
-    /// Deletes a user with its sessions, links, grants received and grants given.
+    /// Deletes a user with its sessions, links, grants received and grants given, and its private
+    /// object collections.
     async fn delete_app_user(&self, id: i64) -> Result<bool>;
     /// Replaces the password hash and ends every session of the user except `keep` (a digest).
     async fn set_app_user_password(&self, user_id: i64, password_hash: &str, keep: Option<&str>) -> Result<()>;

@@ -100,6 +100,9 @@ struct ConnState {
     /// Membership in the fan-out group of the user's access changes (one group per user, not a
     /// task per connection): each change re-checks this connection's subscriptions.
     access: Option<Membership>,
+    /// The client is gone: a message still being handled must not subscribe or watch again
+    /// (that would keep the connection alive through the fan-out, which holds the socket).
+    disconnected: bool,
 }
 
 enum Resource {
@@ -118,6 +121,13 @@ impl ConnState {
         self.subs.clear();
         self.access = None;
     }
+
+    fn disconnect(&mut self) {
+        self.close();
+        self.session = None;
+        self.token = None;
+        self.disconnected = true;
+    }
 }
 
 async fn on_connect(socket: SocketRef, State(platform): State<Arc<Platform>>) -> Result<(), Infallible> {
@@ -130,6 +140,7 @@ async fn on_connect(socket: SocketRef, State(platform): State<Arc<Platform>>) ->
             token: None,
             subs: HashMap::new(),
             access: None,
+            disconnected: false,
         }),
         dropped: AtomicBool::new(false),
     });
@@ -151,7 +162,7 @@ async fn on_connect(socket: SocketRef, State(platform): State<Arc<Platform>>) ->
     let c = conn;
     socket.on_disconnect(move || {
         let c = Arc::clone(&c);
-        async move { c.state.lock().await.close() }
+        async move { c.state.lock().await.disconnect() }
     });
     Ok(())
 }
@@ -190,6 +201,9 @@ async fn authenticate(conn: &Arc<Conn>, socket: SocketRef, d: Value, ack: AckSen
         Err(e) => return reply(&socket, "authenticate", ack, &error_body(&e, None)),
     };
     let mut st = conn.state.lock().await;
+    if st.disconnected {
+        return;
+    }
     if st.session.as_ref().is_some_and(|s| s.user_id != session.user_id) {
         // Another user on the same connection: nothing of the first one carries over.
         st.close();
@@ -331,7 +345,9 @@ struct AccessSink {
 
 impl Sink for AccessSink {
     fn deliver(&self, _channel: &str, _payload: &Arc<Payload>) -> Result<(), SinkError> {
-        let Some(conn) = self.conn.upgrade() else { return Err(SinkError::Closed) };
+        let Some(conn) = self.conn.upgrade().filter(|_| self.socket.connected()) else {
+            return Err(SinkError::Closed);
+        };
         let socket = self.socket.clone();
         tokio::spawn(async move { recheck(&conn, &socket).await });
         Ok(())
@@ -367,6 +383,7 @@ async fn recheck(conn: &Arc<Conn>, socket: &SocketRef) {
                 let _ = socket.emit(resource.as_str(), &error_body(&e, Some(&resource)));
             }
             st.session = None;
+            st.access = None;
             return;
         }
     };

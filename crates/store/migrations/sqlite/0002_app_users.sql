@@ -1,8 +1,10 @@
 -- App users (scoped per app), their sessions, linked things, grants, settings, and the outbox of
 -- notification emails (issue #3). Deleting an app removes its users and, through them, their
 -- sessions, links and grants; deleting a thing removes the links and grants that name it.
+-- AUTOINCREMENT: a user id is never given again, so nothing keyed by it (private object
+-- collections, notifier topics) can pass to a later user.
 CREATE TABLE app_users (
-    id            INTEGER PRIMARY KEY,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
     app_id        TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
     email         TEXT NOT NULL,
     password_hash TEXT NOT NULL,

@@ -1,7 +1,8 @@
 -- App objects (issue #4). See docs/objects-api.md, "Storage and indexes".
 -- One row per collection: (app, owner, path); owner 0 = shared by the users of the app.
+-- AUTOINCREMENT: a collection id is never given again (the objects writer caches ids).
 CREATE TABLE object_collections (
-    id     INTEGER PRIMARY KEY,
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
     app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
     owner  INTEGER NOT NULL,
     path   TEXT NOT NULL,

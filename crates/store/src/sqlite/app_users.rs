@@ -72,12 +72,23 @@ impl AppUserStore for SqliteStore {
     }
 
     async fn delete_app_user(&self, id: i64) -> Result<bool> {
+        let mut tx = self.write.begin().await.map_err(db_err)?;
+        // The user's private (`/classes/me`) collections, with their objects and index rows.
+        sqlx::query(
+            "DELETE FROM object_collections WHERE owner = ?1 \
+             AND app_id = (SELECT app_id FROM app_users WHERE id = ?1)",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
         let n = sqlx::query("DELETE FROM app_users WHERE id = ?")
             .bind(id)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?
             .rows_affected();
+        tx.commit().await.map_err(db_err)?;
         Ok(n > 0)
     }
 
