@@ -169,6 +169,10 @@ async fn grant_beyond_own_rights_is_refused() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = grant(&s, &owner, "friend@example.com", json!("nope")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // A settings path is granted through `$settings` (a grant on the path would grant nothing).
+    let (status, v) = grant(&s, &owner, "friend@example.com", json!({"$settings.name": {t: {"get": true}}})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| m.contains("\"$settings\"")), "{v}");
     s.stop().await;
 }
 
@@ -231,6 +235,14 @@ async fn password_change_ends_other_sessions() {
     let (s, _, _, app, first) = setup(&[("temperature", true)], &["temperature"]).await;
     let (_, v) = login(&s, &app, "owner@example.com", PASSWORD).await;
     let second = v["token"].as_str().expect("token").to_owned();
+    // A refused request changes nothing: settings over the limit keep the old password.
+    let r = req(&s, Method::PUT, "/v2/me/settings", &first)
+        .json(&json!({"password": "another long password", "blob": "x".repeat(70_000)}))
+        .send()
+        .await
+        .expect("settings");
+    assert_envelope(r, 413).await;
+    assert_eq!(login(&s, &app, "owner@example.com", PASSWORD).await.0, StatusCode::OK);
     let r = req(&s, Method::PUT, "/v2/me/settings", &first)
         .json(&json!({"password": "the new long password", "color": "red"}))
         .send()

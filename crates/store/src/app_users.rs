@@ -55,11 +55,12 @@ pub trait AppUserStore: Send + Sync {
     /// The user's settings document (`{}` for a new user).
     async fn app_user_settings(&self, user_id: i64) -> Result<serde_json::Value>;
     /// Merges top-level keys into the settings (a `null` value removes the key); returns the
-    /// new document.
+    /// new document. 413 (nothing changed) when the merged document would exceed `max_bytes`.
     async fn merge_app_user_settings(
         &self,
         user_id: i64,
         patch: serde_json::Map<String, serde_json::Value>,
+        max_bytes: usize,
     ) -> Result<serde_json::Value>;
 
     /// Stores a mail in the outbox; returns its id.

@@ -173,10 +173,17 @@ async fn app_users_sessions_links_grants(store: &dyn Store) {
     // Settings merge; null removes.
     assert_eq!(store.app_user_settings(bob.id).await.expect("get"), serde_json::json!({}));
     let patch = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
-    store.merge_app_user_settings(bob.id, patch(serde_json::json!({"a": 1, "b": 2}))).await.expect("merge");
-    let doc =
-        store.merge_app_user_settings(bob.id, patch(serde_json::json!({"b": null, "c": [3]}))).await.expect("merge");
+    store.merge_app_user_settings(bob.id, patch(serde_json::json!({"a": 1, "b": 2})), 1024).await.expect("merge");
+    let doc = store
+        .merge_app_user_settings(bob.id, patch(serde_json::json!({"b": null, "c": [3]})), 1024)
+        .await
+        .expect("merge");
     assert_eq!(doc, serde_json::json!({"a": 1, "c": [3]}));
+    // The bound is on the merged document: small patches cannot grow it past the limit.
+    let big = patch(serde_json::json!({"d": "x".repeat(1010)}));
+    let e = store.merge_app_user_settings(bob.id, big, 1024).await.expect_err("over the limit once merged");
+    assert_eq!(e.status(), 413);
+    assert_eq!(store.app_user_settings(bob.id).await.expect("get"), serde_json::json!({"a": 1, "c": [3]}));
 
     // Outbox, newest first.
     store.add_outbox_mail("app-1", "alice@example.com", "s1", "b1", 8).await.expect("mail");

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use serde_json::{Map, Value};
-use thingline_core::settings::validate_key;
+use thingline_core::settings::{base_key, validate_key};
 use thingline_core::time::now_ms;
 use thingline_core::{Error, Result};
 use thingline_store::{AppUser, PanelUser, Thing};
@@ -212,7 +212,10 @@ impl Platform {
             let _ = writeln!(body, "- {key} of thing {thing_id}: {what}");
         }
         body.push_str("\nIf you did not do this, revoke it from the app.\n");
-        self.notify(&session.app_id, &session.email, "You shared resources", &body).await?;
+        // The grant is applied: a failed confirmation is logged, not turned into an error.
+        if let Err(e) = self.notify(&session.app_id, &session.email, "You shared resources", &body).await {
+            tracing::warn!(error = %e, app = %session.app_id, "grant confirmation not queued");
+        }
         Ok(entries.len())
     }
 
@@ -227,20 +230,22 @@ impl Platform {
         let Value::Object(mut patch) = patch else {
             return Err(Error::bad_request("settings must be a JSON object"));
         };
-        if let Some(pw) = patch.remove("password") {
+        let password = patch.remove("password");
+        // Every check before anything changes: a refused request changes nothing.
+        let size = serde_json::to_string(&patch).map(|s| s.len()).unwrap_or(0);
+        if size > MAX_SETTINGS_BYTES {
+            return Err(Error::PayloadTooLarge(format!("settings are limited to {MAX_SETTINGS_BYTES} bytes")));
+        }
+        if let Some(pw) = password {
             let Value::String(pw) = pw else {
                 return Err(Error::bad_request("password must be a string"));
             };
             self.change_password(session, &pw).await?;
         }
-        let size = serde_json::to_string(&patch).map(|s| s.len()).unwrap_or(0);
-        if size > MAX_SETTINGS_BYTES {
-            return Err(Error::PayloadTooLarge(format!("settings are limited to {MAX_SETTINGS_BYTES} bytes")));
-        }
         if patch.is_empty() {
             return self.store.app_user_settings(session.user_id).await;
         }
-        self.store.merge_app_user_settings(session.user_id, patch).await
+        self.store.merge_app_user_settings(session.user_id, patch, MAX_SETTINGS_BYTES).await
     }
 
     /// Changes the password; every session of the user except this one ends.
@@ -280,6 +285,13 @@ fn parse_grant(permissions: &Value) -> Result<Vec<(String, String, u8)>> {
     let mut out = Vec::new();
     for (key, things) in keys {
         validate_key(key).map_err(|e| Error::bad_request(format!("permissions: {}", e.public_message())))?;
+        // Permissions are per resource: a settings path follows `$settings`, granted as a whole.
+        if base_key(key) != key {
+            return Err(Error::bad_request(format!(
+                "permissions: grant {:?}, not {key:?} (a settings path follows its resource)",
+                base_key(key)
+            )));
+        }
         for (thing_id, perms) in things.as_object().ok_or_else(shape)? {
             let perms: &Map<String, Value> = perms.as_object().ok_or_else(shape)?;
             let mut bits = 0u8;

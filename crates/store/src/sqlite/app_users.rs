@@ -317,6 +317,7 @@ impl AppUserStore for SqliteStore {
         &self,
         user_id: i64,
         patch: serde_json::Map<String, serde_json::Value>,
+        max_bytes: usize,
     ) -> Result<serde_json::Value> {
         let mut tx = self.write.begin().await.map_err(db_err)?;
         let doc: Option<String> = sqlx::query_scalar("SELECT settings FROM app_users WHERE id = ?")
@@ -338,6 +339,9 @@ impl AppUserStore for SqliteStore {
             }
         }
         let text = serde_json::to_string(&doc).map_err(Error::internal)?;
+        if text.len() > max_bytes {
+            return Err(Error::PayloadTooLarge(format!("settings are limited to {max_bytes} bytes")));
+        }
         sqlx::query("UPDATE app_users SET settings = ? WHERE id = ?")
             .bind(text)
             .bind(user_id)
