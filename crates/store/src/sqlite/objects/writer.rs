@@ -294,7 +294,8 @@ async fn commit_group(conn: &mut SqliteConnection, caches: &mut Caches, one_stat
             Vec::new()
         }
     };
-    for op in group {
+    let mut ops = group.into_iter();
+    for op in ops.by_ref() {
         if !matches!(op, Work::Create { .. })
             && let Err(e) = fields.flush(&mut tx).await
         {
@@ -309,6 +310,8 @@ async fn commit_group(conn: &mut SqliteConnection, caches: &mut Caches, one_stat
             break;
         }
     }
+    // Not applied because the group failed first: they get that failure, not a dropped reply.
+    done.extend(ops.map(pending));
     if failure.is_none()
         && let Err(e) = fields.flush(&mut tx).await
     {
@@ -403,10 +406,16 @@ async fn batch_creates(
     if group.len() < 2 || !group.iter().all(|op| matches!(op, Work::Create { .. })) {
         return Ok(group);
     }
+    // On a failure every operation of the group goes into `done`, to get the group's failure.
     let mut cid_of = Vec::with_capacity(group.len());
-    for op in group.iter_mut() {
-        if let Work::Create { c, object, .. } = op {
-            cid_of.push(prepare_create(conn, caches, c, object).await?);
+    for i in 0..group.len() {
+        let Work::Create { c, object, .. } = &mut group[i] else { continue };
+        match prepare_create(conn, caches, c, object).await {
+            Ok(cid) => cid_of.push(cid),
+            Err(e) => {
+                done.extend(group.into_iter().map(pending));
+                return Err(e);
+            }
         }
     }
     let rows: Vec<(i64, &str, &str)> = group
@@ -420,12 +429,20 @@ async fn batch_creates(
     match sql::insert_object_rows(conn, &rows).await {
         Ok(true) => {}
         Ok(false) => return Ok(group),
-        Err(e) => return Err(e),
+        Err(e) => {
+            done.extend(group.into_iter().map(pending));
+            return Err(e);
+        }
     }
-    for (op, cid) in group.into_iter().zip(cid_of) {
+    let mut ops = group.into_iter().zip(cid_of);
+    while let Some((op, cid)) = ops.next() {
         if let Work::Create { object, reply, .. } = op {
-            fields.add(conn, cid, object).await?;
+            let added = fields.add(conn, cid, object).await;
             done.push(Done::Create(reply, Ok(())));
+            if let Err(e) = added {
+                done.extend(ops.map(|(op, _)| pending(op)));
+                return Err(e);
+            }
         }
     }
     Ok(Vec::new())
