@@ -531,7 +531,10 @@ async fn measure(
         .filter(|s| in_window(s.seq))
         .filter_map(|s| s.ack_ns.map(|a| a.saturating_sub(s.send_ns)))
         .collect();
-    let expected = measured_writes * opened as u64;
+    // Only acknowledged writes are committed and delivered: a failed write counts as a write
+    // error, not as `opened` missing deliveries too.
+    let acked_measured = writer.samples.iter().filter(|s| in_window(s.seq) && s.ack_ns.is_some()).count() as u64;
+    let expected = acked_measured * opened as u64;
     let window_start_ns = send_ns.get(first_measured as usize).copied().flatten().unwrap_or(0);
     let cpu = |end: Option<f64>, start: Option<f64>| end.zip(start).map(|(e, s)| e - s);
     let report = TargetReport {
