@@ -15,7 +15,7 @@ use super::extract::{Query, authorization};
 use super::{ApiResult, AppState};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v2/utils/date", get(date)).route("/v2/utils/date/", get(date))
+    Router::new().route("/v2/utils/date", get(date))
 }
 
 async fn date(State(state): State<AppState>, headers: HeaderMap, q: Query) -> ApiResult<Response> {
