@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value};
 
-use crate::{Error, Result, ids, time};
+use crate::{Error, Result, ids, query, time};
 
 /// Longest collection name, bytes.
 pub const MAX_NAME_LEN: usize = 64;
@@ -37,7 +37,7 @@ pub const MAX_INDEXED_TEXT: usize = 1024;
 /// objects reads whole (the contract asks for at least the 100 newest, whatever the id scheme).
 pub const DEFAULT_LIST_LIMIT: u32 = 1000;
 /// Largest `limit` served; larger requests are clamped to it.
-pub const MAX_LIST_LIMIT: u32 = 1000;
+pub const MAX_LIST_LIMIT: u32 = crate::query::MAX_LIMIT;
 /// Largest `skip`; deeper pages use the `after` cursor.
 pub const MAX_SKIP: u64 = 10_000;
 /// Most fields in one `where` filter.
@@ -362,21 +362,14 @@ impl ListQuery {
         filter: Option<&str>,
         sort: Option<&str>,
     ) -> Result<Self> {
+        // Same rules as a timeline read's `limit` (MAX_LIST_LIMIT is its maximum); another default.
         let limit = match limit {
             None => DEFAULT_LIST_LIMIT,
-            Some(raw) => match whole(raw) {
-                Some(n) if n >= 1 => u32::try_from(n.min(u64::from(MAX_LIST_LIMIT))).unwrap_or(MAX_LIST_LIMIT),
-                _ => {
-                    return Err(Error::bad_request(format!(
-                        "limit must be a whole number from 1 to {MAX_LIST_LIMIT}, got {}",
-                        time::echo(raw)
-                    )));
-                }
-            },
+            raw => query::parse_limit(raw)?,
         };
         let skip = match skip {
             None => 0,
-            Some(raw) => match whole(raw) {
+            Some(raw) => match query::parse_whole(raw) {
                 Some(n) if n <= MAX_SKIP => n,
                 _ => {
                     return Err(Error::bad_request(format!(
@@ -450,13 +443,6 @@ fn validate_field_name(param: &str, name: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-fn whole(raw: &str) -> Option<u64> {
-    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(raw.bytes().fold(0u64, |acc, b| acc.saturating_mul(10).saturating_add(u64::from(b - b'0'))))
 }
 
 #[cfg(test)]

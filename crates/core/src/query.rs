@@ -108,7 +108,7 @@ pub fn parse_keep_alive(raw: Option<&str>) -> Result<u64> {
 
 /// A non-empty string of ASCII digits as a number, saturating at `u64::MAX`; `None` for anything
 /// else (signs, spaces, fractions, exponents).
-fn parse_whole(raw: &str) -> Option<u64> {
+pub(crate) fn parse_whole(raw: &str) -> Option<u64> {
     if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
