@@ -13,9 +13,7 @@ use super::extract::authorization;
 use super::{ApiResult, AppState};
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v2/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/v2", get(whoami))
+    Router::new().route("/v2/health", get(|| async { Json(json!({"status": "ok"})) })).route("/v2", get(whoami))
 }
 
 async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Json<serde_json::Value>> {

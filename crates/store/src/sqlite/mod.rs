@@ -14,7 +14,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{ConnectOptions, Connection};
 use thingline_core::Error;
 
@@ -75,29 +77,27 @@ impl SqliteStore {
         let writer_conn = base.connect().await?;
         let writer = writer::spawn(writer_conn);
         let objects = objects::spawn_writer(base.connect().await?);
-        tokio::spawn(checkpoint_loop(write.clone()));
+        tokio::spawn(checkpoint_loop(base.connect().await?, write.clone()));
         Ok(SqliteStore { read, write, writer, objects })
     }
 }
 
 /// Copies the WAL back into the database file off the writers' path: a PASSIVE checkpoint (it
-/// never blocks a writer) every second, on the connection of the non-timeline writes. Stops when
-/// the store closes.
-async fn checkpoint_loop(pool: SqlitePool) {
+/// never blocks a writer) every second, on a connection of its own (so no write waits for a
+/// checkpoint). Stops when the store closes (`write` is closed by `close`).
+async fn checkpoint_loop(mut conn: SqliteConnection, write: SqlitePool) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if pool.is_closed() {
-            return;
+        if write.is_closed() {
+            break;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
-            if pool.is_closed() {
-                return;
-            }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut conn).await {
             tracing::warn!(error = %e, "WAL checkpoint failed");
         }
     }
+    let _ = conn.close().await;
 }
 
 async fn migrate(pool: &SqlitePool) -> anyhow::Result<()> {
