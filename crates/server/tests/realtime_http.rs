@@ -1,14 +1,14 @@
 //! HTTP app subscriptions (`GET /v2/me/resources/{key}[/{thingId}]?subscribe=true&keepAlive=ms`)
 //! next to the thing stream: every write path reaches all of them, broadcast=false none;
-//! refusals; an unlink ending a subscription; keepAlive `{}`; a slow HTTP subscriber dropped
-//! while a fast one keeps receiving.
+//! refusals; an unlink ending a subscription; keepAlive `{}`; a slow HTTP subscriber (app
+//! subscription or thing stream) dropped while a fast one keeps receiving.
 
 mod common;
 mod realtime_support;
 
 use serde_json::{Value, json};
 
-use common::TestServer;
+use common::{TestServer, TestThing};
 use realtime_support::*;
 
 fn app_values(doc: &Value, thing_id: &str) -> Vec<Value> {
@@ -116,29 +116,43 @@ async fn unlinking_ends_the_subscription_with_an_envelope() {
 async fn a_slow_http_subscriber_is_dropped_while_a_fast_one_keeps_receiving() {
     let server = TestServer::start().await;
     let (_app, thing, user) = world(&server, "slowhttp@example.com").await;
-    server.platform().notifier().limits().set_queue_capacity(4);
     let path = format!("/v2/me/resources/temperature/{}?subscribe=true", thing.id);
-    let mut fast = Stream::open(&server, &path, Some(&user.token)).await;
-    let mut slow = Stream::open(&server, &path, Some(&user.token)).await; // never read below
+    slow_one_dropped_fast_one_served(&server, &thing, &path, Some(&user.token)).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_thing_stream_is_dropped_while_a_fast_one_keeps_receiving() {
+    let server = TestServer::start().await;
+    let (_app, thing, _user) = world(&server, "slowthing@example.com").await;
+    slow_one_dropped_fast_one_served(&server, &thing, &format!("/v2/things/{}", thing.token), None).await;
+    server.stop().await;
+}
+
+/// Two subscribers of `path` with a queue of 4: one never read until the fan-out drops it as
+/// slow, while the other receives every write; the slow one then gets what was queued, the 503
+/// envelope, and the end of the stream.
+async fn slow_one_dropped_fast_one_served(server: &TestServer, thing: &TestThing, path: &str, token: Option<&str>) {
+    server.platform().notifier().limits().set_queue_capacity(4);
+    let mut fast = Stream::open(server, path, token).await;
+    let mut slow = Stream::open(server, path, token).await; // never read below
     let big = "y".repeat(200_000);
     let notifier = server.platform().notifier().clone();
     let mut sent = 0;
     while notifier.snapshot().dropped_slow == 0 {
         assert!(sent < 2000, "the slow subscriber was never dropped");
-        thing_write(&server, &thing, json!([{"key": "temperature", "value": big}]), "?store=false").await;
+        thing_write(server, thing, json!([{"key": "temperature", "value": big}]), "?store=false").await;
         sent += 1;
         let d = fast.next_data().await.expect("fast");
         assert_eq!(d[0]["value"].as_str().map(str::len), Some(big.len()));
     }
-    thing_write(&server, &thing, json!([{"key": "temperature", "value": "after"}]), "").await;
+    thing_write(server, thing, json!([{"key": "temperature", "value": "after"}]), "").await;
     assert_eq!(fast.next_data().await.expect("fast")[0]["value"], "after");
-    // The slow one, read at last, gets what was queued, then the envelope, then the end.
     let mut last = Value::Null;
     while let Some(v) = slow.next().await {
         last = v;
     }
     assert_eq!((last["status"].clone(), last["code"].clone()), (json!("error"), json!(503)), "{last}");
-    server.stop().await;
 }
 
 /// `THINGLINE_REALTIME_CONNECTIONS_PER_USER` (here as the flag) caps a user's subscriptions; a

@@ -107,7 +107,7 @@ async fn read(
         // change of this collection is delivered.
         let sub = p.subscribe_collection(&collection);
         let render = Box::new(render_object_event);
-        return Ok(json_stream(None, sub, render, keep_alive, p.shutdown_signal().clone()));
+        return Ok(json_stream(sub, render, keep_alive, p.shutdown_signal().clone()));
     }
     let query = ListQuery::from_params(q.get("limit"), q.get("skip"), q.get("after"), q.get("where"), q.get("sort"))?;
     let objects = p.list_objects(&collection, &query).await?;

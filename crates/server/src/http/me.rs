@@ -140,7 +140,7 @@ async fn read_key(
     q: Query,
 ) -> ApiResult<Response> {
     let s = session(&state, &headers).await?;
-    if crate::realtime::app_subscriptions::subscribe_requested(&q)? {
+    if crate::realtime::http_subscriptions::subscribe_requested(&q)? {
         return crate::realtime::subscribe_resource(&state.platform, s, &key, None, &q).await;
     }
     validate_key(&key)?;
@@ -196,7 +196,7 @@ async fn read_one(
     q: Query,
 ) -> ApiResult<Response> {
     let s = session(&state, &headers).await?;
-    if crate::realtime::app_subscriptions::subscribe_requested(&q)? {
+    if crate::realtime::http_subscriptions::subscribe_requested(&q)? {
         return crate::realtime::subscribe_resource(&state.platform, s, &key, Some(&thing_id), &q).await;
     }
     let query = query_of(&q)?;

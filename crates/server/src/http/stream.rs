@@ -1,6 +1,5 @@
-//! Streaming responses for subscriptions: one JSON document per chunk (no separators, as the
-//! official SDKs parse each chunk on its own), a first message once the subscription is live,
-//! `{}` after each idle keepAlive, an error envelope and the end of the stream when the
+//! Streaming responses for collection subscriptions: one JSON document per chunk (no separators,
+//! as the official SDKs parse each chunk on its own), `{}` after each idle keepAlive, an error envelope and the end of the stream when the
 //! subscriber falls behind, and the end of the stream at server shutdown.
 
 use std::time::Duration;
@@ -12,8 +11,6 @@ use bytes::Bytes;
 use thingline_bus::{Event, Received, Subscription};
 use tokio_util::sync::CancellationToken;
 
-/// The first message of a thing stream.
-pub const SUBSCRIBED: &str = r#"{"status":"success","message":"subscribed"}"#;
 const LAGGED: &str =
     r#"{"status":"error","code":503,"message":"subscriber too slow: values were skipped; subscribe again"}"#;
 
@@ -21,7 +18,6 @@ const LAGGED: &str =
 pub type Render = Box<dyn Fn(&Event) -> Option<String> + Send + Sync>;
 
 struct State {
-    first: Option<&'static str>,
     sub: Subscription,
     render: Render,
     keep_alive: Duration,
@@ -29,24 +25,15 @@ struct State {
 }
 
 /// A chunked JSON response fed by `sub`. Subscribe before calling, so nothing is missed.
-pub fn json_stream(
-    first: Option<&'static str>,
-    sub: Subscription,
-    render: Render,
-    keep_alive: Duration,
-    shutdown: CancellationToken,
-) -> Response {
-    let state = State { first, sub, render, keep_alive, shutdown };
+pub fn json_stream(sub: Subscription, render: Render, keep_alive: Duration, shutdown: CancellationToken) -> Response {
+    let state = State { sub, render, keep_alive, shutdown };
     let stream = futures_util::stream::unfold(Some(state), |state| async move {
         let mut st = state?;
-        if let Some(first) = st.first.take() {
-            return Some((Ok::<_, std::convert::Infallible>(Bytes::from_static(first.as_bytes())), Some(st)));
-        }
         loop {
             let idle = tokio::time::sleep(st.keep_alive);
             tokio::select! {
                 _ = st.shutdown.cancelled() => return None,
-                _ = idle => return Some((Ok(Bytes::from_static(b"{}")), Some(st))),
+                _ = idle => return Some((Ok::<_, std::convert::Infallible>(Bytes::from_static(b"{}")), Some(st))),
                 r = st.sub.recv() => match r {
                     Received::Event(ev) => {
                         if let Some(text) = (st.render)(&ev) {

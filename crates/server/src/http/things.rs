@@ -2,8 +2,6 @@
 //! keys, latest of all keys, description, and the streaming subscription. Served on HTTPS and
 //! on the plain device listener.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::Router;
 use axum::http::StatusCode;
@@ -11,13 +9,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::json;
-use thingline_bus::{Event, Topic};
 use thingline_core::Error;
-use thingline_core::query::{TimelineQuery, parse_bool_flag, parse_keep_alive, parse_limit};
+use thingline_core::query::{TimelineQuery, parse_bool_flag, parse_limit};
 
 use super::body::Body;
 use super::extract::{Path, Query};
-use super::stream::{SUBSCRIBED, json_stream};
 use super::{ApiResult, AppState, json_text};
 use crate::platform::{ReadOut, WriteFlags, WriteItem, parse_write_items};
 use crate::wire::{items_array, push_str_lit};
@@ -165,11 +161,5 @@ async fn put_description(
 async fn subscribe(state: axum::extract::State<AppState>, Path(token): Path<String>, q: Query) -> ApiResult<Response> {
     let p = &state.platform;
     let thing = p.thing_by_token(&token).await?;
-    let keep_alive = Duration::from_millis(parse_keep_alive(q.get("keepAlive"))?);
-    let sub = p.notifier().subscribe(Topic::Thing(thing.seq));
-    let render = Box::new(|ev: &Event| match ev {
-        Event::Values { items, .. } => Some(items_array(items.iter())),
-        _ => None,
-    });
-    Ok(json_stream(Some(SUBSCRIBED), sub, render, keep_alive, p.shutdown_signal().clone()))
+    crate::realtime::subscribe_thing(p, &thing, &q)
 }

@@ -7,7 +7,7 @@
 //! shows the same view shares the same fan-out group and the same rendered bytes.
 
 mod access;
-pub mod app_subscriptions;
+pub mod http_subscriptions;
 mod socketio;
 mod stats;
 
@@ -18,7 +18,7 @@ use thingline_store::Thing;
 
 use crate::wire::{app_items_array, items_array};
 
-pub use app_subscriptions::subscribe_resource;
+pub use http_subscriptions::{subscribe_resource, subscribe_thing};
 pub use socketio::layer;
 pub use stats::{snapshot, spawn_stats_logger};
 

@@ -1,8 +1,12 @@
-//! HTTP app subscriptions: `GET /v2/me/resources/{key}/{thingId}?subscribe=true&keepAlive=ms`
-//! (one thing) and `GET /v2/me/resources/{key}?subscribe=true&keepAlive=ms` (every thing the
-//! user may read the key on), answered as a stream like the thing stream: one JSON document per
-//! chunk, first `{"status":"success","message":"subscribed"}`, then arrays of app items
-//! `{"key","value","id":thingId,"datetime"}`, `{}` after each idle keepAlive.
+//! HTTP subscriptions, answered as a stream: one JSON document per chunk, first
+//! `{"status":"success","message":"subscribed"}`, then arrays of items, `{}` after each idle
+//! keepAlive. Two kinds share this machinery (a bounded queue fed by the one fan-out):
+//! - app subscriptions, `GET /v2/me/resources/{key}/{thingId}?subscribe=true&keepAlive=ms` (one
+//!   thing) and `GET /v2/me/resources/{key}?subscribe=true&keepAlive=ms` (every thing the user may
+//!   read the key on): app items `{"key","value","id":thingId,"datetime"}`;
+//! - the thing stream, `GET /v2/things/{thingToken}?keepAlive=ms`: thing items
+//!   `{"key","value","datetime"}`, the same fan-out group (and rendered bytes) as the Socket.IO
+//!   topic `/things/{thingToken}`.
 //!
 //! Order of operations, so nothing falls in a gap and nothing leaks: the access watcher (bus
 //! topic of the user) is registered first, then permissions are read, then the fan-out groups are
@@ -28,11 +32,12 @@ use thingline_core::Error;
 use thingline_core::query::{parse_bool_flag, parse_keep_alive};
 use thingline_core::settings::validate_key;
 use thingline_core::time::now_ms;
+use thingline_store::Thing;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::access::{Target, access_removed, readable};
-use super::{envelope, key_view};
+use super::{envelope, key_view, thing_view};
 use crate::http::ApiResult;
 use crate::http::extract::Query;
 use crate::platform::{Platform, Session};
@@ -68,26 +73,22 @@ pub async fn subscribe_resource(
     // Watch access changes before reading permissions: a change after the read is seen.
     let access = notifier.subscribe(Topic::User(session.user_id));
     let things = readable(platform, &session, &target).await?;
-    let (tx, rx) = mpsc::channel(notifier.limits().queue_capacity());
-    let control = Arc::new(Control::default());
-    let sink: Arc<dyn Sink> = Arc::new(ChannelSink { tx, control: Arc::clone(&control) });
-    let mut live = Live {
-        platform: Arc::clone(platform),
-        session,
-        target,
-        members: HashMap::new(),
-        sink,
-        rx,
-        control,
-        access,
-        keep_alive,
-        shutdown: platform.shutdown_signal().clone(),
-        first: true,
-        _guard: guard,
-    };
+    let mut live = Live::new(platform, keep_alive, guard, Some(AccessWatch { session, target, sub: access }));
     for thing in things.values() {
-        live.join(thing);
+        live.join_key(thing);
     }
+    Ok(stream_response(live))
+}
+
+/// Answers the thing stream `GET /v2/things/{thingToken}?keepAlive=ms` for an authenticated
+/// thing: the thing's values as the thing wrote or an app wrote them.
+pub fn subscribe_thing(platform: &Arc<Platform>, thing: &Thing, q: &Query) -> ApiResult<Response> {
+    let keep_alive = Duration::from_millis(parse_keep_alive(q.get("keepAlive"))?);
+    let guard = platform.notifier().connections().open();
+    let mut live = Live::new(platform, keep_alive, guard, None);
+    let (key, render) = thing_view(thing);
+    let member = Fanout::join(platform.notifier(), key, render, Arc::clone(&live.sink));
+    live.members.insert(thing.seq, member);
     Ok(stream_response(live))
 }
 
@@ -121,18 +122,25 @@ impl Sink for ChannelSink {
 /// A live subscription, owned by its response stream.
 struct Live {
     platform: Arc<Platform>,
-    session: Arc<Session>,
-    target: Target,
     /// One membership per thing, by thing seq.
     members: HashMap<i64, Membership>,
     sink: Arc<dyn Sink>,
     rx: mpsc::Receiver<Arc<Payload>>,
     control: Arc<Control>,
-    access: Subscription,
+    /// App subscriptions only: whose access is re-checked, and when.
+    watch: Option<AccessWatch>,
     keep_alive: Duration,
     shutdown: CancellationToken,
     first: bool,
     _guard: ConnectionGuard,
+}
+
+/// An app subscription's session, what it asked for, and the bus topic of the user's access
+/// changes.
+struct AccessWatch {
+    session: Arc<Session>,
+    target: Target,
+    sub: Subscription,
 }
 
 /// Shares a rendered payload with the response body without copying.
@@ -152,25 +160,50 @@ enum Step {
 }
 
 impl Live {
-    fn join(&mut self, thing: &thingline_store::Thing) {
+    fn new(platform: &Arc<Platform>, keep_alive: Duration, guard: ConnectionGuard, watch: Option<AccessWatch>) -> Live {
+        let (tx, rx) = mpsc::channel(platform.notifier().limits().queue_capacity());
+        let control = Arc::new(Control::default());
+        Live {
+            platform: Arc::clone(platform),
+            members: HashMap::new(),
+            sink: Arc::new(ChannelSink { tx, control: Arc::clone(&control) }),
+            rx,
+            control,
+            watch,
+            keep_alive,
+            shutdown: platform.shutdown_signal().clone(),
+            first: true,
+            _guard: guard,
+        }
+    }
+
+    /// Joins the app view of the subscription's key on `thing` (app subscriptions).
+    fn join_key(&mut self, thing: &Thing) {
+        let Some(watch) = &self.watch else { return };
         if self.members.contains_key(&thing.seq) {
             return;
         }
-        let (key, render) = key_view(thing, self.target.key());
+        let (key, render) = key_view(thing, watch.target.key());
         let m = Fanout::join(self.platform.notifier(), key, render, Arc::clone(&self.sink));
         self.members.insert(thing.seq, m);
     }
 
+    /// Whether the app session of this subscription has ended (never for a thing stream).
+    fn session_expired(&self) -> bool {
+        self.watch.as_ref().is_some_and(|w| w.session.expires_ms <= now_ms())
+    }
+
     /// Re-reads permissions after an access change; `Some(envelope)` ends the subscription.
     async fn recheck(&mut self) -> Option<String> {
-        if self.session.expires_ms <= now_ms() {
+        let Some(watch) = &self.watch else { return None };
+        if watch.session.expires_ms <= now_ms() {
             return Some(envelope(401, "Invalid session token"));
         }
-        match readable(&self.platform, &self.session, &self.target).await {
+        match readable(&self.platform, &watch.session, &watch.target).await {
             Ok(now) => {
                 self.members.retain(|seq, _| now.contains_key(seq));
                 for thing in now.values() {
-                    self.join(thing);
+                    self.join_key(thing);
                 }
                 None
             }
@@ -205,7 +238,7 @@ impl Live {
                     };
                     return Step::End(Bytes::from(text));
                 }
-                r = self.access.recv() => match r {
+                r = access_changes(&mut self.watch) => match r {
                     Received::Event(_) | Received::Lagged(_) => {
                         if let Some(text) = self.recheck().await {
                             return Step::End(Bytes::from(text));
@@ -218,13 +251,21 @@ impl Live {
                     None => return Step::Stop,
                 },
                 _ = idle => {
-                    if self.session.expires_ms <= now_ms() {
+                    if self.session_expired() {
                         return Step::End(Bytes::from(envelope(401, "Invalid session token")));
                     }
                     return Step::Send(Bytes::from_static(b"{}"));
                 }
             }
         }
+    }
+}
+
+/// The next access change of an app subscription; never for a thing stream.
+async fn access_changes(watch: &mut Option<AccessWatch>) -> Received {
+    match watch {
+        Some(w) => w.sub.recv().await,
+        None => std::future::pending().await,
     }
 }
 
