@@ -9,8 +9,7 @@ mod common;
 use std::time::Duration;
 
 use app_api_support::*;
-use common::{TestServer, assert_envelope, eventually};
-use futures_util::StreamExt;
+use common::{APP_USER_PASSWORD, JsonStream, TestServer, assert_envelope, eventually, json_of};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -27,7 +26,7 @@ async fn the_guide_top_to_bottom() {
     let app = s.app(&panel, &["temperature", "$geo", "$settings"]).await;
 
     // Register: creates and logs in.
-    let (status, v) = register(&s, &app, "user@example.com").await;
+    let (status, v) = s.register(&app, "user@example.com").await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     assert_eq!(v["status"], "success");
     assert_eq!(v["message"], "user created");
@@ -37,7 +36,7 @@ async fn the_guide_top_to_bottom() {
     assert!(first.len() >= 22, "at least 128 bits");
 
     // Login: a new token each time.
-    let (status, v) = login(&s, &app, "user@example.com", PASSWORD).await;
+    let (status, v) = s.login(&app, "user@example.com", APP_USER_PASSWORD).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     let token = v["token"].as_str().expect("token").to_owned();
     assert_ne!(token, first);
@@ -45,11 +44,11 @@ async fn the_guide_top_to_bottom() {
     assert_eq!(status, StatusCode::OK, "{v}");
 
     // Link the thing with its thingToken.
-    let thing_id = link(&s, &token, &thing.token).await;
+    let thing_id = s.link(&token, &thing.token).await;
     assert_eq!(thing_id, thing.id);
 
     // Roles in the guide's shape, without logging in again (the earlier token sees the link too).
-    let (_, v) = login(&s, &app, "user@example.com", PASSWORD).await;
+    let (_, v) = s.login(&app, "user@example.com", APP_USER_PASSWORD).await;
     let all = json!({"get": true, "post": true, "grant": true, "put": true, "delete": true});
     assert_eq!(v["roles"]["RSRC_temperature"][&thing.id], all, "{v}");
     assert!(v["roles"].get("RSRC_secret").is_none());
@@ -103,7 +102,7 @@ async fn the_guide_top_to_bottom() {
     assert_eq!(seen, (0..2300).rev().collect::<Vec<i64>>(), "every value once, newest first");
 
     // Grant a friend read access; the confirmation goes to the granter's outbox.
-    let friend = user(&s, &app, "friend@email.com").await;
+    let friend = s.app_user(&app, "friend@email.com").await;
     let (status, v) = grant(&s, &token, "friend@email.com", json!({"temperature": {&thing.id: {"get": true}}})).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v, json!({"status": "success", "message": "granted"}));
@@ -113,7 +112,7 @@ async fn the_guide_top_to_bottom() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v[0]["value"], 2299);
     let (status, _) =
-        post_values(&s, &format!("/v2/me/resources/temperature/{}", thing.id), &friend, json!([{"value": 1}])).await;
+        s.post_values(&format!("/v2/me/resources/temperature/{}", thing.id), &friend, json!([{"value": 1}])).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let r = s.client.get(s.url(&format!("/v2/panel/apps/{app}/outbox"))).header("Authorization", &panel).send().await;
     let (status, v) = json_of(r.expect("outbox")).await;
@@ -122,68 +121,39 @@ async fn the_guide_top_to_bottom() {
     assert!(v["mails"][0]["body"].as_str().is_some_and(|b| b.contains("friend@email.com")), "{v}");
 
     // Post from the app with store/broadcast: the thing's subscribers receive broadcasts.
-    let mut stream = s
-        .client
-        .get(s.url(&format!("/v2/things/{}?keepAlive=60000", thing.token)))
-        .send()
-        .await
-        .expect("subscribe")
-        .bytes_stream();
-    let mut seen_text = String::new();
-    let mut next_chunk = async || -> String {
-        let chunk = tokio::time::timeout(Duration::from_secs(20), stream.next())
-            .await
-            .expect("chunk in time")
-            .expect("stream open")
-            .expect("chunk");
-        String::from_utf8_lossy(&chunk).into_owned()
-    };
-    seen_text.push_str(&next_chunk().await);
-    assert!(seen_text.contains("subscribed"), "{seen_text}");
+    let r = s.client.get(s.url(&format!("/v2/things/{}?keepAlive=60000", thing.token))).send().await;
+    let mut stream = JsonStream::new(r.expect("subscribe"), Duration::from_secs(20));
+    assert_eq!(stream.next().await, Some(json!({"status": "success", "message": "subscribed"})));
     let path = format!("/v2/me/resources/temperature/{}", thing.id);
-    let (status, v) = post_values(&s, &path, &token, json!([{"value": 15}])).await;
+    let (status, v) = s.post_values(&path, &token, json!([{"value": 15}])).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     assert_eq!(v, json!({"status": "Success", "message": "Created"}));
-    let r = req(&s, Method::POST, &format!("{path}?store=false"), &token)
-        .json(&json!({"values": [{"value": 111}]}))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let r = req(&s, Method::POST, &format!("{path}?broadcast=false"), &token)
-        .json(&json!({"values": [{"value": 222}]}))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let (status, _) = post_values(&s, &path, &token, json!([{"value": 333}])).await;
+    let (status, v) = s.post_values(&format!("{path}?store=false"), &token, json!([{"value": 111}])).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let (status, v) = s.post_values(&format!("{path}?broadcast=false"), &token, json!([{"value": 222}])).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let (status, _) = s.post_values(&path, &token, json!([{"value": 333}])).await;
     assert_eq!(status, StatusCode::CREATED);
     // The values of the stream's documents (each an item or an array of items), in order.
-    let values = |text: &str| -> Vec<Value> {
-        serde_json::Deserializer::from_str(text)
-            .into_iter::<Value>()
-            .map_while(Result::ok)
-            .flat_map(|d| match d {
-                Value::Array(items) => items,
-                other => vec![other],
-            })
-            .filter_map(|i| i.get("value").cloned())
-            .collect()
-    };
-    while !values(&seen_text).contains(&json!(333)) {
-        seen_text.push_str(&next_chunk().await);
+    let mut seen = Vec::new();
+    while !seen.contains(&json!(333)) {
+        let items = match stream.next().await.expect("stream open") {
+            Value::Array(items) => items,
+            other => vec![other],
+        };
+        seen.extend(items.iter().filter_map(|i| i.get("value").cloned()));
     }
     // store=false is broadcast, broadcast=false (222) is not.
-    assert_eq!(values(&seen_text), [json!(15), json!(111), json!(333)], "{seen_text}");
+    assert_eq!(seen, [json!(15), json!(111), json!(333)]);
     let (_, v) = get(&s, &format!("{path}?limit=3"), &token).await;
     let latest: Vec<i64> = v.as_array().expect("array").iter().filter_map(|i| i["value"].as_i64()).collect();
     assert_eq!(latest, vec![333, 222, 15], "store=false is not stored");
 
     // Magic resources from the app side.
     let geo_path = format!("/v2/me/resources/$geo/{}", thing.id);
-    let (status, v) =
-        post_values(&s, &geo_path, &token, json!([{"value": {"type": "Point", "coordinates": [2.154007, 41.390205]}}]))
-            .await;
+    let (status, v) = s
+        .post_values(&geo_path, &token, json!([{"value": {"type": "Point", "coordinates": [2.154007, 41.390205]}}]))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     assert_eq!(v, json!({"status": "created"}));
     let (status, v) = get(&s, &geo_path, &token).await;
@@ -191,10 +161,10 @@ async fn the_guide_top_to_bottom() {
     assert_eq!(v[0]["key"], "$geo");
     assert_eq!(v[0]["value"], json!({"type": "Point", "coordinates": [2.154007, 41.390205]}));
     let set_path = format!("/v2/me/resources/$settings/{}", thing.id);
-    let (status, _) = post_values(&s, &set_path, &token, json!([{"value": {"name": "My Thing", "foo": "bar"}}])).await;
+    let (status, _) = s.post_values(&set_path, &token, json!([{"value": {"name": "My Thing", "foo": "bar"}}])).await;
     assert_eq!(status, StatusCode::CREATED);
     let name_path = format!("/v2/me/resources/$settings.name/{}", thing.id);
-    let (status, _) = post_values(&s, &name_path, &token, json!([{"value": "My Thing 2"}])).await;
+    let (status, _) = s.post_values(&name_path, &token, json!([{"value": "My Thing 2"}])).await;
     assert_eq!(status, StatusCode::CREATED);
     let (_, v) = get(&s, &set_path, &token).await;
     assert_eq!(v, json!([{"key": "$settings", "value": {"name": "My Thing 2", "foo": "bar"}}]));
@@ -202,7 +172,8 @@ async fn the_guide_top_to_bottom() {
     assert_eq!(v, json!([{"key": "$settings.name", "value": "My Thing 2"}]));
 
     // User settings: merged; GET returns exactly what was set.
-    let r = req(&s, Method::PUT, "/v2/me/settings", &token)
+    let r = s
+        .req(Method::PUT, "/v2/me/settings", &token)
         .json(&json!({"hair-color": "pink", "phones": ["13246578", "99833212"]}))
         .send()
         .await
@@ -210,7 +181,7 @@ async fn the_guide_top_to_bottom() {
     let (status, v) = json_of(r).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v, json!({"status": "success", "message": "updated"}));
-    let r = req(&s, Method::PUT, "/v2/me/settings", &token).json(&json!({"avatar": "a.png"})).send().await;
+    let r = s.req(Method::PUT, "/v2/me/settings", &token).json(&json!({"avatar": "a.png"})).send().await;
     assert_eq!(r.expect("settings").status(), StatusCode::OK);
     let (_, v) = get(&s, "/v2/me/settings", &token).await;
     assert_eq!(v, json!({"hair-color": "pink", "phones": ["13246578", "99833212"], "avatar": "a.png"}));
@@ -227,15 +198,15 @@ async fn the_guide_top_to_bottom() {
     assert_envelope(r, 401).await;
 
     // Unlink; logout.
-    let r = req(&s, Method::DELETE, &format!("/v2/me/things/{}", thing.id), &token).send().await.expect("unlink");
+    let r = s.req(Method::DELETE, &format!("/v2/me/things/{}", thing.id), &token).send().await.expect("unlink");
     assert_eq!(r.status(), StatusCode::OK);
     let (_, v) = get(&s, "/v2/me/things", &token).await;
     assert_eq!(v, json!([]));
     let (_, v) = get(&s, "/v2/me/resources", &friend).await;
     assert_eq!(v, json!([]), "grants given by the owner end with the link");
-    let r = req(&s, Method::DELETE, "/v2/me/session", &token).send().await.expect("logout");
+    let r = s.req(Method::DELETE, "/v2/me/session", &token).send().await.expect("logout");
     assert_eq!(r.status(), StatusCode::OK);
-    let v = assert_envelope(req(&s, Method::GET, "/v2/me/things", &token).send().await.expect("get"), 401).await;
+    let v = assert_envelope(s.req(Method::GET, "/v2/me/things", &token).send().await.expect("get"), 401).await;
     assert_eq!(v["message"], "Invalid session token");
     s.stop().await;
 }
@@ -252,9 +223,9 @@ async fn grant_confirmation_goes_through_smtp_when_configured() {
     let panel = s.panel_token().await;
     let thing = s.thing(&panel, &[("temperature", true)]).await;
     let app = s.app(&panel, &["temperature"]).await;
-    let owner = user(&s, &app, "owner@example.com").await;
-    user(&s, &app, "friend@example.com").await;
-    link(&s, &owner, &thing.token).await;
+    let owner = s.app_user(&app, "owner@example.com").await;
+    s.app_user(&app, "friend@example.com").await;
+    s.link(&owner, &thing.token).await;
     let (status, v) = grant(&s, &owner, "friend@example.com", json!({"temperature": {&thing.id: {"get": true}}})).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     let mail = eventually(Duration::from_secs(20), || {

@@ -61,13 +61,20 @@ fn spawn(dir: &Path, extra: &[&str]) -> Proc {
     Proc { child, https: https.expect("https"), lines: rx }
 }
 
+/// `thingline serve` on a fresh data dir, a client trusting it, and the token of a thing (of a
+/// product with a public `seq`) activated on it.
+async fn serve_with_thing() -> (tempfile::TempDir, Proc, reqwest::Client, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = spawn(dir.path(), &[]);
+    let client = common::client_for(dir.path());
+    let api = common::Api { client: &client, base: &p.https };
+    let token = api.thing(&api.panel_token().await, &[("seq", true)]).await.token;
+    (dir, p, client, token)
+}
+
 #[tokio::test]
 async fn acknowledged_writes_survive_kill_9_and_restart() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut p = spawn(dir.path(), &[]);
-    let client = common::client_for(dir.path());
-    let panel = panel_login(&client, &p.https).await;
-    let (token, _) = new_thing(&client, &p.https, &panel).await;
+    let (dir, mut p, client, token) = serve_with_thing().await;
 
     // Concurrent writers; every 201 is recorded, then the server is killed mid-stream.
     let acked = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<i64>::new()));
@@ -128,11 +135,7 @@ async fn acknowledged_writes_survive_kill_9_and_restart() {
 
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut p = spawn(dir.path(), &[]);
-    let client = common::client_for(dir.path());
-    let panel = panel_login(&client, &p.https).await;
-    let (token, _) = new_thing(&client, &p.https, &panel).await;
+    let (dir, mut p, client, token) = serve_with_thing().await;
     // An open subscription must not keep the server from stopping.
     let stream = client.get(format!("{}/v2/things/{token}?keepAlive=60000", p.https)).send().await.expect("sub");
     assert_eq!(stream.status(), StatusCode::OK);
@@ -206,7 +209,7 @@ async fn config_file_and_panel_user_command() {
         .expect("login");
     assert_eq!(r.status(), StatusCode::OK, "the account made by `panel-user add` logs in");
     let panel = r.json::<Value>().await.expect("json")["token"].as_str().expect("token").to_owned();
-    let (token, _) = new_thing(&client, &p.https, &panel).await;
+    let token = common::Api { client: &client, base: &p.https }.thing(&panel, &[("seq", true)]).await.token;
     let write = |len: usize| {
         let body = json!({"values": [{"key": "seq", "value": "x".repeat(len)}]});
         client.post(format!("{}/v2/things/{token}", p.https)).json(&body).send()
@@ -217,54 +220,6 @@ async fn config_file_and_panel_user_command() {
     let _ = p.child.kill();
     let _ = p.child.wait();
     let _ = p.lines.try_recv();
-}
-
-async fn panel_login(client: &reqwest::Client, base: &str) -> String {
-    let v: Value = client
-        .post(format!("{base}/v2/panel/login"))
-        .json(&json!({"email": common::PANEL_EMAIL, "password": common::PANEL_PASSWORD}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    v["token"].as_str().expect("token").to_owned()
-}
-
-async fn new_thing(client: &reqwest::Client, base: &str, panel: &str) -> (String, String) {
-    let v: Value = client
-        .post(format!("{base}/v2/panel/products"))
-        .header("Authorization", panel)
-        .json(&json!({"name": "p", "resources": [{"key": "seq", "public": true}]}))
-        .send()
-        .await
-        .expect("product")
-        .json()
-        .await
-        .expect("json");
-    let product = v["productId"].as_str().expect("id").to_owned();
-    let v: Value = client
-        .post(format!("{base}/v2/panel/products/{product}/activation-codes"))
-        .header("Authorization", panel)
-        .json(&json!({"count": 1}))
-        .send()
-        .await
-        .expect("codes")
-        .json()
-        .await
-        .expect("json");
-    let code = v["codes"][0].as_str().expect("code").to_owned();
-    let v: Value = client
-        .post(format!("{base}/v2/things"))
-        .json(&json!({"activationCode": code}))
-        .send()
-        .await
-        .expect("activate")
-        .json()
-        .await
-        .expect("json");
-    (v["thingToken"].as_str().expect("token").to_owned(), v["thingId"].as_str().expect("id").to_owned())
 }
 
 fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {

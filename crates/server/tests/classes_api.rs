@@ -7,24 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, assert_envelope};
-use futures_util::StreamExt;
+use common::{JsonStream, TestServer, assert_envelope};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
-
-/// Registers a user of `app`; returns the session token.
-async fn register(s: &TestServer, app: &str, email: &str) -> String {
-    let r = s
-        .client
-        .post(s.url("/v2/register"))
-        .json(&json!({"email": email, "password": "secret-password", "app": app}))
-        .send()
-        .await
-        .expect("register");
-    assert!(r.status().is_success(), "register: {}", r.status());
-    let v: Value = r.json().await.expect("json");
-    v["token"].as_str().expect("token").to_owned()
-}
 
 /// A server with one app and a fresh panel account.
 async fn setup() -> (TestServer, String) {
@@ -36,7 +21,7 @@ async fn setup() -> (TestServer, String) {
 }
 
 async fn call(s: &TestServer, token: &str, method: Method, path: &str, body: Option<Value>) -> Response {
-    let mut rb = s.client.request(method, s.url(path)).header("Authorization", token);
+    let mut rb = s.req(method, path, token);
     if let Some(b) = body {
         rb = rb.json(&b);
     }
@@ -60,7 +45,7 @@ fn ids(objects: &[Value]) -> Vec<String> {
 #[tokio::test]
 async fn guide_calls_and_relations() {
     let (s, app) = setup().await;
-    let t = register(&s, &app, "alice@example.com").await;
+    let t = s.app_user(&app, "alice@example.com").await;
 
     // Store with _id in the body, then in the path.
     let r = call(&s, &t, Method::POST, "/v2/classes/me/Playlists", Some(json!({"_id": "25", "name": "Dubstep"}))).await;
@@ -166,11 +151,11 @@ async fn privacy_sharing_and_isolation_between_apps() {
     let (s, app) = setup().await;
     let panel = s.panel_token().await;
     let other_app = s.app(&panel, &["temperature"]).await;
-    let alice = register(&s, &app, "alice@example.com").await;
-    let bob = register(&s, &app, "bob@example.com").await;
-    let carol = register(&s, &other_app, "carol@example.com").await;
+    let alice = s.app_user(&app, "alice@example.com").await;
+    let bob = s.app_user(&app, "bob@example.com").await;
+    let carol = s.app_user(&other_app, "carol@example.com").await;
     // The same email in another app is another user.
-    let alice2 = register(&s, &other_app, "alice@example.com").await;
+    let alice2 = s.app_user(&other_app, "alice@example.com").await;
 
     // /me is private to the user who stored it.
     let r = call(&s, &alice, Method::POST, "/v2/classes/me/Notes/1", Some(json!({"text": "mine"}))).await;
@@ -214,7 +199,7 @@ async fn privacy_sharing_and_isolation_between_apps() {
 #[tokio::test]
 async fn ordering_paging_filters_and_sort() {
     let (s, app) = setup().await;
-    let t = register(&s, &app, "alice@example.com").await;
+    let t = s.app_user(&app, "alice@example.com").await;
     // 150 objects, created concurrently (the writer commits them in groups).
     let creates = (1..=150).map(|i| {
         let body =
@@ -317,7 +302,7 @@ async fn fields_are_indexed_on_first_use_and_kept_after_a_restart() {
     let panel = s.panel_token().await;
     s.product(&panel, &[("temperature", true)]).await;
     let app = s.app(&panel, &["temperature"]).await;
-    let t = register(&s, &app, "indexes@example.com").await;
+    let t = s.app_user(&app, "indexes@example.com").await;
     let mut model = std::collections::BTreeMap::new();
     let object = |i: u32| {
         json!({"color": if i.is_multiple_of(2) { "red" } else { "blue" }, "w": f64::from(i) * 0.37 + 0.001,
@@ -392,7 +377,7 @@ async fn fields_are_indexed_on_first_use_and_kept_after_a_restart() {
 async fn a_deleted_users_private_objects_go_with_the_user() {
     let (s, app) = setup().await;
     let panel = s.panel_token().await;
-    let old = register(&s, &app, "old@example.com").await;
+    let old = s.app_user(&app, "old@example.com").await;
     for path in ["/v2/classes/me/Notes", "/v2/classes/app/Shared"] {
         let r = call(&s, &old, Method::POST, path, Some(json!({"_id": "1", "text": "old"}))).await;
         assert_eq!(r.status(), StatusCode::CREATED);
@@ -403,7 +388,7 @@ async fn a_deleted_users_private_objects_go_with_the_user() {
     let id = users["users"][0]["userId"].as_i64().expect("userId");
     let r = call(&s, &panel, Method::DELETE, &format!("/v2/panel/apps/{app}/users/{id}"), None).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let new = register(&s, &app, "new@example.com").await;
+    let new = s.app_user(&app, "new@example.com").await;
     assert!(results(&s, &new, "/v2/classes/me/Notes").await.is_empty(), "nothing of the deleted user");
     assert_eq!(results(&s, &new, "/v2/classes/app/Shared").await.len(), 1, "shared objects stay");
     s.stop().await;
@@ -412,7 +397,7 @@ async fn a_deleted_users_private_objects_go_with_the_user() {
 #[tokio::test]
 async fn validation_errors_are_clear_and_store_nothing() {
     let (s, app) = setup().await;
-    let t = register(&s, &app, "alice@example.com").await;
+    let t = s.app_user(&app, "alice@example.com").await;
     let r = call(&s, &t, Method::POST, "/v2/classes/me/Items/1", Some(json!({"keep": "me"}))).await;
     assert_eq!(r.status(), StatusCode::CREATED);
 
@@ -489,58 +474,21 @@ async fn validation_errors_are_clear_and_store_nothing() {
     s.stop().await;
 }
 
-/// Reads the next JSON document of a chunked stream within `deadline`.
-async fn next_doc<S>(stream: &mut S, buf: &mut Vec<u8>, deadline: Duration) -> Value
-where
-    S: futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin,
-{
-    let until = tokio::time::Instant::now() + deadline;
-    loop {
-        let mut it = serde_json::Deserializer::from_slice(buf).into_iter::<Value>();
-        if let Some(Ok(v)) = it.next() {
-            let used = it.byte_offset();
-            buf.drain(..used);
-            return v;
-        }
-        let chunk = tokio::time::timeout_at(until, stream.next())
-            .await
-            .expect("a document within the deadline")
-            .expect("stream open")
-            .expect("chunk");
-        buf.extend_from_slice(&chunk);
-    }
-}
-
-/// The next document that is not the idle `{}`.
-async fn next_change<S>(stream: &mut S, buf: &mut Vec<u8>) -> Value
-where
-    S: futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin,
-{
-    loop {
-        let v = next_doc(stream, buf, Duration::from_secs(10)).await;
-        if v != json!({}) {
-            return v;
-        }
-    }
-}
-
 #[tokio::test]
 async fn subscription_streams_changes_of_exactly_that_collection() {
     let (s, app) = setup().await;
-    let alice = register(&s, &app, "alice@example.com").await;
-    let bob = register(&s, &app, "bob@example.com").await;
+    let alice = s.app_user(&app, "alice@example.com").await;
+    let bob = s.app_user(&app, "bob@example.com").await;
 
     let r = call(&s, &alice, Method::GET, "/v2/classes/app/Playlists?subscribe=true&keepAlive=1000", None).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let mut stream = r.bytes_stream();
-    let mut buf = Vec::new();
+    let mut stream = JsonStream::new(r, Duration::from_secs(10));
     let r = call(&s, &alice, Method::GET, "/v2/classes/me/Playlists?subscribe=true&keepAlive=1000", None).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let mut mine = r.bytes_stream();
-    let mut mine_buf = Vec::new();
+    let mut mine = JsonStream::new(r, Duration::from_secs(10));
 
     // Idle: `{}` after keepAlive.
-    assert_eq!(next_doc(&mut stream, &mut buf, Duration::from_secs(5)).await, json!({}));
+    assert_eq!(stream.next_within(Duration::from_secs(5)).await, Some(json!({})));
 
     // Changes by another user of the app; a sub-collection and bob's /me are not delivered.
     for path in ["/v2/classes/app/Playlists/20/Songs", "/v2/classes/me/Playlists"] {
@@ -550,14 +498,17 @@ async fn subscription_streams_changes_of_exactly_that_collection() {
     let r =
         call(&s, &bob, Method::POST, "/v2/classes/app/Playlists", Some(json!({"_id": "20", "name": "Classic"}))).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(next_change(&mut stream, &mut buf).await, json!([{"_id": "20", "name": "Classic"}]));
+    assert_eq!(stream.next_data().await.expect("stream open"), json!([{"_id": "20", "name": "Classic"}]));
     call(&s, &bob, Method::PUT, "/v2/classes/app/Playlists/20", Some(json!({"duration": 90}))).await;
-    assert_eq!(next_change(&mut stream, &mut buf).await, json!([{"_id": "20", "name": "Classic", "duration": 90}]));
+    assert_eq!(
+        stream.next_data().await.expect("stream open"),
+        json!([{"_id": "20", "name": "Classic", "duration": 90}])
+    );
     call(&s, &bob, Method::DELETE, "/v2/classes/app/Playlists/20", None).await;
-    assert_eq!(next_change(&mut stream, &mut buf).await, json!([{"_id": "20", "_deleted": true}]));
+    assert_eq!(stream.next_data().await.expect("stream open"), json!([{"_id": "20", "_deleted": true}]));
 
     // Alice's own /me collection: only her changes.
     call(&s, &alice, Method::POST, "/v2/classes/me/Playlists", Some(json!({"_id": "a1"}))).await;
-    assert_eq!(next_change(&mut mine, &mut mine_buf).await, json!([{"_id": "a1"}]));
+    assert_eq!(mine.next_data().await.expect("stream open"), json!([{"_id": "a1"}]));
     s.stop().await;
 }

@@ -29,18 +29,11 @@ async fn every_write_path_reaches_every_http_subscription() {
     let server = TestServer::start().await;
     let (_app, thing, user) = world(&server, "http@example.com").await;
     let tok = Some(user.token.as_str());
-    let mut one =
-        Stream::open(&server, &format!("/v2/me/resources/temperature/{}?subscribe=true", thing.id), tok).await;
-    let mut every = Stream::open(&server, "/v2/me/resources/temperature?subscribe=true&keepAlive=60000", tok).await;
-    let mut device = Stream::open(&server, &format!("/v2/things/{}", thing.token), None).await;
+    let mut one = open_stream(&server, &format!("/v2/me/resources/temperature/{}?subscribe=true", thing.id), tok).await;
+    let mut every = open_stream(&server, "/v2/me/resources/temperature?subscribe=true&keepAlive=60000", tok).await;
+    let mut device = open_stream(&server, &format!("/v2/things/{}", thing.token), None).await;
 
-    thing_write(&server, &thing, json!([{"key": "temperature", "value": 1}]), "").await;
-    app_write(&server, &user, &thing, "temperature", json!(2), "").await;
-    app_write(&server, &user, &thing, "temperature", json!(3), "?store=false").await;
-    thing_write(&server, &thing, json!([{"key": "temperature", "value": "4"}]), "?store=false").await;
-    thing_write(&server, &thing, json!([{"key": "temperature", "value": 98}]), "?broadcast=false").await;
-    app_write(&server, &user, &thing, "temperature", json!(99), "?broadcast=false").await;
-    thing_write(&server, &thing, json!([{"key": "temperature", "value": 5}]), "").await;
+    write_on_every_path(&server, &user, &thing).await;
     let want = [json!(1), json!(2), json!(3), json!("4"), json!(5)];
     for w in &want {
         assert_eq!(app_values(&one.next_data().await.expect("one"), &thing.id), vec![w.clone()]);
@@ -60,7 +53,7 @@ async fn keep_alive_is_an_empty_object() {
     let server = TestServer::start().await;
     let (_app, thing, user) = world(&server, "ka@example.com").await;
     let path = format!("/v2/me/resources/temperature/{}?subscribe=true&keepAlive=1000", thing.id);
-    let mut s = Stream::open(&server, &path, Some(&user.token)).await;
+    let mut s = open_stream(&server, &path, Some(&user.token)).await;
     assert_eq!(s.next().await, Some(json!({})));
     server.stop().await;
 }
@@ -97,9 +90,8 @@ async fn unlinking_ends_the_subscription_with_an_envelope() {
     let server = TestServer::start().await;
     let (_app, thing, user) = world(&server, "unlink@example.com").await;
     let tok = Some(user.token.as_str());
-    let mut one =
-        Stream::open(&server, &format!("/v2/me/resources/temperature/{}?subscribe=true", thing.id), tok).await;
-    let mut every = Stream::open(&server, "/v2/me/resources/temperature?subscribe=true", tok).await;
+    let mut one = open_stream(&server, &format!("/v2/me/resources/temperature/{}?subscribe=true", thing.id), tok).await;
+    let mut every = open_stream(&server, "/v2/me/resources/temperature?subscribe=true", tok).await;
     thing_write(&server, &thing, json!([{"key": "temperature", "value": 1}]), "").await;
     assert!(one.next_data().await.is_some());
     assert!(every.next_data().await.is_some());
@@ -134,8 +126,8 @@ async fn a_slow_thing_stream_is_dropped_while_a_fast_one_keeps_receiving() {
 /// envelope, and the end of the stream.
 async fn slow_one_dropped_fast_one_served(server: &TestServer, thing: &TestThing, path: &str, token: Option<&str>) {
     server.platform().notifier().limits().set_queue_capacity(4);
-    let mut fast = Stream::open(server, path, token).await;
-    let mut slow = Stream::open(server, path, token).await; // never read below
+    let mut fast = open_stream(server, path, token).await;
+    let mut slow = open_stream(server, path, token).await; // never read below
     let big = "y".repeat(200_000);
     let notifier = server.platform().notifier().clone();
     let mut sent = 0;
@@ -162,8 +154,8 @@ async fn realtime_connections_per_user_is_a_setting() {
     let server = TestServer::start_with(|a| a.realtime_connections_per_user = Some(2)).await;
     let (_app, thing, user) = world(&server, "cap@example.com").await;
     let path = format!("/v2/me/resources/temperature/{}?subscribe=true&keepAlive=100", thing.id);
-    let first = Stream::open(&server, &path, Some(&user.token)).await;
-    let _second = Stream::open(&server, &path, Some(&user.token)).await;
+    let first = open_stream(&server, &path, Some(&user.token)).await;
+    let _second = open_stream(&server, &path, Some(&user.token)).await;
     let third = server.client.get(server.url(&path)).header("Authorization", &user.token).send().await;
     let third = third.expect("third subscription answers");
     common::assert_envelope(third, 429).await;

@@ -52,13 +52,7 @@ async fn every_write_path_reaches_socketio(version: u8) {
 
     // A thing write, an app write and store=false writes reach both topics; broadcast=false
     // writes reach neither: each topic's events are exactly the other writes, in order.
-    thing_write(&server, &thing, json!([{"key": "temperature", "value": 1}]), "").await;
-    app_write(&server, &user, &thing, "temperature", json!(2), "").await;
-    app_write(&server, &user, &thing, "temperature", json!(3), "?store=false").await;
-    thing_write(&server, &thing, json!([{"key": "temperature", "value": "4"}]), "?store=false").await;
-    thing_write(&server, &thing, json!([{"key": "temperature", "value": 98}]), "?broadcast=false").await;
-    app_write(&server, &user, &thing, "temperature", json!(99), "?broadcast=false").await;
-    thing_write(&server, &thing, json!([{"key": "temperature", "value": 5}]), "").await;
+    write_on_every_path(&server, &user, &thing).await;
     let (mut on_me, mut on_thing) = (Vec::new(), Vec::new());
     while on_me.len() < 5 || on_thing.len() < 5 {
         let l = c.next_line().await;

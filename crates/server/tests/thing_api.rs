@@ -6,8 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, assert_envelope, urlencode};
-use futures_util::StreamExt;
+use common::{JsonStream, TestServer, assert_envelope, urlencode};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -309,34 +308,28 @@ async fn form_urlencoded_writes_store_strings() {
     s.stop().await;
 }
 
+/// A thing subscription: each chunk one JSON document (thing-api.md), each within 10 s.
+fn thing_stream(resp: reqwest::Response) -> JsonStream {
+    JsonStream::one_per_chunk(resp, Duration::from_secs(10))
+}
+
 #[tokio::test]
 async fn store_and_broadcast_flags() {
     let s = TestServer::start().await;
     let panel = s.panel_token().await;
     let t = s.thing(&panel, &[("temperature", true)]).await;
     let stream_url = format!("{}/v2/things/{}?keepAlive=60000", s.http, t.token);
-    let mut stream = s.client.get(&stream_url).send().await.expect("subscribe").bytes_stream();
-    let first = next_json(&mut stream).await;
+    let mut stream = thing_stream(s.client.get(&stream_url).send().await.expect("subscribe"));
+    let first = stream.next().await.expect("stream open");
     assert_eq!(first, json!({"status": "success", "message": "subscribed"}));
 
-    let post = |q: &'static str, v: i64| {
-        let url = s.url(&format!("/v2/things/{}{q}", t.token));
-        let c = s.client.clone();
-        async move {
-            c.post(url)
-                .json(&json!({"values": [{"key": "temperature", "value": v}]}))
-                .send()
-                .await
-                .expect("send")
-                .status()
-        }
-    };
+    let post = |q: &'static str, v: i64| s.write_query(&t, json!([{"key": "temperature", "value": v}]), q);
     assert_eq!(post("?store=false", 1).await, StatusCode::CREATED);
     assert_eq!(post("?broadcast=false", 2).await, StatusCode::CREATED);
     assert_eq!(post("", 3).await, StatusCode::CREATED);
     // The stream sees 1 (broadcast only) and 3, never 2.
-    assert_eq!(next_json(&mut stream).await[0]["value"], 1);
-    assert_eq!(next_json(&mut stream).await[0]["value"], 3);
+    assert_eq!(stream.next().await.expect("stream open")[0]["value"], 1);
+    assert_eq!(stream.next().await.expect("stream open")[0]["value"], 3);
     // The store has 2 and 3, never 1.
     let (_, body) = s.read(&t, "temperature", "?limit=10").await;
     let stored: Vec<i64> = body.as_array().expect("array").iter().map(|i| i["value"].as_i64().expect("n")).collect();
@@ -345,34 +338,21 @@ async fn store_and_broadcast_flags() {
     s.stop().await;
 }
 
-/// The next chunk of a subscription stream, parsed (each chunk is one JSON document).
-async fn next_json<S>(stream: &mut S) -> Value
-where
-    S: futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin,
-{
-    let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
-        .await
-        .expect("a message within the deadline")
-        .expect("stream open")
-        .expect("chunk");
-    serde_json::from_slice(&chunk).unwrap_or_else(|e| panic!("chunk is one JSON document ({e}): {chunk:?}"))
-}
-
 #[tokio::test]
 async fn stream_delivers_writes_and_idle_heartbeats() {
     let s = TestServer::start().await;
     let panel = s.panel_token().await;
     let t = s.thing(&panel, &[("temperature", true)]).await;
     let url = s.url(&format!("/v2/things/{}?keepAlive=1000", t.token));
-    let mut stream = s.client.get(&url).send().await.expect("subscribe").bytes_stream();
-    assert_eq!(next_json(&mut stream).await["message"], "subscribed");
+    let mut stream = thing_stream(s.client.get(&url).send().await.expect("subscribe"));
+    assert_eq!(stream.next().await.expect("stream open")["message"], "subscribed");
     // Idle: {} within keepAlive (+ margin).
-    assert_eq!(next_json(&mut stream).await, json!({}));
+    assert_eq!(stream.next().await, Some(json!({})));
     assert_eq!(
         s.write(&t, json!([{"key": "temperature", "value": 7}, {"key": "humidity", "value": 70}])).await,
         StatusCode::CREATED
     );
-    let items = next_json(&mut stream).await;
+    let items = stream.next().await.expect("stream open");
     assert_eq!(items.as_array().expect("array of items").len(), 2);
     assert_eq!(items[0]["key"], "temperature");
     assert_eq!(items[0]["value"], 7);
@@ -505,14 +485,8 @@ async fn latest_value_reads_stay_exact_with_backfills_and_large_values() {
     assert_eq!(s.write(&t, old).await, StatusCode::CREATED);
     assert_eq!(latest_value(&s, &t).await, json!(big));
     // store=false values are never the stored newest.
-    let r = s
-        .client
-        .post(s.url(&format!("/v2/things/{}?store=false", t.token)))
-        .json(&json!({"values": [{"key": "temperature", "value": 99}]}))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), StatusCode::CREATED);
+    let w = json!([{"key": "temperature", "value": 99}]);
+    assert_eq!(s.write_query(&t, w, "?store=false").await, StatusCode::CREATED);
     assert_eq!(latest_value(&s, &t).await, json!(big));
     s.stop().await;
 }

@@ -1,82 +1,25 @@
-//! Helpers shared by the App API tests: register, login, link, authenticated requests, and a
-//! tiny SMTP sink that speaks a real SMTP conversation and keeps what it receives.
+//! Helpers shared by the App API tests (get, grant; registering, logging in, linking and
+//! authenticated requests are in `common`), and a tiny SMTP sink that speaks a real SMTP
+//! conversation and keeps what it receives.
 #![allow(dead_code)]
 
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-use crate::common::TestServer;
-
-pub const PASSWORD: &str = "a hard to guess password";
-
-/// An authenticated request to the HTTPS listener.
-pub fn req(s: &TestServer, method: Method, path: &str, token: &str) -> RequestBuilder {
-    s.client.request(method, s.url(path)).header("Authorization", token)
-}
-
-pub async fn json_of(r: Response) -> (StatusCode, Value) {
-    let status = r.status();
-    let text = r.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
-
-/// Registers a user; returns (status, body).
-pub async fn register(s: &TestServer, app: &str, email: &str) -> (StatusCode, Value) {
-    let r = s
-        .client
-        .post(s.url("/v2/register"))
-        .json(&json!({"email": email, "password": PASSWORD, "app": app}))
-        .send()
-        .await
-        .expect("register");
-    json_of(r).await
-}
-
-/// Registers a user and returns its session token.
-pub async fn user(s: &TestServer, app: &str, email: &str) -> String {
-    let (status, v) = register(s, app, email).await;
-    assert_eq!(status, StatusCode::CREATED, "{v}");
-    v["token"].as_str().expect("token").to_owned()
-}
-
-pub async fn login(s: &TestServer, app: &str, email: &str, password: &str) -> (StatusCode, Value) {
-    let r = s
-        .client
-        .post(s.url("/v2/login"))
-        .json(&json!({"email": email, "password": password, "app": app}))
-        .send()
-        .await
-        .expect("login");
-    json_of(r).await
-}
-
-/// Links a thing by token; returns the thingId.
-pub async fn link(s: &TestServer, token: &str, thing_token: &str) -> String {
-    let r = req(s, Method::POST, "/v2/me/things", token)
-        .json(&json!({"thingToken": thing_token}))
-        .send()
-        .await
-        .expect("link");
-    let (status, v) = json_of(r).await;
-    assert_eq!(status, StatusCode::CREATED, "{v}");
-    v["thingId"].as_str().expect("thingId").to_owned()
-}
+use crate::common::{TestServer, json_of};
 
 pub async fn get(s: &TestServer, path: &str, token: &str) -> (StatusCode, Value) {
-    json_of(req(s, Method::GET, path, token).send().await.expect("get")).await
-}
-
-pub async fn post_values(s: &TestServer, path: &str, token: &str, values: Value) -> (StatusCode, Value) {
-    json_of(req(s, Method::POST, path, token).json(&json!({ "values": values })).send().await.expect("post")).await
+    json_of(s.req(Method::GET, path, token).send().await.expect("get")).await
 }
 
 pub async fn grant(s: &TestServer, token: &str, email: &str, permissions: Value) -> (StatusCode, Value) {
-    let r = req(s, Method::PUT, "/v2/me/grant", token)
+    let r = s
+        .req(Method::PUT, "/v2/me/grant", token)
         .json(&json!({"email": email, "permissions": permissions}))
         .send()
         .await

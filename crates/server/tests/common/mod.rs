@@ -1,18 +1,21 @@
 //! Test support: a real server started in-process on port 0 (HTTPS with its generated
 //! certificate trusted by the client, plus the plain device listener), and helpers that set up
-//! a panel account, products, codes and things through the real API.
+//! a panel account, products, codes, things, apps and app users through the real API, and a
+//! reader of chunked subscription streams.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use reqwest::{Client, Response, StatusCode};
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use thingline::config::ConfigArgs;
 use thingline::{Config, RunningServer};
 
 pub const PANEL_EMAIL: &str = "ops@example.com";
 pub const PANEL_PASSWORD: &str = "operator-password";
+/// The password of every app user the helpers register.
+pub const APP_USER_PASSWORD: &str = "a hard to guess password";
 
 pub struct TestServer {
     /// `https://127.0.0.1:PORT`
@@ -99,6 +102,143 @@ impl TestServer {
         format!("{}{}", self.https, path)
     }
 
+    /// The HTTPS API of this server, for the setup helpers of [`Api`].
+    pub fn api(&self) -> Api<'_> {
+        Api { client: &self.client, base: &self.https }
+    }
+
+    pub async fn panel_token(&self) -> String {
+        self.api().panel_token().await
+    }
+
+    /// Creates a product; `resources` are (key, public).
+    pub async fn product(&self, panel: &str, resources: &[(&str, bool)]) -> String {
+        self.api().product(panel, resources).await
+    }
+
+    pub async fn codes(&self, panel: &str, product: &str, count: usize) -> Vec<String> {
+        self.api().codes(panel, product, count).await
+    }
+
+    pub async fn activate(&self, code: &str) -> Response {
+        self.api().activate(code).await
+    }
+
+    /// A product with these resources and one activated thing of it.
+    pub async fn thing(&self, panel: &str, resources: &[(&str, bool)]) -> TestThing {
+        self.api().thing(panel, resources).await
+    }
+
+    /// Creates an app asking for `resources`; returns the appId.
+    pub async fn app(&self, panel: &str, resources: &[&str]) -> String {
+        let r = self
+            .client
+            .post(self.url("/v2/panel/apps"))
+            .header("Authorization", panel)
+            .json(&json!({"name": "test app", "resources": resources}))
+            .send()
+            .await
+            .expect("app");
+        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+        let v: Value = r.json().await.expect("json");
+        v["appId"].as_str().expect("appId").to_owned()
+    }
+
+    /// POSTs `{"values": values}` to the thing over HTTPS; returns the status.
+    pub async fn write(&self, thing: &TestThing, values: Value) -> StatusCode {
+        self.write_query(thing, values, "").await
+    }
+
+    /// [`Self::write`] with a query (`?store=false`, `?broadcast=false`).
+    pub async fn write_query(&self, thing: &TestThing, values: Value, query: &str) -> StatusCode {
+        self.client
+            .post(self.url(&format!("/v2/things/{}{query}", thing.token)))
+            .json(&json!({ "values": values }))
+            .send()
+            .await
+            .expect("write")
+            .status()
+    }
+
+    /// GETs a thing read and returns (status, body).
+    pub async fn read(&self, thing: &TestThing, key: &str, query: &str) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .get(self.url(&format!("/v2/things/{}/resources/{}{}", thing.token, urlencode(key), query)))
+            .send()
+            .await
+            .expect("read");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// An authenticated request (app session or panel token) to the HTTPS listener.
+    pub fn req(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path)).header("Authorization", token)
+    }
+
+    /// Registers a user of `app` with [`APP_USER_PASSWORD`]; returns (status, body).
+    pub async fn register(&self, app: &str, email: &str) -> (StatusCode, Value) {
+        self.account_call("/v2/register", app, email, APP_USER_PASSWORD).await
+    }
+
+    /// Logs a user of `app` in; returns (status, body).
+    pub async fn login(&self, app: &str, email: &str, password: &str) -> (StatusCode, Value) {
+        self.account_call("/v2/login", app, email, password).await
+    }
+
+    async fn account_call(&self, path: &str, app: &str, email: &str, password: &str) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .json(&json!({"email": email, "password": password, "app": app}))
+            .send()
+            .await
+            .expect(path);
+        json_of(r).await
+    }
+
+    /// Registers a user of `app` (201) and returns its session token.
+    pub async fn app_user(&self, app: &str, email: &str) -> String {
+        let (status, v) = self.register(app, email).await;
+        assert_eq!(status, StatusCode::CREATED, "register: {v}");
+        v["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Links a thing to the session's user by thing token (201); returns the thingId.
+    pub async fn link(&self, token: &str, thing_token: &str) -> String {
+        let r = self
+            .req(Method::POST, "/v2/me/things", token)
+            .json(&json!({"thingToken": thing_token}))
+            .send()
+            .await
+            .expect("link");
+        let (status, v) = json_of(r).await;
+        assert_eq!(status, StatusCode::CREATED, "link: {v}");
+        v["thingId"].as_str().expect("thingId").to_owned()
+    }
+
+    /// POSTs `{"values": values}` to an App API `path` with the session; returns (status, body).
+    pub async fn post_values(&self, path: &str, token: &str, values: Value) -> (StatusCode, Value) {
+        let r = self.req(Method::POST, path, token).json(&json!({ "values": values })).send().await.expect("post");
+        json_of(r).await
+    }
+}
+
+/// A client's view of a server's HTTPS API: the base URL (`https://127.0.0.1:PORT`) and a client
+/// trusting its certificate. [`TestServer::api`] hands one out; a test of a spawned `thingline`
+/// process builds one for it.
+pub struct Api<'a> {
+    pub client: &'a Client,
+    pub base: &'a str,
+}
+
+impl Api<'_> {
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Logs in the panel account the test config sets up; returns its token.
     pub async fn panel_token(&self) -> String {
         let r = self
             .client
@@ -159,43 +299,84 @@ impl TestServer {
             product_id,
         }
     }
+}
 
-    /// Creates an app asking for `resources`; returns the appId.
-    pub async fn app(&self, panel: &str, resources: &[&str]) -> String {
-        let r = self
-            .client
-            .post(self.url("/v2/panel/apps"))
-            .header("Authorization", panel)
-            .json(&json!({"name": "test app", "resources": resources}))
-            .send()
-            .await
-            .expect("app");
-        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
-        let v: Value = r.json().await.expect("json");
-        v["appId"].as_str().expect("appId").to_owned()
+/// A response's status and body: the body as JSON, or as a JSON string when it is not JSON.
+pub async fn json_of(r: Response) -> (StatusCode, Value) {
+    let status = r.status();
+    let text = r.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// A chunked stream of JSON documents (thing, app and collection subscriptions), read one
+/// document at a time, each within a deadline.
+pub struct JsonStream {
+    resp: Response,
+    buf: Vec<u8>,
+    wait: Duration,
+    one_per_chunk: bool,
+}
+
+impl JsonStream {
+    /// Documents may be split across or share transport chunks: they are parsed from a buffer.
+    /// `wait` bounds the wait for each document.
+    pub fn new(resp: Response, wait: Duration) -> JsonStream {
+        JsonStream { resp, buf: Vec::new(), wait, one_per_chunk: false }
     }
 
-    /// POSTs `{"values": values}` to the thing over HTTPS; returns the status.
-    pub async fn write(&self, thing: &TestThing, values: Value) -> StatusCode {
-        self.client
-            .post(self.url(&format!("/v2/things/{}", thing.token)))
-            .json(&json!({ "values": values }))
-            .send()
-            .await
-            .expect("write")
-            .status()
+    /// Each chunk must be exactly one JSON document (the thing stream's framing: firmware
+    /// parses every chunk on its own).
+    pub fn one_per_chunk(resp: Response, wait: Duration) -> JsonStream {
+        JsonStream { one_per_chunk: true, ..JsonStream::new(resp, wait) }
     }
 
-    /// GETs a thing read and returns (status, body).
-    pub async fn read(&self, thing: &TestThing, key: &str, query: &str) -> (StatusCode, Value) {
-        let r = self
-            .client
-            .get(self.url(&format!("/v2/things/{}/resources/{}{}", thing.token, urlencode(key), query)))
-            .send()
-            .await
-            .expect("read");
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
+    /// The next document, None at the end of the stream. Panics past the stream's `wait`, on
+    /// bytes that are not JSON documents, on a stream that ends inside a document, and on a
+    /// transport error.
+    pub async fn next(&mut self) -> Option<Value> {
+        self.next_within(self.wait).await
+    }
+
+    /// [`Self::next`] with its own deadline.
+    pub async fn next_within(&mut self, deadline: Duration) -> Option<Value> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let mut it = serde_json::Deserializer::from_slice(&self.buf).into_iter::<Value>();
+            match it.next() {
+                Some(Ok(v)) => {
+                    let used = it.byte_offset();
+                    self.buf.drain(..used);
+                    return Some(v);
+                }
+                Some(Err(e)) if !e.is_eof() => panic!("stream is not JSON documents: {e}"),
+                _ => {}
+            }
+            let chunk = tokio::time::timeout_at(until, self.resp.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("a document within {deadline:?}"))
+                .unwrap_or_else(|e| panic!("stream read: {e}"));
+            let Some(chunk) = chunk else {
+                let rest = String::from_utf8_lossy(&self.buf);
+                assert!(rest.trim().is_empty(), "the stream ended inside a document: {rest:?}");
+                return None;
+            };
+            if self.one_per_chunk {
+                let v = serde_json::from_slice(&chunk)
+                    .unwrap_or_else(|e| panic!("chunk is one JSON document ({e}): {chunk:?}"));
+                return Some(v);
+            }
+            self.buf.extend_from_slice(&chunk);
+        }
+    }
+
+    /// The next document that is not a keepAlive `{}`.
+    pub async fn next_data(&mut self) -> Option<Value> {
+        loop {
+            let v = self.next().await?;
+            if v != json!({}) {
+                return Some(v);
+            }
+        }
     }
 }
 

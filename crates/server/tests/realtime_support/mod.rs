@@ -1,19 +1,20 @@
-//! Support for the realtime tests: app users (register, link, app writes), a reader for chunked
-//! subscription streams, and real socket.io clients (npm `socket.io-client` 4.x and 2.x, run by
-//! Node from `tests/node/`) driven over stdin/stdout JSON lines.
+//! Support for the realtime tests: app users (register, unlink, app writes), writes on every
+//! path, opening chunked subscription streams (read with `common::JsonStream`), and real
+//! socket.io clients (npm `socket.io-client` 4.x and 2.x, run by Node from `tests/node/`) driven
+//! over stdin/stdout JSON lines.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
-use crate::common::{TestServer, TestThing};
+use crate::common::{JsonStream, TestServer, TestThing};
 
 pub const WAIT: Duration = Duration::from_secs(15);
 
@@ -48,115 +49,53 @@ pub struct AppUser {
     pub email: String,
 }
 
+/// Registers a user of the app.
 pub async fn register(server: &TestServer, app_id: &str, email: &str) -> AppUser {
-    let r = server
-        .client
-        .post(server.url("/v2/register"))
-        .json(&json!({"email": email, "password": "user-password-1", "app": app_id}))
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(r.status(), StatusCode::CREATED, "register");
-    let v: Value = r.json().await.expect("json");
-    AppUser { token: v["token"].as_str().expect("token").to_owned(), email: email.to_owned() }
-}
-
-pub async fn link(server: &TestServer, user: &AppUser, thing: &TestThing) {
-    let r = server
-        .client
-        .post(server.url("/v2/me/things"))
-        .header("Authorization", &user.token)
-        .json(&json!({"thingToken": thing.token}))
-        .send()
-        .await
-        .expect("link");
-    assert_eq!(r.status(), StatusCode::CREATED, "link: {:?}", r.text().await);
+    AppUser { token: server.app_user(app_id, email).await, email: email.to_owned() }
 }
 
 pub async fn unlink(server: &TestServer, user: &AppUser, thing: &TestThing) {
-    let r = server
-        .client
-        .delete(server.url(&format!("/v2/me/things/{}", thing.id)))
-        .header("Authorization", &user.token)
-        .send()
-        .await
-        .expect("unlink");
+    let path = format!("/v2/me/things/{}", thing.id);
+    let r = server.req(Method::DELETE, &path, &user.token).send().await.expect("unlink");
     assert_eq!(r.status(), StatusCode::OK, "unlink");
 }
 
 /// Writes `{"values":[{"value":v}]}` through the App API; `query` like `?store=false`.
 pub async fn app_write(server: &TestServer, user: &AppUser, thing: &TestThing, key: &str, value: Value, query: &str) {
-    let r = server
-        .client
-        .post(server.url(&format!("/v2/me/resources/{key}/{}{query}", thing.id)))
-        .header("Authorization", &user.token)
-        .json(&json!({"values": [{"value": value}]}))
-        .send()
-        .await
-        .expect("app write");
-    assert!(r.status().is_success(), "app write: {}", r.status());
+    let path = format!("/v2/me/resources/{key}/{}{query}", thing.id);
+    let (status, v) = server.post_values(&path, &user.token, json!([{ "value": value }])).await;
+    assert!(status.is_success(), "app write: {status} {v}");
 }
 
 /// Writes to the thing over the Thing API with a query (`?store=false`, `?broadcast=false`).
 pub async fn thing_write(server: &TestServer, thing: &TestThing, values: Value, query: &str) {
-    let r = server
-        .client
-        .post(server.url(&format!("/v2/things/{}{query}", thing.token)))
-        .json(&json!({ "values": values }))
-        .send()
-        .await
-        .expect("thing write");
-    assert_eq!(r.status(), StatusCode::CREATED, "thing write");
+    assert_eq!(server.write_query(thing, values, query).await, StatusCode::CREATED, "thing write");
 }
 
-/// A chunked subscription stream of JSON documents with no separators (documents may be split
-/// across or share transport chunks; they are parsed from a buffer).
-pub struct Stream {
-    resp: reqwest::Response,
-    buf: Vec<u8>,
+/// Writes on every path, in this order: 1 (thing), 2 (app), 3 (app, store=false), "4" (thing,
+/// store=false), 98 (thing, broadcast=false), 99 (app, broadcast=false), 5 (thing).
+pub async fn write_on_every_path(server: &TestServer, user: &AppUser, thing: &TestThing) {
+    thing_write(server, thing, json!([{"key": "temperature", "value": 1}]), "").await;
+    app_write(server, user, thing, "temperature", json!(2), "").await;
+    app_write(server, user, thing, "temperature", json!(3), "?store=false").await;
+    thing_write(server, thing, json!([{"key": "temperature", "value": "4"}]), "?store=false").await;
+    thing_write(server, thing, json!([{"key": "temperature", "value": 98}]), "?broadcast=false").await;
+    app_write(server, user, thing, "temperature", json!(99), "?broadcast=false").await;
+    thing_write(server, thing, json!([{"key": "temperature", "value": 5}]), "").await;
 }
 
-impl Stream {
-    /// Opens `path` with the user's session; panics unless 200.
-    pub async fn open(server: &TestServer, path: &str, token: Option<&str>) -> Stream {
-        let mut req = server.client.get(server.url(path));
-        if let Some(t) = token {
-            req = req.header("Authorization", t);
-        }
-        let resp = req.send().await.expect("subscribe");
-        assert_eq!(resp.status(), StatusCode::OK, "subscribe {path}");
-        let mut s = Stream { resp, buf: Vec::new() };
-        assert_eq!(s.next().await, Some(json!({"status": "success", "message": "subscribed"})));
-        s
+/// Opens the chunked subscription `path` (with the user's session, if any), documents within
+/// [`WAIT`] each; panics unless 200 and `subscribed` first.
+pub async fn open_stream(server: &TestServer, path: &str, token: Option<&str>) -> JsonStream {
+    let mut req = server.client.get(server.url(path));
+    if let Some(t) = token {
+        req = req.header("Authorization", t);
     }
-
-    /// The next document (None at the end of the stream).
-    pub async fn next(&mut self) -> Option<Value> {
-        loop {
-            let mut it = serde_json::Deserializer::from_slice(&self.buf).into_iter::<Value>();
-            match it.next() {
-                Some(Ok(v)) => {
-                    let used = it.byte_offset();
-                    self.buf.drain(..used);
-                    return Some(v);
-                }
-                Some(Err(e)) if !e.is_eof() => panic!("stream is not JSON documents: {e}"),
-                _ => {}
-            }
-            let chunk = tokio::time::timeout(WAIT, self.resp.chunk()).await.expect("a chunk in time").ok()??;
-            self.buf.extend_from_slice(&chunk);
-        }
-    }
-
-    /// The next document that is not a keepAlive `{}`.
-    pub async fn next_data(&mut self) -> Option<Value> {
-        loop {
-            let v = self.next().await?;
-            if v != json!({}) {
-                return Some(v);
-            }
-        }
-    }
+    let resp = req.send().await.expect("subscribe");
+    assert_eq!(resp.status(), StatusCode::OK, "subscribe {path}");
+    let mut s = JsonStream::new(resp, WAIT);
+    assert_eq!(s.next().await, Some(json!({"status": "success", "message": "subscribed"})));
+    s
 }
 
 /// A socket.io client process.
@@ -271,6 +210,6 @@ pub async fn world(server: &TestServer, email: &str) -> (String, TestThing, AppU
     let thing = server.thing(&panel, &[("temperature", true)]).await;
     let app = server.app(&panel, &["temperature"]).await;
     let user = register(server, &app, email).await;
-    link(server, &user, &thing).await;
+    server.link(&user.token, &thing.token).await;
     (app, thing, user)
 }
