@@ -1,6 +1,6 @@
 //! HTTP app subscriptions (`GET /v2/me/resources/{key}[/{thingId}]?subscribe=true&keepAlive=ms`)
 //! next to the thing stream: every write path reaches all of them, broadcast=false none;
-//! refusals; an unlink ending a subscription; keepAlive `{}`; a slow HTTP subscriber (app
+//! refusals; an unlink and a revoked grant ending subscriptions; keepAlive `{}`; a slow HTTP subscriber (app
 //! subscription or thing stream) dropped while a fast one keeps receiving.
 
 mod common;
@@ -96,6 +96,39 @@ async fn unlinking_ends_the_subscription_with_an_envelope() {
     assert!(one.next_data().await.is_some());
     assert!(every.next_data().await.is_some());
     unlink(&server, &user, &thing).await;
+    for s in [&mut one, &mut every] {
+        let end = s.next_data().await.expect("an envelope");
+        assert_eq!((end["status"].clone(), end["code"].clone()), (json!("error"), json!(403)), "{end}");
+        assert_eq!(s.next().await, None, "the stream ends");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_grant_ends_the_grantees_subscriptions() {
+    let server = TestServer::start().await;
+    let (app, thing, owner) = world(&server, "granter@example.com").await;
+    let friend = register(&server, &app, "grantee@example.com").await;
+    let tok = Some(friend.token.as_str());
+    let one_path = format!("/v2/me/resources/temperature/{}?subscribe=true", thing.id);
+    let r = server.client.get(server.url(&one_path)).header("Authorization", &friend.token).send().await.expect("get");
+    common::assert_envelope(r, 404).await;
+    let grant = |get: bool| {
+        let permissions = json!({"temperature": {thing.id.clone(): {"get": get}}});
+        server
+            .req(reqwest::Method::PUT, "/v2/me/grant", &owner.token)
+            .json(&json!({"email": "grantee@example.com", "permissions": permissions}))
+            .send()
+    };
+    let r = grant(true).await.expect("grant");
+    assert!(r.status().is_success(), "grant: {}", r.status());
+    let mut one = open_stream(&server, &one_path, tok).await;
+    let mut every = open_stream(&server, "/v2/me/resources/temperature?subscribe=true", tok).await;
+    thing_write(&server, &thing, json!([{"key": "temperature", "value": 7}]), "").await;
+    assert_eq!(app_values(&one.next_data().await.expect("one"), &thing.id), vec![json!(7)]);
+    assert_eq!(app_values(&every.next_data().await.expect("every"), &thing.id), vec![json!(7)]);
+    let r = grant(false).await.expect("revoke");
+    assert!(r.status().is_success(), "revoke: {}", r.status());
     for s in [&mut one, &mut every] {
         let end = s.next_data().await.expect("an envelope");
         assert_eq!((end["status"].clone(), end["code"].clone()), (json!("error"), json!(403)), "{end}");
