@@ -1,11 +1,12 @@
 //! App users (scoped per app), their sessions, linked things, grants, settings, and the outbox of
 //! notification emails. (Issue #3.) Session tokens are stored only as digests. Deleting an app
 //! removes its users with everything they own; deleting a thing removes its links and grants.
+//! A grant request is written in one transaction.
 
 use async_trait::async_trait;
 use thingline_core::Result;
 
-use crate::{AppSessionRecord, AppUser, GrantRecord, OutboxMail, Thing};
+use crate::{AppSessionRecord, AppUser, GrantEntry, GrantRecord, OutboxMail, Thing};
 
 /// Storage of the App API's users and what they may reach.
 #[async_trait]
@@ -39,16 +40,10 @@ pub trait AppUserStore: Send + Sync {
     /// Whether any user has linked the thing.
     async fn thing_is_linked(&self, thing_id: &str) -> Result<bool>;
 
-    /// Sets the permissions of a grant (`perms` 0 removes it).
-    async fn set_grant(
-        &self,
-        user_id: i64,
-        thing_id: &str,
-        key: &str,
-        perms: u8,
-        granted_by: i64,
-        now_ms: i64,
-    ) -> Result<()>;
+    /// Sets the permissions `granted_by` gives `user_id` on each (key, thing) of `entries`, in
+    /// order (`perms` 0 removes the grant; removing an absent one is no error). All or nothing:
+    /// when one entry fails (`NotFound` for an unknown thing or user), none is applied.
+    async fn set_grants(&self, user_id: i64, granted_by: i64, entries: &[GrantEntry], now_ms: i64) -> Result<()>;
     /// Grants the user received.
     async fn grants_of(&self, user_id: i64) -> Result<Vec<GrantRecord>>;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use thingline_core::query::TimelineQuery;
 
-use crate::{NewPoint, NewThing, Product, ResourceDecl, Store};
+use crate::{GrantEntry, NewPoint, NewThing, Product, ResourceDecl, Store};
 
 /// Runs every check; panics (test failure) with a message naming the broken rule.
 pub async fn run_all(store: Arc<dyn Store>) {
@@ -160,12 +160,42 @@ async fn app_users_sessions_links_grants(store: &dyn Store) {
     assert_eq!(store.linked_things(alice.id).await.expect("things"), vec![thing.clone()]);
     assert_eq!(store.link_thing(alice.id, "no-thing", false, 5).await.expect_err("unknown").status(), 404);
 
-    // Grants: set, replace, list; unlinking removes the grants the user gave.
-    store.set_grant(bob.id, &thing.id, "temperature", 1, alice.id, 6).await.expect("grant");
-    store.set_grant(bob.id, &thing.id, "temperature", 3, alice.id, 7).await.expect("regrant");
-    let grants = store.grants_of(bob.id).await.expect("grants");
-    assert_eq!(grants.len(), 1);
-    assert_eq!((grants[0].key.as_str(), grants[0].perms), ("temperature", 3));
+    // Grants: a batch applies whole, in order; a regrant replaces; perms 0 revokes.
+    let entry = |key: &str, thing_id: &str, perms: u8| GrantEntry { thing_id: thing_id.into(), key: key.into(), perms };
+    let granted = |grants: Vec<crate::GrantRecord>| {
+        let mut v: Vec<(String, u8, i64)> = grants.into_iter().map(|g| (g.key, g.perms, g.granted_by)).collect();
+        v.sort();
+        v
+    };
+    let batch = [entry("temperature", &thing.id, 1), entry("humidity", &thing.id, 3), entry("pressure", &thing.id, 1)];
+    store.set_grants(bob.id, alice.id, &batch, 6).await.expect("grant");
+    // A regrant replaces; within a batch the later entry of a pair wins.
+    let regrant = [entry("temperature", &thing.id, 31), entry("temperature", &thing.id, 3)];
+    store.set_grants(bob.id, alice.id, &regrant, 7).await.expect("regrant");
+    let expect = |v: &[(&str, u8)]| v.iter().map(|(k, p)| ((*k).to_owned(), *p, alice.id)).collect::<Vec<_>>();
+    let grants = granted(store.grants_of(bob.id).await.expect("grants"));
+    assert_eq!(grants, expect(&[("humidity", 3), ("pressure", 1), ("temperature", 3)]), "a batch applies whole");
+    // Revoking an absent grant is no error.
+    let revoke = [entry("humidity", &thing.id, 0), entry("light", &thing.id, 0)];
+    store.set_grants(bob.id, alice.id, &revoke, 8).await.expect("revoke");
+    let grants = granted(store.grants_of(bob.id).await.expect("grants"));
+    assert_eq!(grants, expect(&[("pressure", 1), ("temperature", 3)]), "perms 0 revokes");
+    // All or nothing: when the last entry fails (an unknown thing), the change, revoke and new
+    // grant before it are not applied either.
+    let before = store.grants_of(bob.id).await.expect("grants");
+    let failing = [
+        entry("temperature", &thing.id, 31),
+        entry("pressure", &thing.id, 0),
+        entry("light", &thing.id, 1),
+        entry("temperature", "no-thing", 1),
+    ];
+    let e = store.set_grants(bob.id, alice.id, &failing, 9).await.expect_err("unknown thing");
+    assert_eq!(e.status(), 404, "a grant on an unknown thing");
+    assert_eq!(store.grants_of(bob.id).await.expect("grants"), before, "a failed batch changes no grant");
+    let e = store.set_grants(i64::MAX, alice.id, &batch, 9).await.expect_err("unknown grantee");
+    assert_eq!(e.status(), 404, "a grant to an unknown user");
+    assert_eq!(store.grants_of(bob.id).await.expect("grants"), before);
+    // Unlinking removes the grants the user gave.
     assert_eq!(store.unlink_thing(alice.id, &thing.id).await.expect("unlink"), Some(vec![bob.id]));
     assert!(store.grants_of(bob.id).await.expect("grants").is_empty());
     assert_eq!(store.unlink_thing(alice.id, &thing.id).await.expect("unlink again"), None);

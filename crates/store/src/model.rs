@@ -128,6 +128,16 @@ pub struct GrantRecord {
     pub granted_by: i64,
 }
 
+/// One (resource key, thing) pair of a grant request: the grantee's permissions on it become
+/// exactly `perms` (0 revokes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantEntry {
+    pub thing_id: String,
+    pub key: String,
+    /// Bit set: get=1, post=2, grant=4, put=8, delete=16.
+    pub perms: u8,
+}
+
 /// A notification email kept in the outbox (when no SMTP server is configured).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMail {

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use thingline_core::settings::{base_key, validate_key};
 use thingline_core::time::now_ms;
 use thingline_core::{Error, Result};
-use thingline_store::{AppUser, PanelUser, Thing};
+use thingline_store::{AppUser, GrantEntry, PanelUser, Thing};
 
 use super::auth::{hash_password, normalize_email, verify_password};
 use super::mail::Mailer;
@@ -178,8 +178,10 @@ impl Platform {
     ///
     /// `permissions` is `{key: {thingId: {get, post, grant, put, delete}}}`. For each (key, thing)
     /// the grantee's permissions become exactly the ones set to `true` (all `false` revokes). The
-    /// granter must hold `grant` and every permission given. Returns the number of (key, thing)
-    /// pairs written. The confirmation goes to the granter by email (or the outbox).
+    /// granter must hold `grant` and every permission given. Every pair is checked before any is
+    /// written, and they are written in one transaction: a request applies whole or not at all.
+    /// Returns the number of (key, thing) pairs written. The confirmation goes to the granter by
+    /// email (or the outbox).
     pub async fn grant(&self, session: &Session, email: &str, permissions: &Value) -> Result<usize> {
         let entries = parse_grant(permissions)?;
         let email = normalize_email(email)?;
@@ -191,7 +193,7 @@ impl Platform {
         if grantee.id == session.user_id {
             return Err(Error::bad_request("You cannot grant permissions to yourself"));
         }
-        for (key, thing_id, bits) in &entries {
+        for GrantEntry { thing_id, key, perms: bits } in &entries {
             let held = self.perms(session, thing_id, key).await?;
             if held & perm::GRANT == 0 || bits & !held != 0 {
                 return Err(Error::Forbidden(format!(
@@ -199,14 +201,11 @@ impl Platform {
                 )));
             }
         }
-        let now = now_ms();
-        for (key, thing_id, bits) in &entries {
-            self.store.set_grant(grantee.id, thing_id, key, *bits, session.user_id, now).await?;
-        }
+        self.store.set_grants(grantee.id, session.user_id, &entries, now_ms()).await?;
         self.forget_user_access(grantee.id);
         self.access_changed(grantee.id);
         let mut body = format!("You shared resources with {email}:\n");
-        for (key, thing_id, bits) in &entries {
+        for GrantEntry { thing_id, key, perms: bits } in &entries {
             let names: Vec<&str> = perm::NAMES.iter().filter(|(_, b)| bits & b != 0).map(|(n, _)| *n).collect();
             let what = if names.is_empty() { "revoked".to_owned() } else { names.join(", ") };
             let _ = writeln!(body, "- {key} of thing {thing_id}: {what}");
@@ -278,8 +277,9 @@ impl Platform {
     }
 }
 
-/// `{key: {thingId: {perm: bool}}}` → (key, thingId, bits). Booleans may be strings (form bodies).
-fn parse_grant(permissions: &Value) -> Result<Vec<(String, String, u8)>> {
+/// `{key: {thingId: {perm: bool}}}` → one entry per (key, thingId). Booleans may be strings (form
+/// bodies).
+fn parse_grant(permissions: &Value) -> Result<Vec<GrantEntry>> {
     let shape = || Error::bad_request("permissions must be {\"<resource>\": {\"<thingId>\": {\"get\": true, …}}}");
     let keys = permissions.as_object().ok_or_else(shape)?;
     let mut out = Vec::new();
@@ -309,7 +309,7 @@ fn parse_grant(permissions: &Value) -> Result<Vec<(String, String, u8)>> {
                     bits |= bit;
                 }
             }
-            out.push((key.clone(), thing_id.clone(), bits));
+            out.push(GrantEntry { thing_id: thing_id.clone(), key: key.clone(), perms: bits });
             if out.len() > MAX_GRANT_ENTRIES {
                 return Err(Error::bad_request(format!("at most {MAX_GRANT_ENTRIES} grants per request")));
             }

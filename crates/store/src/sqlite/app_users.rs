@@ -7,7 +7,7 @@ use thingline_core::{Error, Result};
 
 use super::things::thing_from;
 use super::{SqliteStore, db_err, is_unique_violation};
-use crate::{AppSessionRecord, AppUser, AppUserStore, GrantRecord, OutboxMail, Thing};
+use crate::{AppSessionRecord, AppUser, AppUserStore, GrantEntry, GrantRecord, OutboxMail, Thing};
 
 fn user_from(row: &sqlx::sqlite::SqliteRow) -> Result<AppUser> {
     Ok(AppUser {
@@ -240,45 +240,43 @@ impl AppUserStore for SqliteStore {
         Ok(any.is_some())
     }
 
-    async fn set_grant(
-        &self,
-        user_id: i64,
-        thing_id: &str,
-        key: &str,
-        perms: u8,
-        granted_by: i64,
-        now_ms: i64,
-    ) -> Result<()> {
-        if perms == 0 {
-            sqlx::query("DELETE FROM app_grants WHERE user_id = ? AND thing_id = ? AND key = ?")
-                .bind(user_id)
-                .bind(thing_id)
-                .bind(key)
-                .execute(&self.write)
-                .await
-                .map_err(db_err)?;
-            return Ok(());
-        }
-        sqlx::query(
-            "INSERT INTO app_grants (user_id, thing_id, key, perms, granted_by, created_ms) VALUES (?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (user_id, thing_id, key) DO UPDATE SET perms = excluded.perms, \
-             granted_by = excluded.granted_by, created_ms = excluded.created_ms",
-        )
-        .bind(user_id)
-        .bind(thing_id)
-        .bind(key)
-        .bind(i64::from(perms))
-        .bind(granted_by)
-        .bind(now_ms)
-        .execute(&self.write)
-        .await
-        .map_err(|e| {
-            if matches!(&e, sqlx::Error::Database(db) if db.is_foreign_key_violation()) {
-                Error::not_found("Thing or user not found")
-            } else {
-                db_err(e)
+    async fn set_grants(&self, user_id: i64, granted_by: i64, entries: &[GrantEntry], now_ms: i64) -> Result<()> {
+        // One transaction: one commit (one sync) for the whole request, and an entry that fails
+        // rolls back the ones before it (the transaction is dropped uncommitted).
+        let mut tx = self.write.begin().await.map_err(db_err)?;
+        for entry in entries {
+            if entry.perms == 0 {
+                sqlx::query("DELETE FROM app_grants WHERE user_id = ? AND thing_id = ? AND key = ?")
+                    .bind(user_id)
+                    .bind(&entry.thing_id)
+                    .bind(&entry.key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                continue;
             }
-        })?;
+            sqlx::query(
+                "INSERT INTO app_grants (user_id, thing_id, key, perms, granted_by, created_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, thing_id, key) DO UPDATE SET \
+                 perms = excluded.perms, granted_by = excluded.granted_by, created_ms = excluded.created_ms",
+            )
+            .bind(user_id)
+            .bind(&entry.thing_id)
+            .bind(&entry.key)
+            .bind(i64::from(entry.perms))
+            .bind(granted_by)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if matches!(&e, sqlx::Error::Database(db) if db.is_foreign_key_violation()) {
+                    Error::not_found("Thing or user not found")
+                } else {
+                    db_err(e)
+                }
+            })?;
+        }
+        tx.commit().await.map_err(db_err)?;
         Ok(())
     }
 
