@@ -9,6 +9,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde::Deserialize;
 
+use crate::net::PeerTimeout;
+
 /// The `serve` settings as given on the command line or in the environment.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ConfigArgs {
@@ -84,6 +86,10 @@ pub struct ConfigArgs {
     /// connection) before it is dropped as too slow (default 256).
     #[arg(long, env = "THINGLINE_REALTIME_QUEUE")]
     pub realtime_queue: Option<usize>,
+    /// Seconds a vanished peer (no FIN/RST) may hold a connection: unacknowledged data and TCP
+    /// keepalive probes end it after about that long (default 60, 1..=32767).
+    #[arg(long, env = "THINGLINE_TCP_USER_TIMEOUT")]
+    pub tcp_user_timeout: Option<u64>,
 }
 
 /// The same settings as keys of the TOML file.
@@ -112,6 +118,7 @@ struct FileConfig {
     realtime_connections_per_user: Option<usize>,
     realtime_subscriptions_per_connection: Option<usize>,
     realtime_queue: Option<usize>,
+    tcp_user_timeout: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -137,6 +144,8 @@ pub struct Config {
     pub smtp_url: Option<String>,
     pub smtp_from: String,
     pub realtime: RealtimeSettings,
+    /// Dead-peer detection on every accepted TCP connection.
+    pub peer_timeout: PeerTimeout,
 }
 
 /// Limits of the realtime paths (applied to the notifier's `RealtimeLimits` at start).
@@ -203,8 +212,15 @@ impl Config {
                 thingline_bus::DEFAULT_QUEUE_CAPACITY,
             )?,
         };
+        let peer_timeout = match args.tcp_user_timeout.or(file.tcp_user_timeout) {
+            None => PeerTimeout::default(),
+            Some(secs) => PeerTimeout::from_secs(secs).with_context(|| {
+                format!("THINGLINE_TCP_USER_TIMEOUT must be 1 to {} seconds, not {secs}", PeerTimeout::MAX_SECS)
+            })?,
+        };
         Ok(Config {
             realtime,
+            peer_timeout,
             https_addr: addr("THINGLINE_HTTPS_ADDR", args.https_addr.or(file.https_addr), Some("0.0.0.0:8443"))?
                 .context("THINGLINE_HTTPS_ADDR cannot be off: the app and panel APIs need it")?,
             http_addr: addr("THINGLINE_HTTP_ADDR", args.http_addr.or(file.http_addr), None)?,
@@ -277,9 +293,35 @@ mod tests {
         assert_eq!(c.realtime.connections_per_user, 5);
         assert_eq!(c.realtime.subscriptions_per_connection, 100);
         assert_eq!(c.realtime.queue, 64, "the flag/env wins over the file");
+        assert_eq!(c.peer_timeout, PeerTimeout::default());
         let zero = ConfigArgs { realtime_subscriptions_per_connection: Some(0), ..Default::default() };
         let err = Config::resolve(zero).expect_err("0 is refused");
         assert!(err.to_string().contains("THINGLINE_REALTIME_SUBSCRIPTIONS_PER_CONNECTION"), "{err}");
+    }
+
+    #[test]
+    fn tcp_user_timeout_from_file_and_flag() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "tcp_user_timeout = 30\n").expect("write");
+        let from_file = ConfigArgs { config: Some(file.clone()), ..Default::default() };
+        let c = Config::resolve(from_file).expect("resolve");
+        assert_eq!(c.peer_timeout.timeout(), std::time::Duration::from_secs(30));
+        let flag = ConfigArgs { config: Some(file), tcp_user_timeout: Some(12), ..Default::default() };
+        let c = Config::resolve(flag).expect("resolve");
+        assert_eq!(c.peer_timeout.timeout(), std::time::Duration::from_secs(12), "the flag/env wins over the file");
+        let d = Config::resolve(ConfigArgs::default()).expect("resolve").peer_timeout;
+        assert_eq!(d.timeout(), std::time::Duration::from_secs(60));
+        let secs = |t: (std::time::Duration, std::time::Duration, u32)| (t.0.as_secs(), t.1.as_secs(), t.2);
+        assert_eq!(secs(d.keepalive()), (60, 10, 5), "idle 60 s, a probe every 10 s, 5 probes");
+        assert_eq!(secs(c.peer_timeout.keepalive()), (12, 2, 5));
+        let short = PeerTimeout::from_secs(3).expect("3 s");
+        assert_eq!(secs(short.keepalive()), (3, 1, 5), "the interval is at least 1 s");
+        for bad in [0, 32_768] {
+            let err = Config::resolve(ConfigArgs { tcp_user_timeout: Some(bad), ..Default::default() })
+                .expect_err("out of range");
+            assert!(err.to_string().contains("THINGLINE_TCP_USER_TIMEOUT must be 1 to 32767 seconds"), "{err}");
+        }
     }
 
     #[test]
