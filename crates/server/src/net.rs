@@ -199,7 +199,7 @@ pub async fn serve_http(
 /// `Connection timed out`).
 fn log_end(remote: SocketAddr, result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
     match result {
-        Ok(()) => tracing::debug!(%remote, "connection closed"),
+        Ok(()) => tracing::debug!(%remote, "connection closed (or handed to a WebSocket upgrade)"),
         Err(e) => {
             let mut error = e.to_string();
             let mut cause = e.source();

@@ -7,8 +7,8 @@
 //! the pair: everything the client sends (its ACKs, keepalive answers, FIN, RST) is dropped before
 //! it leaves, while the server's packets still leave normally and are never acknowledged; for the
 //! server this is exactly a half-open connection (a qdisc rather than `netem loss 100%`, which not
-//! every kernel has, and on the client's side so that the server's own sends succeed locally). The server logs each closed connection with the
-//! peer's address at debug level; with `--max-connections 1`, a new connection is served again
+//! every kernel has, and on the client's side so that the server's own sends succeed locally).
+//! The server logs each closed connection with the peer's address at debug level; with `--max-connections 1`, a new connection is served again
 //! once the drop is lifted, so the dead one no longer holds the listener's only permit.
 //!
 //! Needs root, `ip` (iproute2) and `tc`. Otherwise the tests skip with a notice on stderr, and fail
