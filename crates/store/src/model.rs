@@ -10,11 +10,23 @@ pub struct StoreOptions {
     pub sync_full: bool,
     /// Readers in the pool.
     pub read_connections: u32,
+    /// Bound on the SQLite write-ahead log, in bytes (default [`DEFAULT_WAL_LIMIT_BYTES`]): once
+    /// the WAL holds this many bytes of frames (or, with nothing being written, its file is still
+    /// larger), the background checkpoint forces it to restart from its beginning
+    /// (`wal_checkpoint(RESTART)`, `TRUNCATE` when idle), and `journal_size_limit` truncates a
+    /// restarted WAL file back to this size. See `docs/architecture.md` (WAL checkpoints).
+    pub wal_limit_bytes: u64,
 }
+
+/// The default [`StoreOptions::wal_limit_bytes`]: 64 MiB (16,384 frames of 4 KiB pages). Large
+/// enough that even saturated appends force a restart (which holds the writers for a moment) at
+/// most about once a second (measured), and quiet ingest never; small enough that a burst leaves
+/// no big file behind and that readers, which look pages up in the WAL index first, stay fast.
+pub const DEFAULT_WAL_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { sync_full: true, read_connections: 4 }
+        StoreOptions { sync_full: true, read_connections: 4, wal_limit_bytes: DEFAULT_WAL_LIMIT_BYTES }
     }
 }
 

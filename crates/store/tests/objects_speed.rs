@@ -20,7 +20,9 @@ async fn objects_speed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     let store =
-        thingline_store::open(&url, &StoreOptions { sync_full: false, read_connections: 4 }).await.expect("open");
+        thingline_store::open(&url, &StoreOptions { sync_full: false, read_connections: 4, ..StoreOptions::default() })
+            .await
+            .expect("open");
     let owner = store.create_panel_user("ops@example.com", "x").await.expect("user").id;
     store
         .create_app(&App { id: "app".into(), owner_id: owner, name: "a".into(), resources: vec![], created_ms: 1 })

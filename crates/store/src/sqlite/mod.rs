@@ -1,9 +1,11 @@
 //! The embedded backend: SQLite in WAL mode through sqlx. Readers share a pool; appends to
 //! timelines go through one writer task that commits them in groups ([`writer`]); the few other
 //! writes (panel, catalog, activation) use a single-connection pool so they never fight each other.
+//! A background task checkpoints the WAL and keeps it bounded ([`checkpoint`]).
 
 mod app_users;
 mod catalog;
+mod checkpoint;
 mod objects;
 mod panel;
 mod things;
@@ -14,9 +16,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
 use thingline_core::Error;
 
@@ -60,8 +60,11 @@ impl SqliteStore {
             // rollback) and sort spills stay in memory instead of temp files.
             .pragma("temp_store", "memory")
             // No checkpoint inside a commit: the writers' commits stay short, and a background
-            // task checkpoints the WAL instead (see `checkpoint_loop`).
+            // task checkpoints the WAL instead (see `checkpoint`).
             .pragma("wal_autocheckpoint", "0")
+            // A WAL file that restarts from its beginning is truncated back to this size at the
+            // next commit, so a burst does not leave a big file behind.
+            .pragma("journal_size_limit", options.wal_limit_bytes.min(i64::MAX as u64).to_string())
             .log_statements(tracing::log::LevelFilter::Trace);
 
         let write = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(base.clone()).await?;
@@ -74,30 +77,16 @@ impl SqliteStore {
             .connect_with(base.clone().read_only(true))
             .await?;
 
+        let gate = checkpoint::CommitGate::default();
         let writer_conn = base.connect().await?;
-        let writer = writer::spawn(writer_conn);
-        let objects = objects::spawn_writer(base.connect().await?);
-        tokio::spawn(checkpoint_loop(base.connect().await?, write.clone()));
+        let writer = writer::spawn(writer_conn, gate.clone());
+        let objects = objects::spawn_writer(base.connect().await?, gate.clone());
+        let checkpoint_conn = base.clone().busy_timeout(checkpoint::ESCALATION_BUSY_TIMEOUT).connect().await?;
+        let mut wal_path = path.as_os_str().to_owned();
+        wal_path.push("-wal");
+        tokio::spawn(checkpoint::run(checkpoint_conn, gate, write.clone(), wal_path.into(), options.wal_limit_bytes));
         Ok(SqliteStore { read, write, writer, objects })
     }
-}
-
-/// Copies the WAL back into the database file off the writers' path: a PASSIVE checkpoint (it
-/// never blocks a writer) every second, on a connection of its own (so no write waits for a
-/// checkpoint). Stops when the store closes (`write` is closed by `close`).
-async fn checkpoint_loop(mut conn: SqliteConnection, write: SqlitePool) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if write.is_closed() {
-            break;
-        }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut conn).await {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
-        }
-    }
-    let _ = conn.close().await;
 }
 
 async fn migrate(pool: &SqlitePool) -> anyhow::Result<()> {

@@ -13,6 +13,7 @@ use sqlx::sqlite::SqliteConnection;
 use thingline_core::{Error, Result};
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::CommitGate;
 use super::db_err;
 use crate::{NewPoint, StoredPoint};
 
@@ -70,14 +71,16 @@ fn closed() -> Error {
     Error::Unavailable("the store is shutting down".into())
 }
 
-pub(crate) fn spawn(conn: SqliteConnection) -> WriterHandle {
+pub(crate) fn spawn(conn: SqliteConnection, gate: CommitGate) -> WriterHandle {
     let (tx, rx) = mpsc::channel(QUEUE);
-    tokio::spawn(Writer { conn, timelines: HashMap::new(), last_ts: HashMap::new() }.run(rx));
+    tokio::spawn(Writer { conn, gate, timelines: HashMap::new(), last_ts: HashMap::new() }.run(rx));
     WriterHandle { tx }
 }
 
 struct Writer {
     conn: SqliteConnection,
+    /// Passed before each commit: a forced WAL checkpoint holds the writer here.
+    gate: CommitGate,
     /// thing seq → key → timeline id.
     timelines: Timelines,
     /// timeline id → (oldest, newest) datetime stored.
@@ -152,6 +155,7 @@ impl Writer {
         if group.is_empty() {
             return;
         }
+        let _open = self.gate.open().await;
         if group.len() == 1 {
             for p in group {
                 let r = self.commit_one(p.thing_seq, &p.points).await;
@@ -207,6 +211,7 @@ impl Writer {
     }
 
     async fn delete_thing(&mut self, seq: i64) -> Result<bool> {
+        let _open = self.gate.open().await;
         let result = async {
             let mut tx = self.conn.begin().await.map_err(db_err)?;
             sqlx::query("DELETE FROM points WHERE timeline_id IN (SELECT id FROM timelines WHERE thing_seq = ?)")

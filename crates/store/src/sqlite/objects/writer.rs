@@ -25,6 +25,7 @@ use thingline_core::classes::{Collection, MAX_INDEXED_FIELDS, PreparedObject, me
 use thingline_core::{Error, Result};
 use tokio::sync::{mpsc, oneshot};
 
+use super::super::checkpoint::CommitGate;
 use super::super::db_err;
 use super::sql;
 
@@ -191,14 +192,15 @@ impl ObjectWriter {
 }
 
 /// Starts the writer on its own connection.
-pub(crate) fn spawn(conn: SqliteConnection) -> ObjectWriter {
+pub(crate) fn spawn(conn: SqliteConnection, gate: CommitGate) -> ObjectWriter {
     let (tx, rx) = mpsc::channel(QUEUE);
     let indexed = Arc::new(IndexedFields::default());
-    tokio::spawn(run(conn, rx, Arc::clone(&indexed)));
+    tokio::spawn(run(conn, gate, rx, Arc::clone(&indexed)));
     ObjectWriter { tx, indexed }
 }
 
-async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>, indexed: Arc<IndexedFields>) {
+/// `gate` is passed before each transaction: a forced WAL checkpoint holds the writer there.
+async fn run(mut conn: SqliteConnection, gate: CommitGate, mut rx: mpsc::Receiver<Op>, indexed: Arc<IndexedFields>) {
     let mut caches = Caches { cids: HashMap::new(), indexed };
     let one_statement = match sql::prepare_batch_insert(&mut conn).await {
         Ok(()) => true,
@@ -226,8 +228,12 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>, indexed: Ar
             }
             next = rx.try_recv().ok();
         }
-        commit_group(&mut conn, &mut caches, one_statement, group).await;
+        if !group.is_empty() {
+            let _open = gate.open().await;
+            commit_group(&mut conn, &mut caches, one_statement, group).await;
+        }
         for (cid, name, reply) in index_ops.drain(..) {
+            let _open = gate.open().await;
             let _ = reply.send(index_field(&mut conn, &mut caches, cid, &name).await);
         }
         if close_reply.is_some() {
@@ -243,7 +249,10 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>, indexed: Ar
             Op::Index { reply, .. } => drop(reply.send(Err(closed()))),
         }
     }
-    commit_group(&mut conn, &mut caches, one_statement, rest).await;
+    if !rest.is_empty() {
+        let _open = gate.open().await;
+        commit_group(&mut conn, &mut caches, one_statement, rest).await;
+    }
     let _ = conn.close().await;
     if let Some(reply) = close_reply {
         let _ = reply.send(());
