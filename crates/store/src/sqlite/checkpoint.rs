@@ -27,7 +27,8 @@
 //! pool (which does not pass the gate), so the writers are held for at most that plus the copy
 //! and sync of the frames committed since the last PASSIVE pass (extra passes first keep those
 //! few: [`CATCH_UP_BYTES`]). Measured on the 2-core development machine under saturated appends
-//! (release build): 1-65 ms with readers running, up to ~220 ms when the appends outran the disk. If a reader outlasts the wait, the checkpoint gives up (nothing is lost:
+//! (release build): 1-65 ms with readers running, up to ~220 ms when the appends outran the disk.
+//! If a reader outlasts the wait, the checkpoint gives up (nothing is lost:
 //! the WAL keeps its frames) and is tried again after a pause that doubles up to
 //! [`MAX_BACKOFF_ROUNDS`] rounds, or as soon as a PASSIVE round copies everything (no reader pins
 //! the WAL any more).
