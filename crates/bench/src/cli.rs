@@ -1,5 +1,5 @@
-//! Command line: `reference`, `run <scenario>`, `seed` and `realtime-latency`, and the dispatch
-//! to each.
+//! Command line: `reference`, `run <scenario>`, `seed`, `realtime-latency`, `realtime-memory`
+//! and `floor-server`, and the dispatch to each.
 //!
 //! Flags shared by every command that spawns Thingline live in [`ServerArgs`].
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{realtime, reference, scenarios, seed, startup};
+use crate::{floor, realtime, reference, scenarios, seed, startup};
 
 /// Load generator for Thingline, measured against a bare axum + rustls reference.
 #[derive(Debug, Parser)]
@@ -29,8 +29,31 @@ pub enum Command {
     /// Fill a data dir with values through the write API (kept for `run read-latest`).
     Seed(SeedArgs),
     /// Socket.IO commit→delivery latency: N subscribers of one thing, paced writes, against
-    /// Thingline and the Node socket.io reference (realtime/realtime-bench.js refserver).
+    /// Thingline, the Node socket.io reference (realtime/realtime-bench.js refserver) and the
+    /// floor server (`floor-server`).
     RealtimeLatency(RealtimeArgs),
+    /// Socket.IO resident memory per idle connection (authenticated and subscribed), against
+    /// Thingline, the Node reference and the floor server.
+    RealtimeMemory(RealtimeMemoryArgs),
+    /// Serve the realtime floor: the least a Socket.IO server over rustls can do per delivery
+    /// (the `floor` target of realtime-latency/realtime-memory); prints `listening addr=…`.
+    FloorServer(FloorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FloorArgs {
+    /// Address to bind; port 0 picks a free port (printed as `listening addr=…`).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub addr: SocketAddr,
+    /// PEM certificate chain (realtime-latency passes Thingline's).
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// PEM private key.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// OS threads that write the deliveries, each owning a share of the subscribers.
+    #[arg(long, default_value_t = 2)]
+    pub broadcast_threads: usize,
 }
 
 #[derive(Debug, Args)]
@@ -198,6 +221,64 @@ pub struct SeedArgs {
     pub server: ServerArgs,
 }
 
+/// The servers the realtime commands can measure, always in this order (Thingline first: its
+/// API sets up the fixture and it generates the certificate the others use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum RealtimeTarget {
+    Thingline,
+    /// The Node socket.io server of realtime/realtime-bench.js (`refserver`).
+    Reference,
+    /// This executable's `floor-server`.
+    Floor,
+}
+
+/// Flags shared by `realtime-latency` and `realtime-memory`.
+#[derive(Debug, Args)]
+pub struct RealtimeCommon {
+    /// Targets to measure (comma-separated); measured in the order thingline, reference, floor.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "thingline,reference,floor")]
+    pub targets: Vec<RealtimeTarget>,
+    /// Tokio worker threads of the Socket.IO clients' runtime (the writer has its own).
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
+    /// Sockets being set up (TLS, WebSocket, connect, authenticate, subscribe) at once.
+    #[arg(long, default_value_t = 32)]
+    pub connect_concurrency: usize,
+    /// Seconds one attempt to open a socket may take (one retry on failure).
+    #[arg(long, default_value_t = 20.0)]
+    pub open_timeout: f64,
+    /// Leave the Node reference out (same as omitting it from --targets).
+    #[arg(long)]
+    pub no_reference: bool,
+    /// The Node executable for the reference.
+    #[arg(long, default_value = "node")]
+    pub node: PathBuf,
+    /// realtime-bench.js (its `refserver` role is the reference). Default: the one in this crate.
+    #[arg(long)]
+    pub refserver_script: Option<PathBuf>,
+    /// Broadcast threads of the floor server.
+    #[arg(long, default_value_t = 2)]
+    pub floor_broadcast_threads: usize,
+    /// Also write machine-readable results to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+impl RealtimeCommon {
+    /// The selected targets, deduplicated, in measuring order.
+    pub fn selected(&self) -> Vec<RealtimeTarget> {
+        let mut targets = self.targets.clone();
+        if self.no_reference {
+            targets.retain(|t| *t != RealtimeTarget::Reference);
+        }
+        targets.sort();
+        targets.dedup();
+        targets
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct RealtimeArgs {
     /// Socket.IO subscribers of the one thing (users registered: ceil(N/50)).
@@ -212,29 +293,23 @@ pub struct RealtimeArgs {
     /// Warm-up seconds of writes before the measured window (not recorded).
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
-    /// Tokio worker threads of the Socket.IO clients' runtime (the writer has its own).
-    #[arg(long, default_value_t = 1)]
-    pub client_threads: usize,
-    /// Sockets being set up (TLS, WebSocket, connect, authenticate, subscribe) at once.
-    #[arg(long, default_value_t = 32)]
-    pub connect_concurrency: usize,
-    /// Seconds one attempt to open a socket may take (one retry on failure).
-    #[arg(long, default_value_t = 20.0)]
-    pub open_timeout: f64,
-    /// Measure Thingline only (no Node reference).
-    #[arg(long)]
-    pub no_reference: bool,
-    /// The Node executable for the reference.
-    #[arg(long, default_value = "node")]
-    pub node: PathBuf,
-    /// realtime-bench.js (its `refserver` role is the reference). Default: the one in this crate.
-    #[arg(long)]
-    pub refserver_script: Option<PathBuf>,
-    /// Also write machine-readable results to this file.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
     #[command(flatten)]
-    pub server: ServerArgs,
+    pub common: RealtimeCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct RealtimeMemoryArgs {
+    /// Idle Socket.IO connections, each authenticated and subscribed to the one thing.
+    #[arg(long, default_value_t = 10_000)]
+    pub conns: usize,
+    /// Seconds to wait before the first VmRSS sample of a settle (before and after opening).
+    #[arg(long, default_value_t = 2.0)]
+    pub settle_secs: f64,
+    /// Most seconds to wait for VmRSS to settle (then the last sample is taken, and flagged).
+    #[arg(long, default_value_t = 60.0)]
+    pub settle_timeout: f64,
+    #[command(flatten)]
+    pub common: RealtimeCommon,
 }
 
 /// Seconds from a flag, clamped to something a `Duration` can hold.
@@ -256,5 +331,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Seed(args) => seed::run_command(&args).await,
         Command::RealtimeLatency(args) => realtime::run(&args).await,
+        Command::RealtimeMemory(args) => realtime::run_memory(&args).await,
+        Command::FloorServer(args) => floor::serve(&args).await,
     }
 }

@@ -1,23 +1,28 @@
-//! `realtime-latency`: the Socket.IO commit→delivery latency figure, with Rust clients.
+//! `realtime-latency` and `realtime-memory`: the Socket.IO figures of issue #5, with Rust clients.
 //!
-//! This module owns the whole command: the fixture through the API (panel login, a product with
+//! This module owns both commands: the fixture through the API (panel login, a product with
 //! public `temperature`, one activated thing, an app, ceil(N/50) users via `POST /v2/register`,
 //! as `realtime/realtime-bench.js main` does), N bare Engine.IO v4 / Socket.IO v5 clients written
 //! on tokio-tungstenite over tokio-rustls (one task each, on their own runtime of
-//! `--client-threads` workers), the paced writer, the statistics, and the Node socket.io
-//! reference (`realtime-bench.js refserver`, same certificate) measured in the same run.
+//! `--client-threads` workers), the paced writer, the statistics, and the run over the targets
+//! (`--targets`): Thingline, the Node socket.io reference (`realtime-bench.js refserver`) and the
+//! floor server (`floor-server`, module `floor`), the last two with Thingline's certificate, one
+//! after the other in the same run.
 //!
 //! Clock: every time is nanoseconds since one `Instant` taken at the start of a target's
 //! measurement (CLOCK_MONOTONIC, shared by the writer and every client task). The written value
 //! is a sequence number; the writer keeps the time just before sending and at the 201; each
 //! client keeps (value, receipt time) of every data frame. Warm-up writes are not counted.
 //!
+//! Memory: the server's VmRSS once settled before the sockets are opened and once settled with
+//! all of them open and idle; the difference per opened socket.
+//!
 //! Every wait has a deadline: socket setup (`--open-timeout` per attempt, one retry; the target
 //! is measured if 99 % opened, failures reported), writes (30 s), the drain of the last
-//! deliveries, the stop of the client tasks, the reference's start.
+//! deliveries, the stop of the client tasks, the reference's start, the settling of VmRSS.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,10 +48,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::api::Api;
-use crate::cli::{RealtimeArgs, secs};
+use crate::cli::{RealtimeArgs, RealtimeCommon, RealtimeMemoryArgs, RealtimeTarget, ServerArgs, secs};
 use crate::driver::{LatencySummary, https_client, summarize};
 use crate::report;
-use crate::server::{DataDir, ThinglineSpec, spawn_thingline};
+use crate::server::{DataDir, ThinglineSpec, rss_bytes_of, spawn_floor, spawn_thingline};
 
 /// The server allows at most this many realtime connections per app user.
 const SOCKETS_PER_USER: usize = 50;
@@ -147,112 +152,299 @@ pub struct RealtimeReport {
     pub targets: Vec<TargetReport>,
     /// thingline p99 / reference p99 (send→receipt), when both were measured.
     pub p99_thingline_over_reference: Option<f64>,
+    /// thingline p99 / floor p99, when both were measured.
+    pub p99_thingline_over_floor: Option<f64>,
+    /// reference p99 / floor p99, when both were measured.
+    pub p99_reference_over_floor: Option<f64>,
+}
+
+/// Idle memory of one target.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryTargetReport {
+    pub target: String,
+    pub conns: usize,
+    pub opened: usize,
+    pub open_retries: usize,
+    pub open_failures: usize,
+    pub open_failure_samples: Vec<String>,
+    pub open_seconds: f64,
+    /// Server VmRSS once settled after setup, before any socket was opened.
+    pub rss_before_kb: u64,
+    /// Server VmRSS once settled with every socket open, authenticated and subscribed.
+    pub rss_after_kb: u64,
+    /// (after − before) / opened.
+    pub kb_per_connection: f64,
+    /// Whether VmRSS stopped moving (within [`SETTLE_BAND`] over [`SETTLE_WINDOW`]) before the
+    /// settle timeout, before and after opening.
+    pub settled_before: bool,
+    pub settled_after: bool,
+    /// Sockets closed by the server while idle.
+    pub disconnects: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryReport {
+    pub scenario: String,
+    pub params: Value,
+    pub generated_at: String,
+    pub cpus: usize,
+    pub targets: Vec<MemoryTargetReport>,
+    pub kb_thingline_over_reference: Option<f64>,
+    pub kb_thingline_over_floor: Option<f64>,
+    pub kb_reference_over_floor: Option<f64>,
+}
+
+/// `a / b` of two targets' figures (label, figure), when both were measured.
+fn ratio(figures: &[(&str, f64)], a: &str, b: &str) -> Option<f64> {
+    let find = |label: &str| figures.iter().find(|(l, _)| *l == label).map(|(_, v)| *v);
+    match (find(a), find(b)) {
+        (Some(x), Some(y)) if y > 0.0 => Some(x / y),
+        _ => None,
+    }
+}
+
+/// Checks shared by both commands; the reference script when the reference is selected.
+fn prepare(common: &RealtimeCommon, sockets: usize) -> Result<(Vec<RealtimeTarget>, PathBuf)> {
+    if sockets == 0 || common.client_threads == 0 || common.connect_concurrency == 0 {
+        bail!("the socket count, --client-threads and --connect-concurrency must be at least 1");
+    }
+    let targets = common.selected();
+    if targets.is_empty() {
+        bail!("no target selected (--targets thingline,reference,floor)");
+    }
+    let script = match &common.refserver_script {
+        Some(path) => path.clone(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("realtime/realtime-bench.js"),
+    };
+    if targets.contains(&RealtimeTarget::Reference) {
+        check_reference_ready(&script)?;
+    }
+    Ok((targets, script))
+}
+
+fn client_runtime(common: &RealtimeCommon) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(common.client_threads)
+        .thread_name(CLIENT_THREAD)
+        .enable_all()
+        .build()
+        .context("building the clients' runtime")
+}
+
+fn labels(targets: &[RealtimeTarget]) -> Vec<&'static str> {
+    targets.iter().map(|t| label_of(*t)).collect()
+}
+
+fn label_of(target: RealtimeTarget) -> &'static str {
+    match target {
+        RealtimeTarget::Thingline => "thingline",
+        RealtimeTarget::Reference => "reference",
+        RealtimeTarget::Floor => "floor",
+    }
 }
 
 /// `thingline-bench realtime-latency`.
 pub async fn run(args: &RealtimeArgs) -> Result<()> {
-    if args.subs == 0 || args.client_threads == 0 || args.connect_concurrency == 0 {
-        bail!("--subs, --client-threads and --connect-concurrency must be at least 1");
-    }
+    let common = &args.common;
+    let (targets, script) = prepare(common, args.subs)?;
     if !(args.rate > 0.0 && args.rate <= 100_000.0) {
         bail!("--rate must be in (0, 100000]");
     }
     if args.seconds <= 0.0 {
         bail!("--seconds must be positive");
     }
-    let script = match &args.refserver_script {
-        Some(path) => path.clone(),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("realtime/realtime-bench.js"),
-    };
-    if !args.no_reference {
-        check_reference_ready(&script)?;
-    }
-    let clients = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.client_threads)
-        .thread_name(CLIENT_THREAD)
-        .enable_all()
-        .build()
-        .context("building the clients' runtime")?;
-    let data_dir = DataDir::from_args(&args.server)?;
-    let outcome = run_targets(args, &script, &data_dir.path, clients.handle()).await;
+    let clients = client_runtime(common)?;
+    let data_dir = DataDir::from_args(&common.server)?;
+    let handle = clients.handle().clone();
+    let outcome = run_targets(common, args.subs, &targets, &script, &data_dir.path, async |target, fixture| {
+        measure(args, target, fixture, &handle).await
+    })
+    .await;
     clients.shutdown_background();
     data_dir.finish();
     let targets = outcome?;
 
-    let p99 = |label: &str| targets.iter().find(|t| t.target == label).map(|t| t.latency_from_send.p99_ms);
-    let ratio = match (p99("thingline"), p99("reference")) {
-        (Some(t), Some(r)) if r > 0.0 => Some(t / r),
-        _ => None,
-    };
+    let p99: Vec<(&str, f64)> = targets.iter().map(|t| (t.target.as_str(), t.latency_from_send.p99_ms)).collect();
+    let ratios =
+        [ratio(&p99, "thingline", "reference"), ratio(&p99, "thingline", "floor"), ratio(&p99, "reference", "floor")];
     let report = RealtimeReport {
         scenario: "realtime-latency".into(),
         params: json!({
             "subs": args.subs, "rate": args.rate, "seconds": args.seconds, "warmup": args.warmup,
-            "clientThreads": args.client_threads, "connectConcurrency": args.connect_concurrency,
-            "openTimeout": args.open_timeout,
+            "clientThreads": common.client_threads, "connectConcurrency": common.connect_concurrency,
+            "openTimeout": common.open_timeout, "targets": labels(&common.selected()),
+            "floorBroadcastThreads": common.floor_broadcast_threads,
         }),
         generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        p99_thingline_over_reference: ratios[0],
+        p99_thingline_over_floor: ratios[1],
+        p99_reference_over_floor: ratios[2],
         targets,
-        p99_thingline_over_reference: ratio,
     };
     print_report(&report);
-    if let Some(path) = &args.json {
+    if let Some(path) = &common.json {
         report::write_json(path, &report)?;
     }
     check_loss(&report.targets)
 }
 
-/// Thingline, then (unless `--no-reference`) the Node reference with Thingline's certificate.
-async fn run_targets(
-    args: &RealtimeArgs,
+/// `thingline-bench realtime-memory`.
+pub async fn run_memory(args: &RealtimeMemoryArgs) -> Result<()> {
+    let common = &args.common;
+    let (targets, script) = prepare(common, args.conns)?;
+    let clients = client_runtime(common)?;
+    let data_dir = DataDir::from_args(&common.server)?;
+    let handle = clients.handle().clone();
+    let outcome = run_targets(common, args.conns, &targets, &script, &data_dir.path, async |target, fixture| {
+        measure_memory(args, target, fixture, &handle).await
+    })
+    .await;
+    clients.shutdown_background();
+    data_dir.finish();
+    let targets = outcome?;
+
+    let kb: Vec<(&str, f64)> = targets.iter().map(|t| (t.target.as_str(), t.kb_per_connection)).collect();
+    let ratios =
+        [ratio(&kb, "thingline", "reference"), ratio(&kb, "thingline", "floor"), ratio(&kb, "reference", "floor")];
+    let report = MemoryReport {
+        scenario: "realtime-memory".into(),
+        params: json!({
+            "conns": args.conns, "settleSecs": args.settle_secs, "settleTimeout": args.settle_timeout,
+            "clientThreads": common.client_threads, "connectConcurrency": common.connect_concurrency,
+            "openTimeout": common.open_timeout, "targets": labels(&common.selected()),
+            "floorBroadcastThreads": common.floor_broadcast_threads,
+        }),
+        generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        kb_thingline_over_reference: ratios[0],
+        kb_thingline_over_floor: ratios[1],
+        kb_reference_over_floor: ratios[2],
+        targets,
+    };
+    print_memory_report(&report);
+    if let Some(path) = &common.json {
+        report::write_json(path, &report)?;
+    }
+    Ok(())
+}
+
+/// Thingline's `--max-connections` for `sockets` clients (the setup and the writer need a few
+/// more; the default of 10,000 would refuse the last of 10,000 sockets).
+fn max_connections(sockets: usize) -> usize {
+    (sockets + 1_000).max(10_000)
+}
+
+/// Each selected target in turn, as a child process that is stopped before the next starts:
+/// Thingline (with the fixture set up through its API), the Node reference, the floor server.
+/// The reference and the floor use Thingline's certificate (generated in the data dir when
+/// Thingline is not measured) and ignore the fixture's tokens.
+async fn run_targets<R>(
+    common: &RealtimeCommon,
+    sockets: usize,
+    targets: &[RealtimeTarget],
     script: &Path,
     data_dir: &Path,
-    clients: &tokio::runtime::Handle,
-) -> Result<Vec<TargetReport>> {
-    let spec = ThinglineSpec::new(&args.server, data_dir)?;
-    let setup_client = https_client(16, Duration::from_secs(120))?;
+    mut measure_one: impl AsyncFnMut(&TargetSpec<'_>, &Fixture) -> Result<R>,
+) -> Result<Vec<R>> {
     let cert = data_dir.join("tls/cert.pem");
     let key = data_dir.join("tls/key.pem");
-    let mut thingline = spawn_thingline(&spec).await?;
-    let measured = async {
-        let ready = thingline.wait_healthy(&setup_client, spec.start_timeout, Duration::from_millis(5)).await?;
-        eprintln!(
-            "thingline: {} ready in {} ms ({}, data {})",
-            thingline.base_url,
-            ready.as_millis(),
-            spec.bin.display(),
-            data_dir.display()
-        );
-        let api = Api::new(setup_client.clone(), &thingline.base_url);
-        let fixture = setup(&api, args).await.context("setting up through Thingline's API")?;
-        let target = TargetSpec { label: "thingline", addr: thingline.addr, pid: thingline.pid, cert: &cert };
-        let report = measure(args, &target, &fixture, clients).await?;
-        anyhow::Ok((report, fixture))
-    }
-    .await;
-    if let Err(err) = thingline.stop().await {
-        eprintln!("note: stopping thingline: {err:#}");
-    }
-    let (thingline_report, fixture) = measured?;
-    let mut reports = vec![thingline_report];
-    if !args.no_reference {
-        let reference = NodeReference::spawn(args, script, &cert, &key).await?;
-        let target = TargetSpec { label: "reference", addr: reference.addr, pid: reference.pid, cert: &cert };
-        let measured = measure(args, &target, &fixture, clients).await;
-        reference.stop().await;
-        reports.push(measured?);
+    let mut reports = Vec::new();
+    let fixture = if targets.contains(&RealtimeTarget::Thingline) {
+        let mut spec = ThinglineSpec::new(&common.server, data_dir)?;
+        spec.extra_args = vec!["--max-connections".into(), max_connections(sockets).to_string()];
+        let setup_client = https_client(16, Duration::from_secs(120))?;
+        let mut thingline = spawn_thingline(&spec).await?;
+        let measured = async {
+            let ready = thingline.wait_healthy(&setup_client, spec.start_timeout, Duration::from_millis(5)).await?;
+            eprintln!(
+                "thingline: {} ready in {} ms ({}, data {})",
+                thingline.base_url,
+                ready.as_millis(),
+                spec.bin.display(),
+                data_dir.display()
+            );
+            let api = Api::new(setup_client.clone(), &thingline.base_url);
+            let fixture = setup(&api, &common.server, sockets).await.context("setting up through Thingline's API")?;
+            let target = TargetSpec { label: "thingline", addr: thingline.addr, pid: thingline.pid, cert: &cert };
+            let report = measure_one(&target, &fixture).await?;
+            anyhow::Ok((report, fixture))
+        }
+        .await;
+        if let Err(err) = thingline.stop().await {
+            eprintln!("note: stopping thingline: {err:#}");
+        }
+        let (report, fixture) = measured?;
+        reports.push(report);
+        fixture
+    } else {
+        ensure_certificate(&cert, &key)?;
+        synthetic_fixture(sockets)
+    };
+    for target in targets {
+        match target {
+            RealtimeTarget::Thingline => {}
+            RealtimeTarget::Reference => {
+                let reference = NodeReference::spawn(common, script, &cert, &key).await?;
+                let spec = TargetSpec { label: "reference", addr: reference.addr, pid: reference.pid, cert: &cert };
+                let measured = measure_one(&spec, &fixture).await;
+                reference.stop().await;
+                reports.push(measured?);
+            }
+            RealtimeTarget::Floor => {
+                let server = &common.server;
+                let floor =
+                    spawn_floor(&cert, &key, common.floor_broadcast_threads, server.server_log, server.start_timeout())
+                        .await?;
+                eprintln!(
+                    "floor: {} (pid {}, {} broadcast threads)",
+                    floor.base_url, floor.pid, common.floor_broadcast_threads
+                );
+                let spec = TargetSpec { label: "floor", addr: floor.addr, pid: floor.pid, cert: &cert };
+                let measured = measure_one(&spec, &fixture).await;
+                if let Err(err) = floor.stop().await {
+                    eprintln!("note: stopping the floor server: {err:#}");
+                }
+                reports.push(measured?);
+            }
+        }
     }
     Ok(reports)
+}
+
+/// Without Thingline: a self-signed certificate for 127.0.0.1 where Thingline keeps its own
+/// (unless one is there already).
+fn ensure_certificate(cert: &Path, key: &Path) -> Result<()> {
+    if cert.is_file() && key.is_file() {
+        return Ok(());
+    }
+    if let Some(dir) = cert.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .context("generating a self-signed certificate")?;
+    std::fs::write(key, generated.signing_key.serialize_pem()).with_context(|| format!("writing {}", key.display()))?;
+    std::fs::write(cert, generated.cert.pem()).with_context(|| format!("writing {}", cert.display()))?;
+    Ok(())
+}
+
+/// Tokens for targets that check none (the reference and the floor).
+fn synthetic_fixture(sockets: usize) -> Fixture {
+    Fixture {
+        thing_token: format!("bench-thing-{:08x}", std::process::id()),
+        sessions: (0..sockets.div_ceil(SOCKETS_PER_USER)).map(|i| format!("bench-session-{i}")).collect(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Setup through the API (as realtime-bench.js `setup`).
 
-async fn setup(api: &Api, args: &RealtimeArgs) -> Result<Fixture> {
+async fn setup(api: &Api, server: &ServerArgs, sockets: usize) -> Result<Fixture> {
     let started = Instant::now();
-    let email = &args.server.panel_email;
-    let panel = api.login(email, &args.server.panel_password).await?;
+    let email = &server.panel_email;
+    let panel = api.login(email, &server.panel_password).await?;
     let product_id = api.create_product(&panel, "realtime-bench", &["temperature"]).await?;
     let codes = api.activation_codes(&panel, &product_id, 1).await?;
     let code = codes.first().ok_or_else(|| anyhow!("no activation code"))?;
@@ -266,7 +458,7 @@ async fn setup(api: &Api, args: &RealtimeArgs) -> Result<Fixture> {
     .await
     .context("creating the app")?;
     let app_id = string_field(&app, "appId")?;
-    let users = args.subs.div_ceil(SOCKETS_PER_USER);
+    let users = sockets.div_ceil(SOCKETS_PER_USER);
     let sessions: Vec<String> = futures_util::stream::iter(0..users)
         .map(|i| {
             let app_id = app_id.clone();
@@ -356,19 +548,31 @@ struct SocketOutput {
 
 type Ws = WebSocketStream<TlsStream<TcpStream>>;
 
-async fn measure(
-    args: &RealtimeArgs,
+/// The sockets of one target, open (or failed) and reading.
+struct OpenSockets {
+    shared: Arc<Shared>,
+    handles: Vec<tokio::task::JoinHandle<SocketOutput>>,
+    stop_tx: watch::Sender<bool>,
+    opened: usize,
+    retries: Vec<String>,
+    failures: Vec<String>,
+    open_seconds: f64,
+}
+
+/// Open `n` sockets against `target` (authenticated and subscribed to the fixture's thing), at
+/// most `--connect-concurrency` in setup at once; fails below [`MIN_OPENED`]. Each socket keeps
+/// room for `capacity` records.
+async fn open_sockets(
+    common: &RealtimeCommon,
     target: &TargetSpec<'_>,
     fixture: &Fixture,
     clients: &tokio::runtime::Handle,
-) -> Result<TargetReport> {
+    n: usize,
+    capacity: usize,
+) -> Result<OpenSockets> {
     let label = target.label;
-    let rate = args.rate;
-    let warmup_writes = (args.warmup.max(0.0) * rate).round() as u64;
-    let measured_writes = ((args.seconds * rate).round() as u64).max(1);
-    let total_writes = warmup_writes + measured_writes;
     let resource = format!("/things/{}", fixture.thing_token);
-    let open_timeout = secs(args.open_timeout).max(Duration::from_millis(100));
+    let open_timeout = secs(common.open_timeout).max(Duration::from_millis(100));
     let plan = Arc::new(SocketPlan {
         addr: target.addr,
         server_name: ServerName::from(target.addr.ip()),
@@ -379,7 +583,7 @@ async fn measure(
             "42{NSP},2{}",
             serde_json::to_string(&json!(["subscribe", {"resource": resource}])).context("subscribe frame")?
         ),
-        capacity: total_writes as usize + 16,
+        capacity,
         open_timeout,
     });
     let shared = Arc::new(Shared {
@@ -389,14 +593,13 @@ async fn measure(
         disconnects: AtomicU64::new(0),
     });
 
-    // Open every socket, at most `connect_concurrency` in setup at once.
-    eprintln!("{label}: opening {} Socket.IO clients ({} client threads)", args.subs, args.client_threads);
+    eprintln!("{label}: opening {n} Socket.IO clients ({} client threads)", common.client_threads);
     let open_started = Instant::now();
-    let gate = Arc::new(Semaphore::new(args.connect_concurrency));
+    let gate = Arc::new(Semaphore::new(common.connect_concurrency));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (opened_tx, mut opened_rx) = mpsc::unbounded_channel::<Opened>();
-    let mut handles = Vec::with_capacity(args.subs);
-    for i in 0..args.subs {
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
         let session = fixture
             .sessions
             .get(i / SOCKETS_PER_USER)
@@ -420,9 +623,9 @@ async fn measure(
     let mut failures = Vec::new();
     // Each attempt has its own deadline; this one only guards against a task that never reports.
     let all_opened_by = tokio::time::Instant::now()
-        + open_timeout * 2 * (args.subs.div_ceil(args.connect_concurrency) as u32).max(1)
+        + open_timeout * 2 * (n.div_ceil(common.connect_concurrency) as u32).max(1)
         + Duration::from_secs(10);
-    while opened + failures.len() < args.subs {
+    while opened + failures.len() < n {
         match tokio::time::timeout_at(all_opened_by, opened_rx.recv()).await {
             Ok(Some(Opened::Ok { retried })) => {
                 opened += 1;
@@ -431,7 +634,7 @@ async fn measure(
             Ok(Some(Opened::Failed(err))) => failures.push(err),
             Ok(None) => break,
             Err(_) => {
-                failures.push(format!("{} sockets did not report within the deadline", args.subs - opened));
+                failures.push(format!("{} sockets did not report within the deadline", n - opened));
                 break;
             }
         }
@@ -440,34 +643,27 @@ async fn measure(
     if !retries.is_empty() {
         eprintln!("{label}: RETRIED {} socket opens: {}", retries.len(), samples(&retries));
     }
-    eprintln!("{label}: opened {opened}/{} sockets in {open_seconds:.1} s", args.subs);
+    eprintln!("{label}: opened {opened}/{n} sockets in {open_seconds:.1} s");
     if !failures.is_empty() {
         eprintln!("{label}: FAILED to open {} sockets (after a retry): {}", failures.len(), samples(&failures));
     }
-    if (opened as f64) < args.subs as f64 * MIN_OPENED {
-        let _ = stop_tx.send(true);
-        bail!("{label}: only {opened}/{} sockets opened: {}", args.subs, samples(&failures));
+    let sockets = OpenSockets { shared, handles, stop_tx, opened, retries, failures, open_seconds };
+    if (opened as f64) < n as f64 * MIN_OPENED {
+        let failures = samples(&sockets.failures);
+        close_sockets(sockets, label).await;
+        bail!("{label}: only {opened}/{n} sockets opened: {failures}");
     }
+    Ok(sockets)
+}
 
-    // Write, then wait for the last deliveries.
-    eprintln!("{label}: writing {rate}/s for {:.0} s warm-up + {:.0} s measured", args.warmup.max(0.0), args.seconds);
-    let url = format!("https://{}/v2/things/{}", target.addr, fixture.thing_token);
-    let writer = write_loop(&url, rate, warmup_writes, total_writes, &shared, target.pid).await?;
-    let ok_writes = writer.samples.iter().filter(|s| s.ack_ns.is_some()).count() as u64;
-    let expected_all = ok_writes * opened as u64;
-    let drain_until = Instant::now() + DRAIN_TIMEOUT;
-    while shared.deliveries.load(Ordering::Relaxed) < expected_all && Instant::now() < drain_until {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let window_end_ns = shared.now_ns();
-    let cpu_end = CpuSnapshot::take(target.pid);
-
-    // Stop the clients and collect their records.
-    let _ = stop_tx.send(true);
+/// Tell every client task to close its socket and collect their records (aborting those that
+/// do not stop within [`STOP_TIMEOUT`]).
+async fn close_sockets(sockets: OpenSockets, label: &str) -> Vec<SocketOutput> {
+    let _ = sockets.stop_tx.send(true);
     let stop_by = tokio::time::Instant::now() + STOP_TIMEOUT;
-    let mut outputs = Vec::with_capacity(handles.len());
+    let mut outputs = Vec::with_capacity(sockets.handles.len());
     let mut unjoined = 0usize;
-    for handle in handles {
+    for handle in sockets.handles {
         let abort = handle.abort_handle();
         match tokio::time::timeout_at(stop_by, handle).await {
             Ok(Ok(output)) => outputs.push(output),
@@ -481,6 +677,48 @@ async fn measure(
     if unjoined > 0 {
         eprintln!("note: {label}: {unjoined} client tasks did not stop within {STOP_TIMEOUT:?} (aborted)");
     }
+    outputs
+}
+
+async fn measure(
+    args: &RealtimeArgs,
+    target: &TargetSpec<'_>,
+    fixture: &Fixture,
+    clients: &tokio::runtime::Handle,
+) -> Result<TargetReport> {
+    let label = target.label;
+    let rate = args.rate;
+    let warmup_writes = (args.warmup.max(0.0) * rate).round() as u64;
+    let measured_writes = ((args.seconds * rate).round() as u64).max(1);
+    let total_writes = warmup_writes + measured_writes;
+    let sockets = open_sockets(&args.common, target, fixture, clients, args.subs, total_writes as usize + 16).await?;
+    let shared = sockets.shared.clone();
+    let opened = sockets.opened;
+
+    // Write, then wait for the last deliveries.
+    eprintln!("{label}: writing {rate}/s for {:.0} s warm-up + {:.0} s measured", args.warmup.max(0.0), args.seconds);
+    let url = format!("https://{}/v2/things/{}", target.addr, fixture.thing_token);
+    let writer = match write_loop(&url, rate, warmup_writes, total_writes, &shared, target.pid).await {
+        Ok(writer) => writer,
+        Err(err) => {
+            close_sockets(sockets, label).await;
+            return Err(err);
+        }
+    };
+    let ok_writes = writer.samples.iter().filter(|s| s.ack_ns.is_some()).count() as u64;
+    let expected_all = ok_writes * opened as u64;
+    let drain_until = Instant::now() + DRAIN_TIMEOUT;
+    while shared.deliveries.load(Ordering::Relaxed) < expected_all && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let window_end_ns = shared.now_ns();
+    let cpu_end = CpuSnapshot::take(target.pid);
+
+    // Stop the clients and collect their records.
+    let retries = sockets.retries.clone();
+    let failures = sockets.failures.clone();
+    let open_seconds = sockets.open_seconds;
+    let outputs = close_sockets(sockets, label).await;
 
     // Statistics.
     let mut send_ns = vec![None; total_writes as usize + 1];
@@ -574,6 +812,84 @@ async fn measure(
         report.latency_from_send.p99_ms, report.received_deliveries, report.expected_deliveries
     );
     Ok(report)
+}
+
+/// VmRSS samples this far apart while waiting for it to settle.
+const SETTLE_STEP: Duration = Duration::from_millis(250);
+/// VmRSS is settled when the samples of this long a window stay within [`SETTLE_BAND`].
+const SETTLE_WINDOW: Duration = Duration::from_secs(2);
+const SETTLE_BAND: u64 = 256 * 1024;
+
+/// The server's VmRSS once it stops moving: at least `min_wait`, then until the samples of the
+/// last [`SETTLE_WINDOW`] stay within [`SETTLE_BAND`], or `timeout` (then the last sample, and
+/// `false`).
+async fn settled_rss(pid: u32, min_wait: Duration, timeout: Duration) -> Result<(u64, bool)> {
+    let started = Instant::now();
+    tokio::time::sleep(min_wait).await;
+    let keep = (SETTLE_WINDOW.as_millis() / SETTLE_STEP.as_millis()) as usize + 1;
+    let mut window = std::collections::VecDeque::with_capacity(keep);
+    loop {
+        let rss = rss_bytes_of(pid)?;
+        if window.len() == keep {
+            window.pop_front();
+        }
+        window.push_back(rss);
+        let spread = window.iter().max().unwrap_or(&0) - window.iter().min().unwrap_or(&0);
+        if window.len() == keep && spread <= SETTLE_BAND {
+            return Ok((rss, true));
+        }
+        if started.elapsed() >= timeout {
+            return Ok((rss, false));
+        }
+        tokio::time::sleep(SETTLE_STEP).await;
+    }
+}
+
+/// Idle memory of one target: settled VmRSS, `--conns` sockets opened (authenticated and
+/// subscribed, then idle), settled VmRSS again; (after − before) / opened.
+async fn measure_memory(
+    args: &RealtimeMemoryArgs,
+    target: &TargetSpec<'_>,
+    fixture: &Fixture,
+    clients: &tokio::runtime::Handle,
+) -> Result<MemoryTargetReport> {
+    let label = target.label;
+    let min_wait = secs(args.settle_secs);
+    let timeout = secs(args.settle_timeout).max(min_wait);
+    let (before, settled_before) = settled_rss(target.pid, min_wait, timeout).await?;
+    eprintln!(
+        "{label}: VmRSS {} KB before opening{}",
+        before / 1024,
+        if settled_before { "" } else { " (not settled)" }
+    );
+    let sockets = open_sockets(&args.common, target, fixture, clients, args.conns, 0).await?;
+    let measured = settled_rss(target.pid, min_wait, timeout).await;
+    let disconnects = sockets.shared.disconnects.load(Ordering::Relaxed);
+    let (opened, retries, failures, open_seconds) =
+        (sockets.opened, sockets.retries.len(), sockets.failures.clone(), sockets.open_seconds);
+    close_sockets(sockets, label).await;
+    let (after, settled_after) = measured?;
+    let kb_per_connection = (after as f64 - before as f64) / 1024.0 / opened.max(1) as f64;
+    eprintln!(
+        "{label}: VmRSS {} KB with {opened} sockets open{}: {kb_per_connection:.1} KB each",
+        after / 1024,
+        if settled_after { "" } else { " (not settled)" }
+    );
+    Ok(MemoryTargetReport {
+        target: label.to_string(),
+        conns: args.conns,
+        opened,
+        open_retries: retries,
+        open_failures: failures.len(),
+        open_failure_samples: failures.into_iter().take(3).collect(),
+        open_seconds,
+        rss_before_kb: before / 1024,
+        rss_after_kb: after / 1024,
+        kb_per_connection,
+        settled_before,
+        settled_after,
+        disconnects,
+    })
 }
 
 /// A rustls client config that trusts exactly the certificate(s) in `cert`.
@@ -1003,7 +1319,7 @@ struct NodeReference {
 
 impl NodeReference {
     /// `node realtime-bench.js refserver --cert C --key K`; waits for `listening port=N`.
-    async fn spawn(args: &RealtimeArgs, script: &Path, cert: &Path, key: &Path) -> Result<Self> {
+    async fn spawn(args: &RealtimeCommon, script: &Path, cert: &Path, key: &Path) -> Result<Self> {
         let mut command = Command::new(&args.node);
         command
             .arg(script)
@@ -1127,8 +1443,47 @@ fn print_report(report: &RealtimeReport) {
             println!("  ! {sample}");
         }
     }
-    if let Some(ratio) = report.p99_thingline_over_reference {
-        println!("thingline/reference send→receipt p99: {ratio:.2}");
+    let ratios = [
+        ("thingline/reference", report.p99_thingline_over_reference),
+        ("thingline/floor", report.p99_thingline_over_floor),
+        ("reference/floor", report.p99_reference_over_floor),
+    ];
+    for (name, ratio) in ratios {
+        if let Some(ratio) = ratio {
+            println!("{name} send→receipt p99: {ratio:.2}");
+        }
+    }
+}
+
+fn print_memory_report(report: &MemoryReport) {
+    println!();
+    for t in &report.targets {
+        let flag = |settled: bool| if settled { "" } else { " (not settled)" };
+        println!(
+            "{:<10} {:.1} KB per idle connection ({} opened of {}, VmRSS {} KB{} → {} KB{}, {} disconnects)",
+            t.target,
+            t.kb_per_connection,
+            t.opened,
+            t.conns,
+            t.rss_before_kb,
+            flag(t.settled_before),
+            t.rss_after_kb,
+            flag(t.settled_after),
+            t.disconnects
+        );
+        for sample in &t.open_failure_samples {
+            println!("    failed: {sample}");
+        }
+    }
+    let ratios = [
+        ("thingline/reference", report.kb_thingline_over_reference),
+        ("thingline/floor", report.kb_thingline_over_floor),
+        ("reference/floor", report.kb_reference_over_floor),
+    ];
+    for (name, ratio) in ratios {
+        if let Some(ratio) = ratio {
+            println!("{name} KB per connection: {ratio:.2}");
+        }
     }
 }
 
@@ -1148,6 +1503,7 @@ fn check_loss(targets: &[TargetReport]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     #[test]
     fn reads_the_first_value() {
@@ -1170,5 +1526,92 @@ mod tests {
     #[test]
     fn own_cpu_is_readable() {
         assert!(own_cpu_seconds().is_some());
+    }
+
+    fn parse_latency(args: &[&str]) -> RealtimeArgs {
+        let argv = ["thingline-bench", "realtime-latency"].into_iter().chain(args.iter().copied());
+        match crate::cli::Cli::try_parse_from(argv).expect("parsed").command {
+            crate::cli::Command::RealtimeLatency(args) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn targets_are_measured_in_a_fixed_order() {
+        use RealtimeTarget::*;
+        assert_eq!(parse_latency(&[]).common.selected(), vec![Thingline, Reference, Floor]);
+        assert_eq!(parse_latency(&["--targets", "floor,thingline,floor"]).common.selected(), vec![Thingline, Floor]);
+        assert_eq!(parse_latency(&["--no-reference"]).common.selected(), vec![Thingline, Floor]);
+        assert!(crate::cli::Cli::try_parse_from(["thingline-bench", "realtime-latency", "--targets", "node"]).is_err());
+    }
+
+    #[test]
+    fn ratios_need_both_targets() {
+        let figures = [("thingline", 20.0), ("floor", 5.0)];
+        assert_eq!(ratio(&figures, "thingline", "floor"), Some(4.0));
+        assert_eq!(ratio(&figures, "thingline", "reference"), None);
+        assert_eq!(ratio(&[("thingline", 1.0), ("floor", 0.0)], "thingline", "floor"), None);
+    }
+
+    /// The floor server speaks the wire of the bench's clients and writer: sockets open
+    /// (Engine.IO open, connect to /v2, authenticate, subscribe), each write is answered 201
+    /// `{"status":"created"}` and reaches every subscriber, in order; other paths get 404.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn floor_serves_the_bench_wire() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("floor-test-{}-{nanos}", std::process::id()));
+        let (cert, key) = (dir.join("tls/cert.pem"), dir.join("tls/key.pem"));
+        ensure_certificate(&cert, &key).expect("certificate");
+        let floor_args = crate::cli::FloorArgs {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            cert: cert.clone(),
+            key,
+            broadcast_threads: 2,
+        };
+        let floor = crate::floor::Floor::bind(&floor_args).await.expect("bound");
+        let addr = floor.addr;
+        let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(floor.run(async {
+            let _ = stopped.await;
+        }));
+
+        let subs = 5;
+        let args = parse_latency(&["--subs", "5", "--connect-concurrency", "2", "--open-timeout", "10"]);
+        let fixture = synthetic_fixture(subs);
+        let target = TargetSpec { label: "floor", addr, pid: std::process::id(), cert: &cert };
+        let sockets = open_sockets(&args.common, &target, &fixture, &tokio::runtime::Handle::current(), subs, 16)
+            .await
+            .expect("sockets opened");
+        assert_eq!(sockets.opened, subs);
+
+        let client = https_client(1, Duration::from_secs(10)).expect("client");
+        let url = format!("https://{addr}/v2/things/{}", fixture.thing_token);
+        for seq in 1..=3 {
+            let body = format!(r#"{{"values":[{{"key":"temperature","value":{seq}}}]}}"#);
+            let response = client.post(&url).body(body).send().await.expect("written");
+            assert_eq!(response.status(), StatusCode::CREATED);
+            assert_eq!(response.text().await.expect("body"), r#"{"status":"created"}"#);
+        }
+        let other = client.get(format!("https://{addr}/v2/things")).send().await.expect("answered");
+        assert_eq!(other.status(), StatusCode::NOT_FOUND);
+
+        let shared = sockets.shared.clone();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while shared.deliveries.load(Ordering::Relaxed) < 3 * subs as u64 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let outputs = close_sockets(sockets, "floor").await;
+        assert_eq!(outputs.len(), subs);
+        for output in &outputs {
+            let seqs: Vec<u64> = output.records.iter().map(|(seq, _)| *seq).collect();
+            assert_eq!(seqs, vec![1, 2, 3]);
+            assert!(output.topic_error_sample.is_none());
+        }
+        assert_eq!(shared.disconnects.load(Ordering::Relaxed), 0);
+
+        let _ = stop_server.send(());
+        server.await.expect("server stopped");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,8 +1,8 @@
 //! Spawning the servers under test as child processes, and stopping them.
 //!
-//! Both Thingline and the reference (this executable's `reference` command) are started on
-//! port 0; their real address is read from their output (`listener=https addr=…` for
-//! Thingline, `listening addr=…` for the reference). Both pipes are drained for the whole
+//! Thingline, the reference and the realtime floor (this executable's `reference` and
+//! `floor-server` commands) are started on port 0; their real address is read from their output
+//! (`listener=https addr=…` for Thingline, `listening addr=…` for the other two). Both pipes are drained for the whole
 //! life of the child so it never blocks on a full pipe; the last lines are kept to explain
 //! a failed start. Children are stopped with SIGTERM, then killed after a grace period
 //! (and killed on drop if the bench itself bails out early).
@@ -31,7 +31,7 @@ const STOP_GRACE: Duration = Duration::from_secs(15);
 enum AddrMarker {
     /// Thingline: a log line with `listener=https` and `addr=<ip:port>`.
     ThinglineHttps,
-    /// The reference: `listening addr=<ip:port>`.
+    /// The reference and the floor server: `listening addr=<ip:port>`.
     Reference,
 }
 
@@ -56,6 +56,8 @@ pub struct ThinglineSpec {
     pub panel_password: String,
     pub echo_log: bool,
     pub start_timeout: Duration,
+    /// More `thingline serve` flags (e.g. `--max-connections`).
+    pub extra_args: Vec<String>,
 }
 
 impl ThinglineSpec {
@@ -67,6 +69,7 @@ impl ThinglineSpec {
             panel_password: args.panel_password.clone(),
             echo_log: args.server_log,
             start_timeout: args.start_timeout(),
+            extra_args: Vec::new(),
         })
     }
 }
@@ -119,6 +122,7 @@ pub async fn spawn_thingline(spec: &ThinglineSpec) -> Result<ServerProcess> {
         .args(["--mqtt-addr", "off"])
         .args(["--mqtts-addr", "off"])
         .args(["--coap-addr", "off"])
+        .args(&spec.extra_args)
         .env("THINGLINE_PANEL_EMAIL", &spec.panel_email)
         .env("THINGLINE_PANEL_PASSWORD", &spec.panel_password)
         .env("THINGLINE_LOG", "info")
@@ -148,6 +152,25 @@ pub async fn spawn_reference(echo_log: bool, timeout: Duration) -> Result<Server
     spawn_child("reference", command, AddrMarker::Reference, echo_log, timeout)
         .await
         .context("starting the reference server")
+}
+
+/// Start this executable's `floor-server` on port 0 with the given certificate and key.
+pub async fn spawn_floor(
+    cert: &Path,
+    key: &Path,
+    broadcast_threads: usize,
+    echo_log: bool,
+    timeout: Duration,
+) -> Result<ServerProcess> {
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let mut command = Command::new(exe);
+    command
+        .args(["floor-server", "--addr", "127.0.0.1:0", "--cert"])
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .args(["--broadcast-threads", &broadcast_threads.to_string()]);
+    spawn_child("floor", command, AddrMarker::Reference, echo_log, timeout).await.context("starting the floor server")
 }
 
 async fn spawn_child(
