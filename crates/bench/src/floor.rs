@@ -492,7 +492,7 @@ impl Session {
     /// A Socket.IO packet: connect, disconnect, or an event.
     fn on_socketio_packet(&mut self, packet: &str, out: &mut Vec<u8>) {
         let Some(kind) = packet.chars().next() else { return };
-        let rest = &packet[1..];
+        let rest = &packet[kind.len_utf8()..];
         let (nsp, rest) = if rest.starts_with('/') {
             match rest.find(',') {
                 Some(i) => (&rest[..i], &rest[i + 1..]),

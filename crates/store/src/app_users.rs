@@ -42,7 +42,8 @@ pub trait AppUserStore: Send + Sync {
 
     /// Sets the permissions `granted_by` gives `user_id` on each (key, thing) of `entries`, in
     /// order (`perms` 0 removes the grant; removing an absent one is no error). All or nothing:
-    /// when one entry fails (`NotFound` for an unknown thing or user), none is applied.
+    /// when one entry fails (`NotFound` when an entry that sets permissions names an unknown thing
+    /// or user; a removal of an absent grant never fails), none is applied.
     async fn set_grants(&self, user_id: i64, granted_by: i64, entries: &[GrantEntry], now_ms: i64) -> Result<()>;
     /// Grants the user received.
     async fn grants_of(&self, user_id: i64) -> Result<Vec<GrantRecord>>;

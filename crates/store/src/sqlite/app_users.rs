@@ -72,7 +72,7 @@ impl AppUserStore for SqliteStore {
     }
 
     async fn delete_app_user(&self, id: i64) -> Result<bool> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let mut tx = self.begin_write().await.map_err(db_err)?;
         // The user's private (`/classes/me`) collections, with their objects and index rows.
         sqlx::query(
             "DELETE FROM object_collections WHERE owner = ?1 \
@@ -93,7 +93,7 @@ impl AppUserStore for SqliteStore {
     }
 
     async fn set_app_user_password(&self, user_id: i64, password_hash: &str, keep: Option<&str>) -> Result<()> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let mut tx = self.begin_write().await.map_err(db_err)?;
         let n = sqlx::query("UPDATE app_users SET password_hash = ? WHERE id = ?")
             .bind(password_hash)
             .bind(user_id)
@@ -156,7 +156,7 @@ impl AppUserStore for SqliteStore {
     }
 
     async fn link_thing(&self, user_id: i64, thing_id: &str, exclusive: bool, now_ms: i64) -> Result<bool> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let mut tx = self.begin_write().await.map_err(db_err)?;
         let own: Option<i64> = sqlx::query_scalar("SELECT 1 FROM app_links WHERE user_id = ? AND thing_id = ?")
             .bind(user_id)
             .bind(thing_id)
@@ -194,7 +194,7 @@ impl AppUserStore for SqliteStore {
     }
 
     async fn unlink_thing(&self, user_id: i64, thing_id: &str) -> Result<Option<Vec<i64>>> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let mut tx = self.begin_write().await.map_err(db_err)?;
         let n = sqlx::query("DELETE FROM app_links WHERE user_id = ? AND thing_id = ?")
             .bind(user_id)
             .bind(thing_id)
@@ -243,7 +243,7 @@ impl AppUserStore for SqliteStore {
     async fn set_grants(&self, user_id: i64, granted_by: i64, entries: &[GrantEntry], now_ms: i64) -> Result<()> {
         // One transaction: one commit (one sync) for the whole request, and an entry that fails
         // rolls back the ones before it (the transaction is dropped uncommitted).
-        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let mut tx = self.begin_write().await.map_err(db_err)?;
         for entry in entries {
             if entry.perms == 0 {
                 sqlx::query("DELETE FROM app_grants WHERE user_id = ? AND thing_id = ? AND key = ?")
@@ -317,7 +317,7 @@ impl AppUserStore for SqliteStore {
         patch: serde_json::Map<String, serde_json::Value>,
         max_bytes: usize,
     ) -> Result<serde_json::Value> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let mut tx = self.begin_write().await.map_err(db_err)?;
         let doc: Option<String> = sqlx::query_scalar("SELECT settings FROM app_users WHERE id = ?")
             .bind(user_id)
             .fetch_optional(&mut *tx)

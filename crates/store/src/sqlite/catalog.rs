@@ -95,7 +95,7 @@ impl CatalogStore for SqliteStore {
     }
 
     async fn delete_product(&self, id: &str) -> Result<bool> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let mut tx = self.begin_write().await.map_err(db_err)?;
         let things: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM things WHERE product_id = ?")
             .bind(id)
             .fetch_one(&mut *tx)
@@ -120,7 +120,7 @@ impl CatalogStore for SqliteStore {
     }
 
     async fn create_activation_codes(&self, product_id: &str, codes: &[String], now_ms: i64) -> Result<()> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let mut tx = self.begin_write().await.map_err(db_err)?;
         for code in codes {
             sqlx::query("INSERT INTO activation_codes (code, product_id, created_ms) VALUES (?, ?, ?)")
                 .bind(code)

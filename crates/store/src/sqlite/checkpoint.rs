@@ -24,7 +24,9 @@
 //! (asynchronously, resumed the moment the checkpoint ends) instead of racing it for the lock
 //! with their 10 s busy timeout. It waits, in all, at most [`ESCALATION_BUSY_TIMEOUT`] (the busy
 //! timeout of this connection) for readers still on the WAL and for a transaction of the `write`
-//! pool (which does not pass the gate), so the writers are held for at most that plus the copy
+//! pool (which does not pass the gate; its transactions begin IMMEDIATE, so they wait for the
+//! lock instead of failing), so the writers are held for at most the wait for the commit in
+//! flight when the gate closed, plus that, plus the copy
 //! and sync of the frames committed since the last PASSIVE pass (extra passes first keep those
 //! few: [`CATCH_UP_BYTES`]). Measured on the 2-core development machine under saturated appends
 //! (release build): 1-65 ms with readers running, up to ~220 ms when the appends outran the disk.
@@ -37,9 +39,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection, SqliteExecutor};
-use tokio::sync::{OwnedRwLockReadGuard, RwLock};
+use tokio::sync::{OwnedRwLockReadGuard, RwLock, oneshot};
 
 /// How often the WAL is checkpointed.
 const EVERY: Duration = Duration::from_secs(1);
@@ -148,12 +150,13 @@ struct Checkpointer {
     reported: Option<Instant>,
 }
 
-/// Runs the checkpointer until the store closes (`write` is closed by `close`). `conn` should have
-/// [`ESCALATION_BUSY_TIMEOUT`] as its busy timeout; `wal_path` is the database's `-wal` file.
+/// Runs the checkpointer until `stop` fires or its sender is dropped (the store closes or is
+/// dropped). `conn` should have [`ESCALATION_BUSY_TIMEOUT`] as its busy timeout; `wal_path` is the
+/// database's `-wal` file.
 pub(crate) async fn run(
     mut conn: SqliteConnection,
     gate: CommitGate,
-    write: SqlitePool,
+    mut stop: oneshot::Receiver<()>,
     wal_path: PathBuf,
     limit: u64,
 ) {
@@ -182,9 +185,10 @@ pub(crate) async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_round: Option<Instant> = None;
     loop {
-        tick.tick().await;
-        if write.is_closed() {
-            break;
+        tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            _ = tick.tick() => {}
         }
         if last_round.is_some_and(|at| at.elapsed() < EVERY) && !ck.outgrown() {
             continue;

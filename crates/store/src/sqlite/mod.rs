@@ -19,6 +19,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
 use thingline_core::Error;
+use tokio::sync::oneshot;
 
 use crate::StoreOptions;
 
@@ -40,6 +41,8 @@ pub struct SqliteStore {
     writer: writer::WriterHandle,
     /// The group-commit writer for app objects (creates, updates, deletes).
     objects: objects::ObjectWriter,
+    /// Stops the WAL checkpointer (dropping the sender stops it too), and its task to wait for.
+    checkpointer: parking_lot::Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
 }
 
 impl SqliteStore {
@@ -84,8 +87,19 @@ impl SqliteStore {
         let checkpoint_conn = base.clone().busy_timeout(checkpoint::ESCALATION_BUSY_TIMEOUT).connect().await?;
         let mut wal_path = path.as_os_str().to_owned();
         wal_path.push("-wal");
-        tokio::spawn(checkpoint::run(checkpoint_conn, gate, write.clone(), wal_path.into(), options.wal_limit_bytes));
-        Ok(SqliteStore { read, write, writer, objects })
+        let (stop, stopped) = oneshot::channel();
+        let task =
+            tokio::spawn(checkpoint::run(checkpoint_conn, gate, stopped, wal_path.into(), options.wal_limit_bytes));
+        let checkpointer = parking_lot::Mutex::new(Some((stop, task)));
+        Ok(SqliteStore { read, write, writer, objects, checkpointer })
+    }
+
+    /// A transaction on the single `write` connection that takes SQLite's write lock at once
+    /// (`BEGIN IMMEDIATE`), waiting for it with the busy timeout. A deferred transaction that read
+    /// first would get `SQLITE_BUSY` without waiting when it tries to write while a group writer
+    /// or a forced WAL checkpoint holds the lock.
+    pub(crate) async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.write.begin_with("BEGIN IMMEDIATE").await
     }
 }
 
@@ -142,6 +156,13 @@ impl crate::Store for SqliteStore {
     async fn close(&self) {
         self.writer.close().await;
         self.objects.close().await;
+        // The checkpointer ends its round (a forced checkpoint waits at most its busy timeout)
+        // and closes its connection before the store reports closed.
+        let checkpointer = self.checkpointer.lock().take();
+        if let Some((stop, task)) = checkpointer {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         self.read.close().await;
         self.write.close().await;
     }

@@ -28,7 +28,7 @@ pub(super) fn thing_from(row: &sqlx::sqlite::SqliteRow) -> Result<Thing> {
 #[async_trait]
 impl ThingStore for SqliteStore {
     async fn activate(&self, code: &str, product_id: Option<&str>, new: NewThing) -> Result<Thing> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let mut tx = self.begin_write().await.map_err(db_err)?;
         let row = sqlx::query("SELECT product_id, thing_id FROM activation_codes WHERE code = ?")
             .bind(code)
             .fetch_optional(&mut *tx)
@@ -126,7 +126,7 @@ impl ThingStore for SqliteStore {
         path: Option<&str>,
         value: serde_json::Value,
     ) -> Result<serde_json::Value> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let mut tx = self.begin_write().await.map_err(db_err)?;
         let doc: Option<String> = sqlx::query_scalar("SELECT settings FROM things WHERE seq = ?")
             .bind(seq)
             .fetch_optional(&mut *tx)
