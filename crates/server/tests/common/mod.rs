@@ -131,17 +131,7 @@ impl TestServer {
 
     /// Creates an app asking for `resources`; returns the appId.
     pub async fn app(&self, panel: &str, resources: &[&str]) -> String {
-        let r = self
-            .client
-            .post(self.url("/v2/panel/apps"))
-            .header("Authorization", panel)
-            .json(&json!({"name": "test app", "resources": resources}))
-            .send()
-            .await
-            .expect("app");
-        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
-        let v: Value = r.json().await.expect("json");
-        v["appId"].as_str().expect("appId").to_owned()
+        self.api().app(panel, resources).await
     }
 
     /// POSTs `{"values": values}` to the thing over HTTPS; returns the status.
@@ -252,34 +242,41 @@ impl Api<'_> {
         v["token"].as_str().expect("token").to_owned()
     }
 
+    /// A panel `POST` that must answer 201; returns the body.
+    async fn panel_create(&self, panel: &str, path: &str, body: Value) -> Value {
+        let r = self
+            .client
+            .post(self.url(path))
+            .header("Authorization", panel)
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or_else(|e| panic!("POST {path}: not JSON: {e}"));
+        assert_eq!(status, StatusCode::CREATED, "POST {path}: {v}");
+        v
+    }
+
     /// Creates a product; `resources` are (key, public).
     pub async fn product(&self, panel: &str, resources: &[(&str, bool)]) -> String {
         let resources: Vec<Value> = resources.iter().map(|(k, p)| json!({"key": k, "public": p})).collect();
-        let r = self
-            .client
-            .post(self.url("/v2/panel/products"))
-            .header("Authorization", panel)
-            .json(&json!({"name": "test product", "resources": resources}))
-            .send()
-            .await
-            .expect("product");
-        assert_eq!(r.status(), StatusCode::CREATED);
-        let v: Value = r.json().await.expect("json");
+        let v = self
+            .panel_create(panel, "/v2/panel/products", json!({"name": "test product", "resources": resources}))
+            .await;
         v["productId"].as_str().expect("productId").to_owned()
     }
 
     pub async fn codes(&self, panel: &str, product: &str, count: usize) -> Vec<String> {
-        let r = self
-            .client
-            .post(self.url(&format!("/v2/panel/products/{product}/activation-codes")))
-            .header("Authorization", panel)
-            .json(&json!({"count": count}))
-            .send()
-            .await
-            .expect("codes");
-        assert_eq!(r.status(), StatusCode::CREATED);
-        let v: Value = r.json().await.expect("json");
+        let path = format!("/v2/panel/products/{product}/activation-codes");
+        let v = self.panel_create(panel, &path, json!({"count": count})).await;
         v["codes"].as_array().expect("codes").iter().map(|c| c.as_str().expect("code").to_owned()).collect()
+    }
+
+    /// Creates an app asking for `resources`; returns the appId.
+    pub async fn app(&self, panel: &str, resources: &[&str]) -> String {
+        let v = self.panel_create(panel, "/v2/panel/apps", json!({"name": "test app", "resources": resources})).await;
+        v["appId"].as_str().expect("appId").to_owned()
     }
 
     pub async fn activate(&self, code: &str) -> Response {

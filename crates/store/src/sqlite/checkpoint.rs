@@ -276,35 +276,32 @@ impl Checkpointer {
             self.wait = 0;
             self.forced += 1;
             // At full ingest a restart is forced every second or two: say so at info level once
-            // a minute (with the count), at debug level in between.
+            // a minute (with the count), at debug level in between; one macro, since tracing's
+            // levels must be known where the event is written.
+            macro_rules! forced_line {
+                ($level:expr) => {
+                    tracing::event!(
+                        $level,
+                        ?mode,
+                        ?reason,
+                        wal_frames = passive.log,
+                        uncopied_frames = passive.log - passive.copied,
+                        wal_bytes,
+                        file_bytes,
+                        limit = self.limit,
+                        gate_wait_ms,
+                        held_ms,
+                        forced_since_last_report = self.forced,
+                        "WAL checkpointed in full, it restarts from its beginning"
+                    )
+                };
+            }
             if self.reported.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
-                tracing::info!(
-                    ?mode,
-                    ?reason,
-                    wal_frames = passive.log,
-                    uncopied_frames = passive.log - passive.copied,
-                    wal_bytes,
-                    file_bytes,
-                    limit = self.limit,
-                    gate_wait_ms,
-                    held_ms,
-                    forced_since_last_report = self.forced,
-                    "WAL checkpointed in full, it restarts from its beginning"
-                );
+                forced_line!(tracing::Level::INFO);
                 self.reported = Some(Instant::now());
                 self.forced = 0;
             } else {
-                tracing::debug!(
-                    ?mode,
-                    ?reason,
-                    wal_frames = passive.log,
-                    uncopied_frames = passive.log - passive.copied,
-                    wal_bytes,
-                    file_bytes,
-                    gate_wait_ms,
-                    held_ms,
-                    "WAL checkpointed in full, it restarts from its beginning"
-                );
+                forced_line!(tracing::Level::DEBUG);
             }
         } else {
             self.backoff = (self.backoff * 2).clamp(1, MAX_BACKOFF_ROUNDS);
