@@ -243,6 +243,13 @@ async fn password_change_ends_other_sessions() {
         .expect("settings");
     assert_envelope(r, 413).await;
     assert_eq!(s.login(&app, "owner@example.com", APP_USER_PASSWORD).await.0, StatusCode::OK);
+    // The same when only the merged document is over the limit (each patch alone is under it).
+    let put = |body: serde_json::Value| s.req(Method::PUT, "/v2/me/settings", &first).json(&body).send();
+    assert_eq!(put(json!({"a": "x".repeat(40_000)})).await.expect("settings").status(), StatusCode::OK);
+    let r = put(json!({"password": "another long password", "b": "x".repeat(40_000)})).await.expect("settings");
+    assert_envelope(r, 413).await;
+    assert_eq!(s.login(&app, "owner@example.com", APP_USER_PASSWORD).await.0, StatusCode::OK);
+    assert_eq!(put(json!({"a": null})).await.expect("settings").status(), StatusCode::OK);
     let r = s
         .req(Method::PUT, "/v2/me/settings", &first)
         .json(&json!({"password": "the new long password", "color": "red"}))

@@ -229,28 +229,28 @@ impl Platform {
         let Value::Object(mut patch) = patch else {
             return Err(Error::bad_request("settings must be a JSON object"));
         };
-        let password = patch.remove("password");
-        // Every check before anything changes: a refused request changes nothing.
-        let size = serde_json::to_string(&patch).map(|s| s.len()).unwrap_or(0);
-        if size > MAX_SETTINGS_BYTES {
-            return Err(Error::PayloadTooLarge(format!("settings are limited to {MAX_SETTINGS_BYTES} bytes")));
+        // A refused request changes nothing: the new password is checked and hashed first, the
+        // settings merged next (the store refuses a merged document over the limit, 413), and the
+        // password stored last.
+        let new_hash = match patch.remove("password") {
+            None => None,
+            Some(Value::String(pw)) => Some(hash_password(&pw).await?),
+            Some(_) => return Err(Error::bad_request("password must be a string")),
+        };
+        let settings = if patch.is_empty() {
+            self.store.app_user_settings(session.user_id).await?
+        } else {
+            self.store.merge_app_user_settings(session.user_id, patch, MAX_SETTINGS_BYTES).await?
+        };
+        if let Some(hash) = new_hash {
+            self.set_password_hash(session, &hash).await?;
         }
-        if let Some(pw) = password {
-            let Value::String(pw) = pw else {
-                return Err(Error::bad_request("password must be a string"));
-            };
-            self.change_password(session, &pw).await?;
-        }
-        if patch.is_empty() {
-            return self.store.app_user_settings(session.user_id).await;
-        }
-        self.store.merge_app_user_settings(session.user_id, patch, MAX_SETTINGS_BYTES).await
+        Ok(settings)
     }
 
-    /// Changes the password; every session of the user except this one ends.
-    pub async fn change_password(&self, session: &Session, password: &str) -> Result<()> {
-        let hash = hash_password(password).await?;
-        self.store.set_app_user_password(session.user_id, &hash, Some(&session.token_digest)).await?;
+    /// Stores a new password hash; every session of the user except this one ends.
+    async fn set_password_hash(&self, session: &Session, hash: &str) -> Result<()> {
+        self.store.set_app_user_password(session.user_id, hash, Some(&session.token_digest)).await?;
         let (user, keep) = (session.user_id, session.token_digest.clone());
         self.forget_sessions_where(|s| s.user_id == user && s.token_digest != keep);
         Ok(())
