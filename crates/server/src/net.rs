@@ -157,7 +157,6 @@ pub async fn serve_http(
         let svc = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
             req.extensions_mut().insert(info);
             normalize_path(&mut req);
-            detach_upgrade_request(&mut req);
             let router = router.clone();
             async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
         });
@@ -230,40 +229,6 @@ fn normalize_path<B>(req: &mut http::Request<B>) {
                 *req.uri_mut() = uri;
             }
         }
-    }
-}
-
-/// A WebSocket upgrade request (`Upgrade: websocket`; other upgrades, e.g. h2c, are left alone)
-/// lives as long as its connection (Socket.IO keeps its head), and
-/// hyper parses the URI and header values as views into the connection's read buffer (8–16 KiB):
-/// keeping them would keep that buffer. The request keeps copies of its URI and of the headers the
-/// WebSocket handshake uses (nothing after the handshake reads the others): ~16 KiB less resident
-/// memory per idle Socket.IO connection.
-fn detach_upgrade_request<B>(req: &mut http::Request<B>) {
-    use http::header;
-    const KEPT: [header::HeaderName; 6] = [
-        header::HOST,
-        header::UPGRADE,
-        header::CONNECTION,
-        header::SEC_WEBSOCKET_KEY,
-        header::SEC_WEBSOCKET_VERSION,
-        header::SEC_WEBSOCKET_PROTOCOL,
-    ];
-    let websocket = req.headers().get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-    if !websocket {
-        return;
-    }
-    let mut headers = http::HeaderMap::with_capacity(KEPT.len());
-    for name in KEPT {
-        for value in req.headers().get_all(&name) {
-            if let Ok(copy) = http::HeaderValue::from_bytes(value.as_bytes()) {
-                headers.append(name.clone(), copy);
-            }
-        }
-    }
-    *req.headers_mut() = headers;
-    if let Ok(uri) = http::Uri::try_from(req.uri().to_string()) {
-        *req.uri_mut() = uri;
     }
 }
 

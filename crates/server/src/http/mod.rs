@@ -55,6 +55,8 @@ pub fn router(platform: Arc<Platform>) -> Router {
         })
         // Socket.IO (`/socket.io/`, namespace `/v2`) sits inside the HTTPS-only guard.
         .layer(realtime)
+        // Before Socket.IO sees an upgrade request: it keeps copies, not hyper's read buffer.
+        .layer(axum::middleware::map_request(crate::realtime::detach_upgrade_request))
         .layer(axum::middleware::from_fn(guard::https_only))
         .with_state(state)
 }

@@ -19,7 +19,7 @@ use thingline_store::Thing;
 use crate::wire::{app_items_array, items_array};
 
 pub use http_subscriptions::{subscribe_resource, subscribe_thing};
-pub use socketio::layer;
+pub use socketio::{detach_upgrade_request, layer};
 pub use stats::{snapshot, spawn_stats_logger};
 
 /// The view of `key` on one thing, in the app item shape, on channel `/me/resources/{key}`.

@@ -327,6 +327,7 @@ pub(super) async fn index_field(conn: &mut SqliteConnection, cid: i64, name: &st
         .execute(&mut *conn)
         .await
         .map_err(db_err)?;
+    let only = HashSet::from([name.to_owned()]);
     let mut after = String::new();
     loop {
         let page: Vec<(String, String)> =
@@ -341,10 +342,7 @@ pub(super) async fn index_field(conn: &mut SqliteConnection, cid: i64, name: &st
         after = last.clone();
         let mut values = Vec::new();
         for (k, body) in &page {
-            let fields = indexed_fields(&stored_fields(body)?);
-            if let Some((_, v)) = fields.into_iter().find(|(n, _)| n == name) {
-                values.push((k.as_str(), v));
-            }
+            values.extend(index_rows_of(body, &only)?.into_iter().map(|(_, v)| (k.as_str(), v)));
         }
         let rows: Vec<(&str, &Scalar, &str)> = values.iter().map(|(k, v)| (name, v, *k)).collect();
         insert_index_rows(conn, cid, &rows).await?;

@@ -45,13 +45,6 @@ struct Caches {
     indexed: Arc<IndexedFields>,
 }
 
-impl Caches {
-    fn clear(&mut self) {
-        self.cids.clear();
-        self.indexed.clear();
-    }
-}
-
 /// Which top-level fields of each collection are indexed (`object_indexes`): the writer keeps
 /// the rows of exactly these fields, and alone changes the set, after its transaction commits;
 /// readers ask the writer for a field they need and do not see here. A collection absent here is
@@ -76,10 +69,6 @@ impl IndexedFields {
             map.clear();
         }
         map.insert(cid, names);
-    }
-
-    fn clear(&self) {
-        self.by_cid.write().clear();
     }
 }
 
@@ -337,7 +326,10 @@ async fn commit_group(conn: &mut SqliteConnection, caches: &mut Caches, one_stat
         Ok(()) => done.into_iter().for_each(Done::send),
         Err(e) => {
             tracing::warn!(error = %e, "objects group commit failed");
-            caches.clear();
+            // A rolled-back group may have cached ids of collections it created. The indexed
+            // fields stay: only `index_field` changes them, after its own commit, and a
+            // collection made by the rolled-back group had none.
+            caches.cids.clear();
             for d in done {
                 d.fail(&e);
             }
