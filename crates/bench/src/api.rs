@@ -146,7 +146,25 @@ impl Api {
         Ok(())
     }
 
+    /// `POST` a JSON body; any 2xx answer is returned as JSON (for calls whose exact status the
+    /// targets differ on).
+    pub async fn post_ok(&self, path: &str, token: Option<&str>, body: &Value) -> Result<Value> {
+        self.post_checked(path, token, body, |status| status.is_success()).await
+    }
+
     async fn post_json(&self, path: &str, token: Option<&str>, body: &Value, expected: StatusCode) -> Result<Value> {
+        self.post_checked(path, token, body, |status| status == expected)
+            .await
+            .map_err(|e| e.context(format!("expected {expected}")))
+    }
+
+    async fn post_checked(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+        accept: impl Fn(StatusCode) -> bool,
+    ) -> Result<Value> {
         let mut request = self.client.post(self.url(path)).json(body);
         if let Some(token) = token {
             request = request.header(reqwest::header::AUTHORIZATION, token);
@@ -154,14 +172,14 @@ impl Api {
         let response = request.send().await.with_context(|| format!("POST {path}"))?;
         let status = response.status();
         let text = response.text().await.with_context(|| format!("reading the answer to POST {path}"))?;
-        if status != expected {
-            bail!("POST {path} answered {status} (expected {expected}): {}", snippet(&text));
+        if !accept(status) {
+            bail!("POST {path} answered {status}: {}", snippet(&text));
         }
         serde_json::from_str(&text).with_context(|| format!("POST {path} answered non-JSON: {}", snippet(&text)))
     }
 }
 
-fn string_field(body: &Value, name: &str) -> Result<String> {
+pub fn string_field(body: &Value, name: &str) -> Result<String> {
     body.get(name)
         .and_then(Value::as_str)
         .map(str::to_string)

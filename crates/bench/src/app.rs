@@ -26,6 +26,7 @@ use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::api::string_field;
 use crate::driver::{Req, Workload, https_client};
 use crate::scenarios::{Scenario, Target, TargetKind, synthetic_tokens};
 use crate::seed::KEY;
@@ -198,7 +199,9 @@ impl AppScenario {
         let mut links0 = Vec::new();
         for j in 0..self.things_per_user {
             let thing = thing_of(0, j);
-            let answer = post_json(target, "/v2/me/things", Some(&token0), &json!({"thingToken": thing.thing_token}))
+            let answer = target
+                .api
+                .post_ok("/v2/me/things", Some(&token0), &json!({"thingToken": thing.thing_token}))
                 .await
                 .context("linking a thing")?;
             links0.push(answer.get("thingId").and_then(Value::as_str).unwrap_or(&thing.thing_id).to_string());
@@ -497,39 +500,22 @@ async fn seed_objects(target: &Target, token: &str, collection: &str, count: usi
 
 /// `POST /v2/panel/apps` asking for `temperature` → appId.
 async fn create_app(target: &Target, panel_token: &str) -> Result<String> {
-    let answer =
-        post_json(target, "/v2/panel/apps", Some(panel_token), &json!({"name": "bench-app", "resources": [KEY]}))
-            .await
-            .context("creating the app")?;
+    let answer = target
+        .api
+        .post_ok("/v2/panel/apps", Some(panel_token), &json!({"name": "bench-app", "resources": [KEY]}))
+        .await
+        .context("creating the app")?;
     string_field(&answer, "appId")
 }
 
 /// `POST /v2/register` → the session token.
 async fn register(target: &Target, app_id: &str, email: &str) -> Result<String> {
-    let answer =
-        post_json(target, "/v2/register", None, &json!({"email": email, "password": USER_PASSWORD, "app": app_id}))
-            .await
-            .context("registering an app user")?;
+    let answer = target
+        .api
+        .post_ok("/v2/register", None, &json!({"email": email, "password": USER_PASSWORD, "app": app_id}))
+        .await
+        .context("registering an app user")?;
     string_field(&answer, "token")
-}
-
-async fn post_json(target: &Target, path: &str, token: Option<&str>, body: &Value) -> Result<Value> {
-    let client = https_client(1, Duration::from_secs(60))?;
-    let mut request = client.post(target.api.url(path)).json(body);
-    if let Some(token) = token {
-        request = request.header("Authorization", token);
-    }
-    let response = request.send().await.with_context(|| format!("POST {path}"))?;
-    let status = response.status();
-    let text = response.text().await?;
-    if !status.is_success() {
-        bail!("POST {path} answered {status}: {}", text.chars().take(300).collect::<String>());
-    }
-    serde_json::from_str(&text).with_context(|| format!("POST {path} answered non-JSON"))
-}
-
-fn string_field(body: &Value, name: &str) -> Result<String> {
-    body.get(name).and_then(Value::as_str).map(str::to_string).ok_or_else(|| anyhow!("answer has no `{name}`: {body}"))
 }
 
 /// thingId-shaped ids (22 URL-safe characters) for targets that accept anything.
