@@ -281,7 +281,7 @@ fn remove_failed(notifier: &Notifier, group: &Group, failed: &[(u64, SinkError)]
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ValueItem;
+    use thingline_core::model::ValueItem;
     use tokio::sync::mpsc;
 
     struct Chan(mpsc::Sender<Arc<Payload>>, mpsc::UnboundedSender<DropReason>);

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
+use thingline_core::model::ValueItem;
 use tokio::sync::broadcast;
 
 /// What a subscriber listens to.
@@ -35,16 +36,6 @@ pub enum Topic {
     /// Changes to what one app user may access (a link or grant removed): live subscriptions of
     /// that user re-check their permissions.
     User(i64),
-}
-
-/// One value as committed (or broadcast without storing).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValueItem {
-    pub key: String,
-    /// The value as JSON text.
-    pub value: String,
-    /// Milliseconds since the epoch, UTC.
-    pub ts: i64,
 }
 
 /// What travels on the bus.

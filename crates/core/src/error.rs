@@ -20,6 +20,12 @@ pub enum Error {
     /// 404: nothing there (or nothing the caller may see).
     #[error("{0}")]
     NotFound(String),
+    /// 405: the path exists, but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// 408: the client did not send its request (body) in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 409: conflicts with what is stored (duplicate email, existing `_id`, used code).
     #[error("{0}")]
     Conflict(String),
@@ -29,6 +35,10 @@ pub enum Error {
     /// 429: rate limited.
     #[error("{0}")]
     TooManyRequests(String),
+    /// 507: the store is out of space; nothing of the request was stored. The client may retry
+    /// once the operator has freed space.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// 503: shutting down or a dependency is unavailable; the client may retry.
     #[error("{0}")]
     Unavailable(String),
@@ -48,10 +58,13 @@ impl Error {
             Error::Unauthorized(_) => 401,
             Error::Forbidden(_) => 403,
             Error::NotFound(_) => 404,
+            Error::MethodNotAllowed(_) => 405,
+            Error::RequestTimeout(_) => 408,
             Error::Conflict(_) => 409,
             Error::PayloadTooLarge(_) => 413,
             Error::TooManyRequests(_) => 429,
             Error::Unavailable(_) => 503,
+            Error::InsufficientStorage(_) => 507,
             Error::Internal(_) => 500,
         }
     }

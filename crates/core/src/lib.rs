@@ -6,8 +6,9 @@ pub mod error;
 pub mod form;
 pub mod geo;
 pub mod ids;
+pub mod keys;
+pub mod model;
 pub mod query;
-pub mod settings;
 pub mod time;
 
 pub use error::{Error, Result};

@@ -2,7 +2,7 @@
 //! the hottest paths (reads of 1,000 values, fan-out to thousands of subscribers): the stored JSON
 //! text of a value is spliced in as is, never parsed and re-serialized.
 
-use thingline_bus::ValueItem;
+use thingline_core::model::ValueItem;
 use thingline_core::time::push_datetime;
 
 /// Appends a JSON string literal.

@@ -6,7 +6,8 @@
 use async_trait::async_trait;
 use thingline_core::Result;
 
-use crate::{AppSessionRecord, AppUser, GrantEntry, GrantRecord, OutboxMail, Thing};
+use crate::{AppSessionRecord, GrantRecord};
+use thingline_core::model::{AppUser, GrantEntry, OutboxMail, Thing};
 
 /// Storage of the App API's users and what they may reach.
 #[async_trait]

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use thingline_core::query::TimelineQuery;
 
-use crate::{GrantEntry, NewPoint, NewThing, Product, ResourceDecl, Store};
+use crate::{NewPoint, NewThing, Store};
+use thingline_core::model::{GrantEntry, Product, ResourceDecl};
 
 /// Runs every check; panics (test failure) with a message naming the broken rule.
 pub async fn run_all(store: Arc<dyn Store>) {
@@ -128,7 +129,7 @@ async fn settings_documents(store: &dyn Store, seq: i64) {
 }
 
 async fn app_users_sessions_links_grants(store: &dyn Store) {
-    use crate::App;
+    use thingline_core::model::App;
     let owner = store.panel_user_by_email("ops@example.com").await.expect("user").expect("exists").id;
     let app = App { id: "app-1".into(), owner_id: owner, name: "a".into(), resources: vec![], created_ms: 1 };
     store.create_app(&app).await.expect("app");

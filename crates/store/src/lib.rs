@@ -17,6 +17,7 @@ use async_trait::async_trait;
 pub use model::*;
 pub use objects::ObjectStore;
 use thingline_core::Result;
+use thingline_core::model::{ActivationCode, App, PanelUser, Product, Thing};
 use thingline_core::query::TimelineQuery;
 
 /// Panel (operator) accounts and their sessions. Session tokens are stored only as digests.

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use thingline_core::classes::{Collection, ListQuery, Owner, prepare_object};
-use thingline_store::{App, StoreOptions};
+use thingline_core::model::App;
+use thingline_store::StoreOptions;
 
 fn pct(mut v: Vec<Duration>, p: f64) -> Duration {
     v.sort();

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
-use thingline_store::{NewPoint, NewThing, Product, StoreOptions};
+use thingline_core::model::Product;
+use thingline_store::sqlite::SqliteOptions;
+use thingline_store::{NewPoint, NewThing, StoreOptions};
 
 /// A small WAL limit so that the burst stays small (production default: 64 MiB).
 const LIMIT: u64 = 1024 * 1024;
@@ -25,7 +27,8 @@ async fn wal_shrinks_back_under_its_limit_once_a_long_reader_is_gone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("t.db");
     let wal = dir.path().join("t.db-wal");
-    let options = StoreOptions { sync_full: false, wal_limit_bytes: LIMIT, ..StoreOptions::default() };
+    let options =
+        StoreOptions { sync_full: false, sqlite: SqliteOptions { wal_limit_bytes: LIMIT }, ..StoreOptions::default() };
     let store = thingline_store::open(&format!("sqlite://{}", db.display()), &options).await.expect("open");
     let owner = store.create_panel_user("ops@example.com", "x").await.expect("user").id;
     let product = Product { id: "p".into(), owner_id: owner, name: "s".into(), resources: vec![], created_ms: 1 };

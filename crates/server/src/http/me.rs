@@ -13,10 +13,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use thingline_core::Error;
+use thingline_core::keys::{GEO_KEY, MagicKey, classify, validate_key};
+use thingline_core::model::Thing;
 use thingline_core::query::TimelineQuery;
-use thingline_core::settings::{GEO_KEY, MagicKey, classify, validate_key};
 use thingline_core::time::format_datetime;
-use thingline_store::Thing;
 
 use super::body::Body;
 use super::extract::{Path, Query, authorization};

@@ -5,6 +5,7 @@
 mod app_auth;
 pub mod body;
 mod classes;
+mod date;
 pub mod error;
 pub mod extract;
 mod guard;
@@ -14,7 +15,6 @@ mod panel;
 mod panel_users;
 mod stream;
 mod things;
-mod utils;
 
 use std::sync::Arc;
 
@@ -43,7 +43,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
     Router::new()
         .merge(health::router())
         .merge(things::router())
-        .merge(utils::router())
+        .merge(date::router())
         .merge(panel::router())
         .merge(panel_users::router())
         .merge(app_auth::router())

@@ -10,8 +10,8 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use thingline_core::Error;
+use thingline_core::model::{App, PanelUser, Product, Thing};
 use thingline_core::time::format_datetime;
-use thingline_store::{App, PanelUser, Product, Thing};
 
 use super::body::Body;
 use super::extract::{ClientIp, Path, authorization};

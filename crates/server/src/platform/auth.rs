@@ -4,9 +4,9 @@ use std::net::IpAddr;
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use thingline_core::ids::{new_secret_token, token_digest};
+use thingline_core::model::PanelUser;
 use thingline_core::time::now_ms;
 use thingline_core::{Error, Result};
-use thingline_store::PanelUser;
 
 use super::Platform;
 

@@ -5,9 +5,9 @@
 
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use thingline_core::model::OutboxMail;
 use thingline_core::time::now_ms;
 use thingline_core::{Error, Result};
-use thingline_store::OutboxMail;
 
 use super::Platform;
 

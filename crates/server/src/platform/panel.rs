@@ -6,10 +6,10 @@ use std::collections::HashSet;
 
 use serde::Deserialize;
 use thingline_core::ids::{new_activation_code, new_id};
-use thingline_core::settings::validate_key;
+use thingline_core::keys::validate_key;
+use thingline_core::model::{ActivationCode, App, PanelUser, Product, ResourceDecl, Thing};
 use thingline_core::time::now_ms;
 use thingline_core::{Error, Result};
-use thingline_store::{ActivationCode, App, PanelUser, Product, ResourceDecl, Thing};
 
 use super::Platform;
 

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::RwLock;
 use serde_json::{Map, Value, json};
 use thingline_core::Result;
-use thingline_core::settings::base_key;
-use thingline_store::Thing;
+use thingline_core::keys::base_key;
+use thingline_core::model::Thing;
 
 use super::{Platform, Session};
 

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use thingline_core::ids::{looks_like_thing_token, new_id, new_thing_token};
+use thingline_core::model::Thing;
 use thingline_core::time::now_ms;
 use thingline_core::{Error, Result};
-use thingline_store::{NewThing, Thing};
+use thingline_store::NewThing;
 
 use super::Platform;
 

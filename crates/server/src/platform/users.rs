@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use serde_json::{Map, Value};
-use thingline_core::settings::{base_key, validate_key};
+use thingline_core::keys::{base_key, validate_key};
+use thingline_core::model::{AppUser, GrantEntry, PanelUser, Thing};
 use thingline_core::time::now_ms;
 use thingline_core::{Error, Result};
-use thingline_store::{AppUser, GrantEntry, PanelUser, Thing};
 
 use super::auth::{hash_password, normalize_email, verify_password};
 use super::mail::Mailer;

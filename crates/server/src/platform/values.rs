@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use thingline_bus::{Event, Topic, ValueItem};
+use thingline_bus::{Event, Topic};
+use thingline_core::keys::{GEO_KEY, MagicKey, SETTINGS_KEY, classify, get_path, validate_key, validate_path};
+use thingline_core::model::Thing;
+use thingline_core::model::ValueItem;
 use thingline_core::query::TimelineQuery;
-use thingline_core::settings::{GEO_KEY, MagicKey, SETTINGS_KEY, classify, get_path, validate_key, validate_path};
 use thingline_core::time::{now_ms, parse_datetime_value};
 use thingline_core::{Error, Result, geo};
-use thingline_store::{NewPoint, Thing};
+use thingline_store::NewPoint;
 
 use super::Platform;
 

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use thingline_core::model::Thing;
 use thingline_core::{Error, Result};
-use thingline_store::Thing;
 
 use crate::platform::{Platform, Session};
 

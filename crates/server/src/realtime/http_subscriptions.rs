@@ -29,10 +29,10 @@ use thingline_bus::{
     ConnectionGuard, DropReason, Fanout, Membership, Payload, Received, Sink, SinkError, Subscription, Topic,
 };
 use thingline_core::Error;
+use thingline_core::keys::validate_key;
+use thingline_core::model::Thing;
 use thingline_core::query::{parse_bool_flag, parse_keep_alive};
-use thingline_core::settings::validate_key;
 use thingline_core::time::now_ms;
-use thingline_store::Thing;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 

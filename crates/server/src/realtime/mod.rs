@@ -14,7 +14,7 @@ mod stats;
 use std::sync::Arc;
 
 use thingline_bus::{Event, GroupKey, Renderer, Topic};
-use thingline_store::Thing;
+use thingline_core::model::Thing;
 
 use crate::wire::{app_items_array, items_array};
 

@@ -35,8 +35,8 @@ use thingline_bus::{
     ConnectionGuard, DropReason, Event, Fanout, GroupKey, Membership, Payload, Renderer, Sink, SinkError, Topic,
 };
 use thingline_core::Error;
-use thingline_core::settings::validate_key;
-use thingline_store::Thing;
+use thingline_core::keys::validate_key;
+use thingline_core::model::Thing;
 
 use super::access::access_removed;
 use super::{envelope, key_view, spawn_stats_logger, thing_view};

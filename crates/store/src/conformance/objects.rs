@@ -5,7 +5,8 @@
 use serde_json::{Value, json};
 use thingline_core::classes::{Collection, ListOrder, ListQuery, Owner, Scalar, prepare_object};
 
-use crate::{App, Store};
+use crate::Store;
+use thingline_core::model::App;
 
 fn obj(id: &str, v: Value) -> thingline_core::classes::PreparedObject {
     prepare_object(id.to_owned(), v.as_object().cloned().unwrap_or_default()).expect("valid object")

@@ -7,7 +7,8 @@ use thingline_core::{Error, Result};
 
 use super::things::thing_from;
 use super::{SqliteStore, db_err, is_unique_violation};
-use crate::{AppSessionRecord, AppUser, AppUserStore, GrantEntry, GrantRecord, OutboxMail, Thing};
+use crate::{AppSessionRecord, AppUserStore, GrantRecord};
+use thingline_core::model::{AppUser, GrantEntry, OutboxMail, Thing};
 
 fn user_from(row: &sqlx::sqlite::SqliteRow) -> Result<AppUser> {
     Ok(AppUser {

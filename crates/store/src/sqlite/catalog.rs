@@ -5,7 +5,8 @@ use sqlx::Row;
 use thingline_core::{Error, Result};
 
 use super::{SqliteStore, db_err, is_unique_violation};
-use crate::{ActivationCode, App, CatalogStore, Product, ResourceDecl};
+use crate::CatalogStore;
+use thingline_core::model::{ActivationCode, App, Product, ResourceDecl};
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(Error::internal)

@@ -9,8 +9,8 @@ mod checkpoint;
 mod objects;
 mod panel;
 mod things;
+mod timeline_writer;
 mod timelines;
-mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -31,6 +31,29 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/sqlite/0004_object_indexes.sql")),
 ];
 
+/// Options only the SQLite backend reads.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Bound on the write-ahead log, in bytes (default [`DEFAULT_WAL_LIMIT_BYTES`]): once the WAL
+    /// holds this many bytes of frames (or, with nothing being written, its file is still
+    /// larger), the background checkpoint forces it to restart from its beginning
+    /// (`wal_checkpoint(RESTART)`, `TRUNCATE` when idle), and `journal_size_limit` truncates a
+    /// restarted WAL file back to this size. See `docs/architecture.md` (WAL checkpoints).
+    pub wal_limit_bytes: u64,
+}
+
+/// The default [`SqliteOptions::wal_limit_bytes`]: 64 MiB (16,384 frames of 4 KiB pages). Large
+/// enough that even saturated appends force a restart (which holds the writers for a moment) at
+/// most about once a second (measured), and quiet ingest never; small enough that a burst leaves
+/// no big file behind and that readers, which look pages up in the WAL index first, stay fast.
+pub const DEFAULT_WAL_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions { wal_limit_bytes: DEFAULT_WAL_LIMIT_BYTES }
+    }
+}
+
 /// The SQLite store.
 pub struct SqliteStore {
     /// Read-only connections for every query.
@@ -38,7 +61,7 @@ pub struct SqliteStore {
     /// One connection for transactional writes other than timeline appends.
     write: SqlitePool,
     /// The group-commit writer for timeline appends.
-    writer: writer::WriterHandle,
+    writer: timeline_writer::WriterHandle,
     /// The group-commit writer for app objects (creates, updates, deletes).
     objects: objects::ObjectWriter,
     /// Stops the WAL checkpointer (dropping the sender stops it too), and its task to wait for.
@@ -67,7 +90,7 @@ impl SqliteStore {
             .pragma("wal_autocheckpoint", "0")
             // A WAL file that restarts from its beginning is truncated back to this size at the
             // next commit, so a burst does not leave a big file behind.
-            .pragma("journal_size_limit", options.wal_limit_bytes.min(i64::MAX as u64).to_string())
+            .pragma("journal_size_limit", options.sqlite.wal_limit_bytes.min(i64::MAX as u64).to_string())
             .log_statements(tracing::log::LevelFilter::Trace);
 
         let write = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(base.clone()).await?;
@@ -82,14 +105,19 @@ impl SqliteStore {
 
         let gate = checkpoint::CommitGate::default();
         let writer_conn = base.connect().await?;
-        let writer = writer::spawn(writer_conn, gate.clone());
+        let writer = timeline_writer::spawn(writer_conn, gate.clone());
         let objects = objects::spawn_writer(base.connect().await?, gate.clone());
         let checkpoint_conn = base.clone().busy_timeout(checkpoint::ESCALATION_BUSY_TIMEOUT).connect().await?;
         let mut wal_path = path.as_os_str().to_owned();
         wal_path.push("-wal");
         let (stop, stopped) = oneshot::channel();
-        let task =
-            tokio::spawn(checkpoint::run(checkpoint_conn, gate, stopped, wal_path.into(), options.wal_limit_bytes));
+        let task = tokio::spawn(checkpoint::run(
+            checkpoint_conn,
+            gate,
+            stopped,
+            wal_path.into(),
+            options.sqlite.wal_limit_bytes,
+        ));
         let checkpointer = parking_lot::Mutex::new(Some((stop, task)));
         Ok(SqliteStore { read, write, writer, objects, checkpointer })
     }

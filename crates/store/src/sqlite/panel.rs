@@ -5,7 +5,8 @@ use sqlx::Row;
 use thingline_core::{Error, Result};
 
 use super::{SqliteStore, db_err, is_unique_violation};
-use crate::{PanelStore, PanelUser};
+use crate::PanelStore;
+use thingline_core::model::PanelUser;
 
 fn user_from(row: &sqlx::sqlite::SqliteRow) -> Result<PanelUser> {
     Ok(PanelUser {

@@ -5,7 +5,8 @@ use sqlx::Row;
 use thingline_core::{Error, Result};
 
 use super::{SqliteStore, db_err};
-use crate::{NewThing, Thing, ThingStore};
+use crate::{NewThing, ThingStore};
+use thingline_core::model::Thing;
 
 macro_rules! thing_select {
     ($rest:literal) => {
@@ -137,7 +138,7 @@ impl ThingStore for SqliteStore {
             serde_json::from_str(&doc).map_err(|e| Error::internal(format!("corrupt settings: {e}")))?;
         match path {
             None => doc = value,
-            Some(path) => thingline_core::settings::set_path(&mut doc, path, value)?,
+            Some(path) => thingline_core::keys::set_path(&mut doc, path, value)?,
         }
         let text = serde_json::to_string(&doc).map_err(Error::internal)?;
         sqlx::query("UPDATE things SET settings = ? WHERE seq = ?")

@@ -1,0 +1,102 @@
+//! The domain records every layer exchanges: panel accounts, products and their resource
+//! declarations, activation codes, apps, things, app users, grants, outbox mails and committed
+//! values. Plain data; the rules live in the platform core, the storage in the store.
+
+use serde::{Deserialize, Serialize};
+
+/// An operator's account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PanelUser {
+    pub id: i64,
+    pub email: String,
+    pub password_hash: String,
+}
+
+/// A resource a product declares; private unless `public`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceDecl {
+    pub key: String,
+    #[serde(default)]
+    pub public: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Product {
+    pub id: String,
+    pub owner_id: i64,
+    pub name: String,
+    pub resources: Vec<ResourceDecl>,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivationCode {
+    pub code: String,
+    pub product_id: String,
+    /// The thing it activated, once used.
+    pub thing_id: Option<String>,
+    pub created_ms: i64,
+    pub used_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    pub id: String,
+    pub owner_id: i64,
+    pub name: String,
+    /// Resource keys the app asks for.
+    pub resources: Vec<String>,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thing {
+    /// Internal compact key used by timelines and bus topics.
+    pub seq: i64,
+    pub id: String,
+    pub token: String,
+    pub product_id: String,
+    pub activation_code: Option<String>,
+    pub created_ms: i64,
+}
+
+/// An app user. Users are scoped per app: the same email may exist once in each app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppUser {
+    pub id: i64,
+    pub app_id: String,
+    pub email: String,
+    pub password_hash: String,
+    pub created_ms: i64,
+}
+
+/// One (resource key, thing) pair of a grant request: the grantee's permissions on it become
+/// exactly `perms` (0 revokes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantEntry {
+    pub thing_id: String,
+    pub key: String,
+    /// Bit set: get=1, post=2, grant=4, put=8, delete=16.
+    pub perms: u8,
+}
+
+/// A notification email kept in the outbox (when no SMTP server is configured).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMail {
+    pub id: i64,
+    pub app_id: String,
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+    pub created_ms: i64,
+}
+
+/// One value as committed (or broadcast without storing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueItem {
+    pub key: String,
+    /// The value as JSON text.
+    pub value: String,
+    /// Milliseconds since the epoch, UTC.
+    pub ts: i64,
+}
