@@ -4,62 +4,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_thingline");
-
-struct Proc {
-    child: Child,
-    https: String,
-    /// Remaining log lines.
-    lines: mpsc::Receiver<String>,
-}
-
-/// Spawns `thingline serve` on `dir` with port-0 listeners and waits for its listening lines.
-fn spawn(dir: &Path, extra: &[&str]) -> Proc {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("serve")
-        .args(["--data-dir", dir.to_str().expect("utf8 path")])
-        .args(["--https-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-        .args(["--mqtt-addr", "off", "--mqtts-addr", "off", "--coap-addr", "off"])
-        .args(extra)
-        .env("THINGLINE_PANEL_EMAIL", common::PANEL_EMAIL)
-        .env("THINGLINE_PANEL_PASSWORD", common::PANEL_PASSWORD)
-        .env("THINGLINE_LOG", "info")
-        .env_remove("THINGLINE_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn thingline");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let (mut https, mut http) = (None, None);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while https.is_none() || http.is_none() {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let line = rx.recv_timeout(left).expect("listening lines within 30 s");
-        if let Some(addr) = line.split("listener=https addr=").nth(1) {
-            https = Some(format!("https://{}", addr.split_whitespace().next().expect("addr")));
-        }
-        if let Some(addr) = line.split("listener=http addr=").nth(1) {
-            http = Some(format!("http://{}", addr.split_whitespace().next().expect("addr")));
-        }
-    }
-    Proc { child, https: https.expect("https"), lines: rx }
-}
+use common::spawned::{Proc, spawn, wait_exit};
 
 /// `thingline serve` on a fresh data dir, a client trusting it, and the token of a thing (of a
 /// product with a public `seq`) activated on it.
@@ -169,7 +120,7 @@ async fn a_taken_port_stops_the_start_with_one_clear_line() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(BIN)
+    let out = Command::new(common::spawned::bin())
         .args(["serve", "--data-dir", dir.path().to_str().expect("utf8"), "--https-addr", &addr])
         .args(["--mqtt-addr", "off", "--mqtts-addr", "off", "--coap-addr", "off"])
         .env("THINGLINE_LOG", "error")
@@ -185,7 +136,7 @@ async fn a_taken_port_stops_the_start_with_one_clear_line() {
 async fn config_file_and_panel_user_command() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let out = Command::new(BIN)
+    let out = Command::new(common::spawned::bin())
         .args(["panel-user", "add", "--email", "second@example.com", "--password", "second-password"])
         .args(["--data-dir", data.to_str().expect("utf8")])
         .output()
@@ -222,21 +173,6 @@ async fn config_file_and_panel_user_command() {
     let _ = p.lines.try_recv();
 }
 
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn stop(mut p: Proc) {
-    let _ = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status();
-    let _ = wait_exit(&mut p.child, Duration::from_secs(20));
+fn stop(p: Proc) {
+    let _ = p.stop();
 }

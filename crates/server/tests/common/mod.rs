@@ -4,6 +4,8 @@
 //! reader of chunked subscription streams.
 #![allow(dead_code)]
 
+pub mod spawned;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
