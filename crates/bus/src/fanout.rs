@@ -63,6 +63,8 @@ pub enum DropReason {
     SlowConsumer,
     /// The group fell behind the bus (the process is overloaded) and events were skipped.
     Lagged,
+    /// What the group's topic names is gone (a thing was deleted).
+    Gone,
     /// The notifier shut down.
     Closed,
 }
@@ -212,6 +214,9 @@ async fn run_group(
         let received = sub.recv().await;
         let Some(group) = weak.upgrade() else { return };
         match received {
+            Received::Event(ev) if ev.is_terminal() => {
+                drop_all(&notifier, &group, DropReason::Gone);
+            }
             Received::Event(ev) => {
                 let Some(text) = render(&ev) else { continue };
                 stats.rendered.fetch_add(1, Ordering::Relaxed);
@@ -238,23 +243,25 @@ async fn run_group(
             }
             Received::Lagged(n) => {
                 tracing::warn!(channel = %group.key.channel, skipped = n, "fan-out group lagged; dropping its subscribers");
-                let all: Vec<(u64, Arc<dyn Sink>)> = std::mem::take(&mut *group.sinks.write());
-                notifier.fanout.members.fetch_sub(all.len() as u64, Ordering::Relaxed);
-                stats.dropped_lagged.fetch_add(all.len() as u64, Ordering::Relaxed);
-                for (_, sink) in all {
-                    sink.dropped(DropReason::Lagged);
-                }
+                let dropped = drop_all(&notifier, &group, DropReason::Lagged);
+                stats.dropped_lagged.fetch_add(dropped, Ordering::Relaxed);
             }
             Received::Closed => {
-                let all: Vec<(u64, Arc<dyn Sink>)> = std::mem::take(&mut *group.sinks.write());
-                notifier.fanout.members.fetch_sub(all.len() as u64, Ordering::Relaxed);
-                for (_, sink) in all {
-                    sink.dropped(DropReason::Closed);
-                }
+                drop_all(&notifier, &group, DropReason::Closed);
                 return;
             }
         }
     }
+}
+
+/// Removes every sink of the group and tells each why; returns how many.
+fn drop_all(notifier: &Notifier, group: &Group, reason: DropReason) -> u64 {
+    let all: Vec<(u64, Arc<dyn Sink>)> = std::mem::take(&mut *group.sinks.write());
+    notifier.fanout.members.fetch_sub(all.len() as u64, Ordering::Relaxed);
+    for (_, sink) in &all {
+        sink.dropped(reason);
+    }
+    all.len() as u64
 }
 
 fn remove_failed(notifier: &Notifier, group: &Group, failed: &[(u64, SinkError)]) {
@@ -281,7 +288,7 @@ fn remove_failed(notifier: &Notifier, group: &Group, failed: &[(u64, SinkError)]
 #[cfg(test)]
 mod tests {
     use super::*;
-    use thingline_core::model::ValueItem;
+    use thingline_core::model::{ValueItem, WrittenValue};
     use tokio::sync::mpsc;
 
     struct Chan(mpsc::Sender<Arc<Payload>>, mpsc::UnboundedSender<DropReason>);
@@ -298,10 +305,11 @@ mod tests {
     }
 
     fn values(n: i64) -> Event {
+        let item = ValueItem { key: "k".into(), value: n.to_string(), ts: n };
         Event::Values {
             thing_seq: 1,
             thing_id: Arc::from("t"),
-            items: Arc::from(vec![ValueItem { key: "k".into(), value: n.to_string(), ts: n }]),
+            items: Arc::from(vec![WrittenValue { item, geo: None }]),
         }
     }
 
@@ -314,7 +322,7 @@ mod tests {
         Arc::new(move |ev: &Event| {
             calls.fetch_add(1, Ordering::Relaxed);
             match ev {
-                Event::Values { items, .. } => Some(format!("[{}]", items[0].value)),
+                Event::Values { items, .. } => Some(format!("[{}]", items[0].item.value)),
                 _ => None,
             }
         })

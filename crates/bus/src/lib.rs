@@ -14,8 +14,8 @@ mod registry;
 
 pub use fanout::{DropReason, Fanout, GroupKey, Membership, Payload, Renderer, Sink, SinkError};
 pub use registry::{
-    ConnectionGuard, Connections, DEFAULT_MAX_CONNECTIONS_PER_USER, DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
-    DEFAULT_QUEUE_CAPACITY, RealtimeLimits, StatsSnapshot,
+    ConnectionGuard, Connections, DEFAULT_MAX_CONNECTIONS_PER_USER, DEFAULT_MAX_STREAMS_PER_THING,
+    DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION, DEFAULT_QUEUE_CAPACITY, RealtimeLimits, StatsSnapshot, ThingStreamGuard,
 };
 
 use std::collections::HashMap;
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use thingline_core::model::ValueItem;
+use thingline_core::model::WrittenValue;
 use tokio::sync::broadcast;
 
 /// What a subscriber listens to.
@@ -42,12 +42,23 @@ pub enum Topic {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// Values written to a thing, in write order.
-    Values { thing_seq: i64, thing_id: Arc<str>, items: Arc<[ValueItem]> },
+    Values { thing_seq: i64, thing_id: Arc<str>, items: Arc<[WrittenValue]> },
+    /// The thing was deleted (published on its [`Topic::Thing`]): every subscription of it ends.
+    ThingDeleted { thing_seq: i64 },
     /// An object stored, updated or deleted in a collection: its `_id`, and for a creation or
     /// an update the object as it is now stored (JSON text, `_id` first); `None` for a deletion.
     Object { op: ObjectOp, id: Arc<str>, body: Option<Arc<str>> },
-    /// What the user may access changed (published on [`Topic::User`]).
+    /// What the user may access changed, or one of the user's sessions ended (published on
+    /// [`Topic::User`]): live subscriptions of the user re-check their session and permissions.
     AccessChanged { user_id: i64 },
+}
+
+impl Event {
+    /// Whether the event ends every subscription of its topic (the fan-out drops their sinks with
+    /// [`DropReason::Gone`]).
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Event::ThingDeleted { .. })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,10 +212,11 @@ mod tests {
     use super::*;
 
     fn values(n: i64) -> Event {
+        let item = thingline_core::model::ValueItem { key: "k".into(), value: n.to_string(), ts: n };
         Event::Values {
             thing_seq: 1,
             thing_id: Arc::from("t"),
-            items: Arc::from(vec![ValueItem { key: "k".into(), value: n.to_string(), ts: n }]),
+            items: Arc::from(vec![WrittenValue { item, geo: None }]),
         }
     }
 

@@ -1,6 +1,7 @@
 //! What every realtime adapter shares besides the events: the count of open connections (in
-//! total and per user, to enforce the per-user cap), the realtime limits, and the counters
-//! snapshot read by the periodic log line and the metrics endpoint.
+//! total and per user, to enforce the per-user cap), the count of device subscriptions per thing
+//! (to enforce the per-thing cap), the realtime limits, and the counters snapshot read by the
+//! periodic log line and the metrics endpoint.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use parking_lot::Mutex;
 pub struct RealtimeLimits {
     max_subscriptions_per_connection: AtomicUsize,
     max_connections_per_user: AtomicUsize,
+    max_streams_per_thing: AtomicUsize,
     queue_capacity: AtomicUsize,
 }
 
@@ -20,12 +22,14 @@ pub struct RealtimeLimits {
 pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 100;
 pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 50;
 pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
+pub const DEFAULT_MAX_STREAMS_PER_THING: usize = 10;
 
 impl Default for RealtimeLimits {
     fn default() -> Self {
         RealtimeLimits {
             max_subscriptions_per_connection: AtomicUsize::new(DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION),
             max_connections_per_user: AtomicUsize::new(DEFAULT_MAX_CONNECTIONS_PER_USER),
+            max_streams_per_thing: AtomicUsize::new(DEFAULT_MAX_STREAMS_PER_THING),
             queue_capacity: AtomicUsize::new(DEFAULT_QUEUE_CAPACITY),
         }
     }
@@ -40,6 +44,11 @@ impl RealtimeLimits {
     pub fn max_connections_per_user(&self) -> usize {
         self.max_connections_per_user.load(Ordering::Relaxed)
     }
+    /// Most device subscriptions of one thing at once (thing streams; later MQTT subscriptions
+    /// and CoAP observers), so a leaked token cannot open unbounded streams.
+    pub fn max_streams_per_thing(&self) -> usize {
+        self.max_streams_per_thing.load(Ordering::Relaxed)
+    }
     /// Messages queued for one HTTP subscriber before it is dropped as too slow.
     pub fn queue_capacity(&self) -> usize {
         self.queue_capacity.load(Ordering::Relaxed)
@@ -49,6 +58,9 @@ impl RealtimeLimits {
     }
     pub fn set_max_connections_per_user(&self, n: usize) {
         self.max_connections_per_user.store(n.max(1), Ordering::Relaxed);
+    }
+    pub fn set_max_streams_per_thing(&self, n: usize) {
+        self.max_streams_per_thing.store(n.max(1), Ordering::Relaxed);
     }
     pub fn set_queue_capacity(&self, n: usize) {
         self.queue_capacity.store(n.max(1), Ordering::Relaxed);
@@ -60,6 +72,7 @@ impl RealtimeLimits {
 pub struct Connections {
     total: Arc<AtomicU64>,
     per_user: Arc<Mutex<HashMap<i64, usize>>>,
+    per_thing: Arc<Mutex<HashMap<i64, usize>>>,
 }
 
 impl Connections {
@@ -76,6 +89,40 @@ impl Connections {
     /// Open connections of one user.
     pub fn of_user(&self, user_id: i64) -> usize {
         self.per_user.lock().get(&user_id).copied().unwrap_or(0)
+    }
+
+    /// Counts a device subscription of thing `seq`; `None` (and nothing counted) when the thing
+    /// already has `max`. Dropping the guard uncounts it.
+    pub fn open_thing_stream(&self, seq: i64, max: usize) -> Option<ThingStreamGuard> {
+        let mut map = self.per_thing.lock();
+        let n = map.entry(seq).or_insert(0);
+        if *n >= max {
+            if *n == 0 {
+                map.remove(&seq);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(ThingStreamGuard { per_thing: Arc::clone(&self.per_thing), seq })
+    }
+}
+
+/// One device subscription of a thing; dropping it uncounts it.
+#[derive(Debug)]
+pub struct ThingStreamGuard {
+    per_thing: Arc<Mutex<HashMap<i64, usize>>>,
+    seq: i64,
+}
+
+impl Drop for ThingStreamGuard {
+    fn drop(&mut self) {
+        let mut map = self.per_thing.lock();
+        if let Some(n) = map.get_mut(&self.seq) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.seq);
+            }
+        }
     }
 }
 
@@ -176,5 +223,16 @@ mod tests {
         drop(b);
         assert_eq!(c.of_user(7), 0);
         assert_eq!(c.total(), 0);
+    }
+
+    #[test]
+    fn per_thing_cap_and_release() {
+        let c = Connections::default();
+        let a = c.open_thing_stream(3, 2).expect("first");
+        let _b = c.open_thing_stream(3, 2).expect("second");
+        assert!(c.open_thing_stream(3, 2).is_none(), "a third is refused");
+        assert!(c.open_thing_stream(4, 2).is_some(), "other things are not affected");
+        drop(a);
+        assert!(c.open_thing_stream(3, 2).is_some(), "a closed one frees its place");
     }
 }

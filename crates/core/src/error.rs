@@ -87,6 +87,17 @@ impl Error {
         Error::Internal(msg.to_string())
     }
 
+    /// 404 for a resource key the caller may not see or that was never written: both read the
+    /// same (contract.md), on every protocol.
+    pub fn resource_not_found(key: &str) -> Self {
+        Error::NotFound(format!("Resource {key} not found"))
+    }
+
+    /// 404 for a thing that does not exist or that the caller does not reach.
+    pub fn thing_not_found() -> Self {
+        Error::NotFound("Thing not found".to_owned())
+    }
+
     /// The JSON envelope for this error.
     pub fn envelope(&self) -> serde_json::Value {
         serde_json::json!({

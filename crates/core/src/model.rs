@@ -92,11 +92,33 @@ pub struct OutboxMail {
 }
 
 /// One value as committed (or broadcast without storing).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ValueItem {
     pub key: String,
     /// The value as JSON text.
     pub value: String,
     /// Milliseconds since the epoch, UTC.
+    pub ts: i64,
+}
+
+/// A value as written to a thing, as realtime subscribers see it: the committed item, and the
+/// `geo` attribute it was written with. The `$geo` point such an attribute also records travels
+/// inside it, not as an item of its own, so a subscriber of the whole thing receives the items as
+/// the writer sent them (a `geo` object on its item, no extra nested array).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenValue {
+    pub item: ValueItem,
+    pub geo: Option<GeoAttr>,
+}
+
+/// The `geo` attribute of a written value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeoAttr {
+    /// The attribute as the writer sent it (JSON text, validated), e.g. `{"lat":41.39,"long":2.15}`.
+    pub sent: String,
+    /// The GeoJSON Point recorded on `$geo` (JSON text).
+    pub point: String,
+    /// The datetime of that `$geo` point (it may differ from the item's: datetimes of one timeline
+    /// are kept distinct).
     pub ts: i64,
 }

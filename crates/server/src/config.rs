@@ -86,6 +86,12 @@ pub struct ConfigArgs {
     /// connection) before it is dropped as too slow (default 256).
     #[arg(long, env = "THINGLINE_REALTIME_QUEUE")]
     pub realtime_queue: Option<usize>,
+    /// Most device subscriptions of one thing at once: thing streams (default 10).
+    #[arg(long, env = "THINGLINE_REALTIME_STREAMS_PER_THING")]
+    pub realtime_streams_per_thing: Option<usize>,
+    /// Seconds a Socket.IO connection may stay without a successful `authenticate` (default 10).
+    #[arg(long, env = "THINGLINE_REALTIME_AUTH_TIMEOUT")]
+    pub realtime_auth_timeout: Option<u64>,
     /// Seconds a vanished peer (no FIN/RST) may hold a connection: unacknowledged data and TCP
     /// keepalive probes end it after about that long (default 60, 1..=32767).
     #[arg(long, env = "THINGLINE_TCP_USER_TIMEOUT")]
@@ -118,6 +124,8 @@ struct FileConfig {
     realtime_connections_per_user: Option<usize>,
     realtime_subscriptions_per_connection: Option<usize>,
     realtime_queue: Option<usize>,
+    realtime_streams_per_thing: Option<usize>,
+    realtime_auth_timeout: Option<u64>,
     tcp_user_timeout: Option<u64>,
 }
 
@@ -154,7 +162,13 @@ pub struct RealtimeSettings {
     pub connections_per_user: usize,
     pub subscriptions_per_connection: usize,
     pub queue: usize,
+    pub streams_per_thing: usize,
+    /// How long a Socket.IO connection may stay unauthenticated.
+    pub auth_timeout: std::time::Duration,
 }
+
+/// Default of [`RealtimeSettings::auth_timeout`], seconds.
+pub const DEFAULT_REALTIME_AUTH_TIMEOUT_S: u64 = 10;
 
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
@@ -211,6 +225,16 @@ impl Config {
                 args.realtime_queue.or(file.realtime_queue),
                 thingline_bus::DEFAULT_QUEUE_CAPACITY,
             )?,
+            streams_per_thing: at_least_one(
+                "THINGLINE_REALTIME_STREAMS_PER_THING",
+                args.realtime_streams_per_thing.or(file.realtime_streams_per_thing),
+                thingline_bus::DEFAULT_MAX_STREAMS_PER_THING,
+            )?,
+            auth_timeout: std::time::Duration::from_secs(at_least_one(
+                "THINGLINE_REALTIME_AUTH_TIMEOUT",
+                args.realtime_auth_timeout.or(file.realtime_auth_timeout).map(|s| s as usize),
+                DEFAULT_REALTIME_AUTH_TIMEOUT_S as usize,
+            )? as u64),
         };
         let peer_timeout = match args.tcp_user_timeout.or(file.tcp_user_timeout) {
             None => PeerTimeout::default(),

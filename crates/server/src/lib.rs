@@ -1,5 +1,7 @@
 //! The Thingline server: the platform service every protocol calls ([`platform`]), the protocol
-//! adapters ([`http`]), configuration, TLS, listeners and the `thingline` command line.
+//! adapters ([`http`], [`socketio`]), configuration, TLS, listeners and the `thingline` command
+//! line. Adapters import the platform and `thingline_core` only, never each other, the store or
+//! the bus; [`server`] puts them together.
 
 pub mod cli;
 pub mod config;
@@ -7,8 +9,8 @@ pub mod http;
 pub mod logging;
 pub mod net;
 pub mod platform;
-pub mod realtime;
 pub mod server;
+pub mod socketio;
 pub mod tls;
 pub mod wire;
 

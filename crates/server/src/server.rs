@@ -12,8 +12,8 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::platform::{Limits, Platform};
-use crate::{Config, http, net, tls};
+use crate::platform::{self, Limits, Platform};
+use crate::{Config, http, net, socketio, tls};
 
 /// Events buffered per topic before a slow subscriber lags.
 const BUS_CAPACITY: usize = 1024;
@@ -60,9 +60,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let shutdown = CancellationToken::new();
     let limits = Limits { body_limit: config.body_limit, ..Limits::default() };
     let platform = Platform::new(store, Notifier::new(BUS_CAPACITY), limits, shutdown.clone());
-    let realtime = platform.notifier().limits();
+    let realtime = platform.realtime_limits();
     realtime.set_max_connections_per_user(config.realtime.connections_per_user);
     realtime.set_max_subscriptions_per_connection(config.realtime.subscriptions_per_connection);
+    realtime.set_max_streams_per_thing(config.realtime.streams_per_thing);
     realtime.set_queue_capacity(config.realtime.queue);
     platform
         .set_mail_settings(config.smtp_url.as_deref(), &config.smtp_from)
@@ -90,7 +91,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         }
     }
 
-    let router = http::router(Arc::clone(&platform));
+    // The HTTP API with Socket.IO in front of it, both behind the HTTPS-only guard.
+    let api = http::router(Arc::clone(&platform));
+    let router = http::https_only(socketio::wrap(api, Arc::clone(&platform), config.realtime.auth_timeout));
+    platform::subscriptions::spawn_stats_logger(Arc::clone(&platform));
     let conn = net::ConnSettings { max_connections: config.max_connections, peer_timeout: config.peer_timeout };
     let mut tasks = JoinSet::new();
     let https_addr = net::local_addr(&https)?;

@@ -2,7 +2,8 @@
 //! the hottest paths (reads of 1,000 values, fan-out to thousands of subscribers): the stored JSON
 //! text of a value is spliced in as is, never parsed and re-serialized.
 
-use thingline_core::model::ValueItem;
+use thingline_core::keys::GEO_KEY;
+use thingline_core::model::{ValueItem, WrittenValue};
 use thingline_core::time::push_datetime;
 
 /// Appends a JSON string literal.
@@ -18,18 +19,22 @@ pub fn push_str_lit(out: &mut String, s: &str) {
     out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
 }
 
-/// `{"key":k,"value":v,"datetime":d}`
-pub fn push_item(out: &mut String, key: &str, value: &str, ts: i64) {
+/// `{"key":k,"value":v[,"geo":g],"datetime":d}`; `geo` is the attribute as the writer sent it.
+fn push_item_geo(out: &mut String, key: &str, value: &str, geo: Option<&str>, ts: i64) {
     out.push_str("{\"key\":");
     push_str_lit(out, key);
     out.push_str(",\"value\":");
     out.push_str(value);
+    if let Some(g) = geo {
+        out.push_str(",\"geo\":");
+        out.push_str(g);
+    }
     out.push_str(",\"datetime\":\"");
     push_datetime(out, ts);
     out.push_str("\"}");
 }
 
-/// `[{"key","value","datetime"}, …]` — what thing reads and thing subscribers receive.
+/// `[{"key","value","datetime"}, …]` — what thing reads return.
 pub fn items_array<'a>(items: impl IntoIterator<Item = &'a ValueItem>) -> String {
     let mut out = String::with_capacity(64);
     out.push('[');
@@ -37,19 +42,39 @@ pub fn items_array<'a>(items: impl IntoIterator<Item = &'a ValueItem>) -> String
         if i > 0 {
             out.push(',');
         }
-        push_item(&mut out, &it.key, &it.value, it.ts);
+        push_item_geo(&mut out, &it.key, &it.value, None, it.ts);
     }
     out.push(']');
     out
 }
 
-/// `{"key":k,"value":v,"id":thingId,"datetime":d}` — the app subscription item (the guide's
-/// `{"value","id"}` plus the key and datetime).
-pub fn push_app_item(out: &mut String, key: &str, value: &str, thing_id: &str, ts: i64) {
+/// `[{"key","value"[,"geo"],"datetime"}, …]` — what subscribers of a whole thing receive: the
+/// items as written, a `geo` attribute kept on its item.
+pub fn written_array<'a>(items: impl IntoIterator<Item = &'a WrittenValue>) -> String {
+    let mut out = String::with_capacity(64);
+    out.push('[');
+    for (i, w) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let it = &w.item;
+        push_item_geo(&mut out, &it.key, &it.value, w.geo.as_ref().map(|g| g.sent.as_str()), it.ts);
+    }
+    out.push(']');
+    out
+}
+
+/// `{"key":k,"value":v[,"geo":g],"id":thingId,"datetime":d}` — the app subscription item (the
+/// guide's `{"value","id"}` plus the key and datetime).
+fn push_app_item(out: &mut String, key: &str, value: &str, geo: Option<&str>, thing_id: &str, ts: i64) {
     out.push_str("{\"key\":");
     push_str_lit(out, key);
     out.push_str(",\"value\":");
     out.push_str(value);
+    if let Some(g) = geo {
+        out.push_str(",\"geo\":");
+        out.push_str(g);
+    }
     out.push_str(",\"id\":");
     push_str_lit(out, thing_id);
     out.push_str(",\"datetime\":\"");
@@ -58,16 +83,26 @@ pub fn push_app_item(out: &mut String, key: &str, value: &str, thing_id: &str, t
 }
 
 /// The app items of one thing's write that carry `key` (or its magic sub-paths, e.g.
-/// `$settings.name` for `$settings`), as a JSON array; `None` when the write has none.
+/// `$settings.name` for `$settings`), as a JSON array; `None` when the write has none. For `$geo`,
+/// the points recorded by `geo` attributes count too.
 pub fn app_items_array<'a>(
-    items: impl IntoIterator<Item = &'a ValueItem>,
+    items: impl IntoIterator<Item = &'a WrittenValue>,
     key: &str,
     thing_id: &str,
 ) -> Option<String> {
     let mut out = String::with_capacity(96);
     out.push('[');
     let mut any = false;
-    for it in items {
+    let geo_view = key == GEO_KEY;
+    for w in items {
+        if geo_view && let Some(g) = &w.geo {
+            if any {
+                out.push(',');
+            }
+            any = true;
+            push_app_item(&mut out, GEO_KEY, &g.point, None, thing_id, g.ts);
+        }
+        let it = &w.item;
         if !key_matches(&it.key, key) {
             continue;
         }
@@ -75,7 +110,7 @@ pub fn app_items_array<'a>(
             out.push(',');
         }
         any = true;
-        push_app_item(&mut out, &it.key, &it.value, thing_id, it.ts);
+        push_app_item(&mut out, &it.key, &it.value, w.geo.as_ref().map(|g| g.sent.as_str()), thing_id, it.ts);
     }
     out.push(']');
     any.then_some(out)
@@ -105,13 +140,13 @@ mod tests {
         assert!(s.contains("24.805999999999997"));
     }
 
+    fn written(key: &str, value: &str) -> WrittenValue {
+        WrittenValue { item: ValueItem { key: key.into(), value: value.into(), ts: 0 }, geo: None }
+    }
+
     #[test]
     fn app_items_filter_by_key_and_carry_the_thing_id() {
-        let items = vec![
-            ValueItem { key: "temperature".into(), value: "21".into(), ts: 0 },
-            ValueItem { key: "humidity".into(), value: "40".into(), ts: 0 },
-            ValueItem { key: "$settings.name".into(), value: "\"x\"".into(), ts: 0 },
-        ];
+        let items = vec![written("temperature", "21"), written("humidity", "40"), written("$settings.name", "\"x\"")];
         let s = app_items_array(&items, "temperature", "th1").expect("one item");
         let v: serde_json::Value = serde_json::from_str(&s).expect("valid json");
         assert_eq!(
@@ -121,5 +156,25 @@ mod tests {
         assert!(app_items_array(&items, "pressure", "th1").is_none());
         assert!(app_items_array(&items, "$settings", "th1").is_some());
         assert!(app_items_array(&items, "temp", "th1").is_none());
+    }
+
+    #[test]
+    fn a_geo_attribute_stays_on_its_item_and_feeds_the_geo_view() {
+        use thingline_core::model::GeoAttr;
+        let point = r#"{"type":"Point","coordinates":[2.15,41.39]}"#;
+        let mut w = written("temperature", "21");
+        w.geo = Some(GeoAttr { sent: r#"{"lat":41.39,"long":2.15}"#.into(), point: point.into(), ts: 5 });
+        let thing: serde_json::Value = serde_json::from_str(&written_array([&w])).expect("json");
+        assert_eq!(
+            thing,
+            serde_json::json!([{"key":"temperature","value":21,"geo":{"lat":41.39,"long":2.15},"datetime":"1970-01-01T00:00:00.000Z"}]),
+            "one item, no extra $geo item"
+        );
+        let geo: serde_json::Value =
+            serde_json::from_str(&app_items_array([&w], "$geo", "th1").expect("a $geo item")).expect("json");
+        assert_eq!(geo[0]["key"], "$geo");
+        assert_eq!(geo[0]["value"]["type"], "Point");
+        assert_eq!(geo[0]["datetime"], "1970-01-01T00:00:00.005Z");
+        assert_eq!(geo.as_array().map(Vec::len), Some(1));
     }
 }

@@ -158,13 +158,13 @@ async fn a_slow_thing_stream_is_dropped_while_a_fast_one_keeps_receiving() {
 /// slow, while the other receives every write; the slow one then gets what was queued, the 503
 /// envelope, and the end of the stream.
 async fn slow_one_dropped_fast_one_served(server: &TestServer, thing: &TestThing, path: &str, token: Option<&str>) {
-    server.platform().notifier().limits().set_queue_capacity(4);
+    server.platform().realtime_limits().set_queue_capacity(4);
     let mut fast = open_stream(server, path, token).await;
     let mut slow = open_stream(server, path, token).await; // never read below
     let big = "y".repeat(200_000);
-    let notifier = server.platform().notifier().clone();
+    let platform = server.platform().clone();
     let mut sent = 0;
-    while notifier.snapshot().dropped_slow == 0 {
+    while platform.realtime_snapshot().dropped_slow == 0 {
         assert!(sent < 2000, "the slow subscriber was never dropped");
         thing_write(server, thing, json!([{"key": "temperature", "value": big}]), "?store=false").await;
         sent += 1;

@@ -74,7 +74,7 @@ async fn every_write_path_reaches_socketio(version: u8) {
     c.emit("unsubscribe", json!({"resource": things})).await;
     assert_eq!(c.event("unsubscribe").await[0]["status"], "success");
     // Left: the `/me/resources/temperature` group and the user's access-change group.
-    assert_eq!(server.platform().notifier().fanout().group_count(), 2);
+    assert_eq!(server.platform().realtime_snapshot().groups, 2);
     for v in [6, 7] {
         thing_write(&server, &thing, json!([{"key": "temperature", "value": v}]), "").await;
         let l = c.next_line().await;
@@ -162,7 +162,7 @@ async fn limits_on_subscriptions_and_connections() {
     }
     let server = TestServer::start().await;
     let (_app, thing, user) = world(&server, "limits@example.com").await;
-    let limits = server.platform().notifier().limits();
+    let limits = server.platform().realtime_limits();
     limits.set_max_subscriptions_per_connection(1);
     limits.set_max_connections_per_user(1);
     let mut a = SioClient::connect(&server, 4, "websocket").await;
@@ -197,7 +197,7 @@ async fn an_event_sent_right_after_connecting_is_handled() {
     }
     let server = TestServer::start().await;
     let (_app, _thing, user) = world(&server, "burst@example.com").await;
-    server.platform().notifier().limits().set_max_connections_per_user(1000);
+    server.platform().realtime_limits().set_max_connections_per_user(1000);
     let count = 300;
     let out = tokio::time::timeout(
         Duration::from_secs(60),
@@ -240,9 +240,9 @@ async fn a_slow_consumer_is_dropped_while_a_fast_one_keeps_receiving() {
     // Broadcast-only writes of ~200 KB each: the paused client's kernel buffers and then its
     // server-side queue fill up; the fast one reads every one.
     let big = "x".repeat(200_000);
-    let notifier = server.platform().notifier().clone();
+    let platform = server.platform().clone();
     let mut sent = 0u64;
-    while notifier.snapshot().dropped_slow == 0 {
+    while platform.realtime_snapshot().dropped_slow == 0 {
         assert!(sent < 2000, "the paused client was never dropped");
         thing_write(&server, &thing, json!([{"key": "temperature", "value": big}]), "?store=false").await;
         sent += 1;
@@ -252,7 +252,7 @@ async fn a_slow_consumer_is_dropped_while_a_fast_one_keeps_receiving() {
     // The fast one keeps receiving after the drop.
     thing_write(&server, &thing, json!([{"key": "temperature", "value": "after"}]), "").await;
     assert_eq!(fast.event(&topic).await[0][0]["value"], "after");
-    let s = notifier.snapshot();
+    let s = platform.realtime_snapshot();
     assert_eq!(s.dropped_slow, 1, "{s:?}");
     assert!(s.delivered > sent, "{s:?}");
     fast.close().await;

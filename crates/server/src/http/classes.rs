@@ -19,9 +19,10 @@ use thingline_core::query::{parse_bool_flag, parse_keep_alive};
 
 use super::body::Body;
 use super::extract::{Path, Query, authorization};
-use super::stream::json_stream;
+use super::stream::{Greeting, subscription_stream};
 use super::{ApiResult, AppState, json_text};
-use crate::platform::objects::{addressed, render_object_event};
+use crate::platform::Target;
+use crate::platform::objects::addressed;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v2/classes/{scope}/{*rest}", get(read).post(create).put(update).delete(remove))
@@ -105,9 +106,8 @@ async fn read(
         let keep_alive = Duration::from_millis(parse_keep_alive(q.get("keepAlive"))?);
         // Subscribed before the response starts: once the client has the headers, every later
         // change of this collection is delivered.
-        let sub = p.subscribe_collection(&collection);
-        let render = Box::new(render_object_event);
-        return Ok(json_stream(sub, render, keep_alive, p.shutdown_signal().clone()));
+        let (subscriber, inbox) = p.subscribe_queue(Some(session), Target::Collection(collection)).await?;
+        return Ok(subscription_stream(subscriber, inbox, keep_alive, Greeting::None, p.shutdown_signal().clone()));
     }
     let query = ListQuery::from_params(q.get("limit"), q.get("skip"), q.get("after"), q.get("where"), q.get("sort"))?;
     let objects = p.list_objects(&collection, &query).await?;

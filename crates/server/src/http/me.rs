@@ -1,7 +1,12 @@
 //! The app user's side of the App API (`/v2/me/…`), authenticated with a session token:
 //! linked things, resources and their values (reads and writes), grants, and the user's
-//! settings. Every permission decision is the platform's ([`crate::platform::permissions`]);
-//! a key or thing the user may not see answers 404 exactly like one that does not exist.
+//! settings, and app subscriptions (`?subscribe=true`). Every permission decision is the
+//! platform's (`read_as`, `write_as`, the subscription service); a key or thing the user may not
+//! see answers 404 exactly like one that does not exist. Wherever a thingId is taken, the
+//! thingToken of a thing the user reaches is taken too.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -11,18 +16,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::sync::Arc;
 use thingline_core::Error;
-use thingline_core::keys::{GEO_KEY, MagicKey, classify, validate_key};
-use thingline_core::model::Thing;
-use thingline_core::query::TimelineQuery;
+use thingline_core::keys::{MagicKey, classify};
+use thingline_core::query::{TimelineQuery, parse_bool_flag, parse_keep_alive};
 use thingline_core::time::format_datetime;
 
 use super::body::Body;
 use super::extract::{Path, Query, authorization};
+use super::stream::{Greeting, subscription_stream};
 use super::things::{render_read, write_flags};
 use super::{ApiResult, AppState, json_text};
-use crate::platform::{LinkBy, ReadOut, Session, parse_write_items, perm};
+use crate::platform::{LinkBy, ReadOut, Session, Target};
 use crate::wire::push_str_lit;
 
 pub fn router() -> Router<AppState> {
@@ -41,24 +45,6 @@ async fn session(state: &AppState, headers: &HeaderMap) -> ApiResult<Arc<Session
     Ok(state.platform.session(authorization(headers)).await?)
 }
 
-fn hidden(key: &str) -> Error {
-    Error::not_found(format!("Resource {key} not found"))
-}
-
-/// The thing (if the user reaches it) and the user's permission bits on `key` of it.
-async fn reach(state: &AppState, s: &Session, key: &str, thing_id: &str) -> ApiResult<(Arc<Thing>, u8)> {
-    validate_key(key)?;
-    let p = &state.platform;
-    let app = p.app_view(&s.app_id).await?.ok_or_else(|| hidden(key))?;
-    let access = p.user_access(s.user_id).await?;
-    let t = access.get(thing_id).ok_or_else(|| hidden(key))?;
-    let bits = p.perms_on(&app, t, key).await?;
-    if bits == 0 {
-        return Err(hidden(key).into());
-    }
-    Ok((Arc::clone(&t.thing), bits))
-}
-
 async fn me(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let s = session(&state, &headers).await?;
     let roles = state.platform.roles(&s).await?;
@@ -74,14 +60,13 @@ async fn me(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Resp
 
 async fn list_things(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let s = session(&state, &headers).await?;
-    let p = &state.platform;
-    let Some(app) = p.app_view(&s.app_id).await? else { return Ok(Json(json!([])).into_response()) };
-    let access = p.user_access(s.user_id).await?;
-    let mut out = Vec::new();
-    for t in access.things.iter().filter(|t| t.linked) {
-        let keys: Vec<String> = p.visible_keys(&app, t).await?.into_iter().map(|(k, _)| k).collect();
-        out.push(json!({"_id": t.thing.id, "thingId": t.thing.id, "resources": keys}));
-    }
+    let out: Vec<Value> = state
+        .platform
+        .linked_things(&s)
+        .await?
+        .into_iter()
+        .map(|t| json!({"_id": t.thing.id, "thingId": t.thing.id, "resources": t.keys}))
+        .collect();
     Ok(Json(Value::Array(out)).into_response())
 }
 
@@ -132,6 +117,19 @@ fn query_of(q: &Query) -> thingline_core::Result<TimelineQuery> {
     TimelineQuery::from_params(q.get("limit"), q.get("startDate"), q.get("endDate"))
 }
 
+/// `subscribe=true`: the read is a subscription instead, answered as a stream (items
+/// `{"key","value","id":thingId,"datetime"}`, `{}` after each idle `keepAlive` ms).
+async fn subscription(state: &AppState, session: Arc<Session>, target: Target, q: &Query) -> ApiResult<Response> {
+    let keep_alive = Duration::from_millis(parse_keep_alive(q.get("keepAlive"))?);
+    let p = &state.platform;
+    let (subscriber, inbox) = p.subscribe_queue(Some(session), target).await?;
+    Ok(subscription_stream(subscriber, inbox, keep_alive, Greeting::Subscribed, p.shutdown_signal().clone()))
+}
+
+fn subscribe_requested(q: &Query) -> thingline_core::Result<bool> {
+    parse_bool_flag("subscribe", q.get("subscribe"), false)
+}
+
 /// `{thingId: [{"value","datetime"}, …], …}` for every thing the user may read `key` on.
 async fn read_key(
     State(state): State<AppState>,
@@ -140,31 +138,19 @@ async fn read_key(
     q: Query,
 ) -> ApiResult<Response> {
     let s = session(&state, &headers).await?;
-    if crate::realtime::http_subscriptions::subscribe_requested(&q)? {
-        return crate::realtime::subscribe_resource(&state.platform, s, &key, None, &q).await;
+    if subscribe_requested(&q)? {
+        return subscription(&state, s, Target::EveryThing { key }, &q).await;
     }
-    validate_key(&key)?;
     let query = query_of(&q)?;
-    let p = &state.platform;
-    let things = p.readable_things(&s, &key).await?;
-    if things.is_empty() {
-        return Err(hidden(&key).into());
-    }
+    let reads = state.platform.read_every_as(&s, &key, &query).await?;
     let mut out = String::from("{");
-    let mut first = true;
-    for thing in things {
-        let read = match p.read_values(&thing, &key, &query).await {
-            Ok(r) => r,
-            Err(Error::NotFound(_)) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        if !first {
+    for (n, (thing, read)) in reads.iter().enumerate() {
+        if n > 0 {
             out.push(',');
         }
-        first = false;
         push_str_lit(&mut out, &thing.id);
         out.push_str(":[");
-        match &read {
+        match read {
             ReadOut::Timeline(items) => {
                 for (i, it) in items.iter().enumerate() {
                     if i > 0 {
@@ -189,6 +175,7 @@ async fn read_key(
     Ok(json_text(StatusCode::OK, out))
 }
 
+/// `thing_id`: a thingId, or the thingToken of a thing the user reaches.
 async fn read_one(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -196,15 +183,11 @@ async fn read_one(
     q: Query,
 ) -> ApiResult<Response> {
     let s = session(&state, &headers).await?;
-    if crate::realtime::http_subscriptions::subscribe_requested(&q)? {
-        return crate::realtime::subscribe_resource(&state.platform, s, &key, Some(&thing_id), &q).await;
+    if subscribe_requested(&q)? {
+        return subscription(&state, s, Target::Key { key, thing: thing_id }, &q).await;
     }
     let query = query_of(&q)?;
-    let (thing, bits) = reach(&state, &s, &key, &thing_id).await?;
-    if bits & perm::GET == 0 {
-        return Err(hidden(&key).into());
-    }
-    let out = state.platform.read_values(&thing, &key, &query).await?;
+    let out = state.platform.read_as(&s, &thing_id, &key, &query).await?;
     Ok(json_text(StatusCode::OK, render_read(&out)))
 }
 
@@ -216,18 +199,8 @@ async fn write_one(
     body: Body,
 ) -> ApiResult<Response> {
     let s = session(&state, &headers).await?;
-    let (thing, bits) = reach(&state, &s, &key, &thing_id).await?;
-    if bits & perm::POST == 0 {
-        return Err(Error::Forbidden(format!("You have no post permission on resource {key} of this thing")).into());
-    }
-    let p = &state.platform;
     let flags = write_flags(&q)?;
-    let items = parse_write_items(&body.json, Some(&key), p.limits().max_values_per_write)?;
-    // A `geo` attribute also writes `$geo`, which needs its own permission.
-    if items.iter().any(|i| i.geo.is_some()) && p.perms(&s, &thing.id, GEO_KEY).await? & perm::POST == 0 {
-        return Err(Error::Forbidden("You have no post permission on $geo of this thing".into()).into());
-    }
-    p.write_values(&thing, items, flags).await?;
+    state.platform.write_as(&s, &thing_id, &key, &body.json, flags).await?;
     let body = match classify(&key) {
         MagicKey::Plain => json!({"status": "Success", "message": "Created"}),
         _ => json!({"status": "created"}),

@@ -35,10 +35,9 @@ pub struct AppState {
     pub platform: Arc<Platform>,
 }
 
-/// The whole HTTP API. The same router serves the HTTPS and the plain listener; on plain HTTP
-/// the guard lets through only what devices need.
+/// The whole HTTP API: the routes of every area, with the envelope for unknown routes. The
+/// server wraps it with the Socket.IO layer and then [`https_only`].
 pub fn router(platform: Arc<Platform>) -> Router {
-    let realtime = crate::realtime::layer(Arc::clone(&platform));
     let state = AppState { platform };
     Router::new()
         .merge(health::router())
@@ -53,10 +52,11 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError(thingline_core::Error::bad_request("Method not allowed on this resource")).into_response()
         })
-        // Socket.IO (`/socket.io/`, namespace `/v2`) sits inside the HTTPS-only guard.
-        .layer(realtime)
-        // Before Socket.IO sees an upgrade request: it keeps copies, not hyper's read buffer.
-        .layer(axum::middleware::map_request(crate::realtime::detach_upgrade_request))
-        .layer(axum::middleware::from_fn(guard::https_only))
         .with_state(state)
+}
+
+/// The guard of the listeners: the same router serves the HTTPS and the plain listener; on plain
+/// HTTP only what devices need passes (everything else: 403 `HTTPS required`).
+pub fn https_only(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(guard::https_only))
 }

@@ -1,6 +1,9 @@
-//! Streaming responses for collection subscriptions: one JSON document per chunk (no separators,
-//! as the official SDKs parse each chunk on its own), `{}` after each idle keepAlive, an error envelope and the end of the stream when the
-//! subscriber falls behind, and the end of the stream at server shutdown.
+//! Subscriptions answered as an HTTP stream: one JSON document per chunk, with no separator (the
+//! official SDKs parse every chunk on its own), `{}` after each idle keepAlive, the error envelope
+//! and the end of the stream when the platform ends the subscription (403 access removed, 401
+//! session ended, 404 thing deleted, 503 too slow), and the end of the stream at shutdown. The
+//! subscription itself (who may, caps, fan-out, re-checks) is the platform's
+//! ([`crate::platform::subscriptions`]); this module only frames what its queue yields.
 
 use std::time::Duration;
 
@@ -8,42 +11,82 @@ use axum::body::Body;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::Response;
 use bytes::Bytes;
-use thingline_bus::{Event, Received, Subscription};
 use tokio_util::sync::CancellationToken;
 
-const LAGGED: &str =
-    r#"{"status":"error","code":503,"message":"subscriber too slow: values were skipped; subscribe again"}"#;
+use crate::platform::{Inbox, Next, Payload, Subscriber};
 
-/// Renders one event for this subscriber, or `None` to skip it (not visible to it).
-pub type Render = Box<dyn Fn(&Event) -> Option<String> + Send + Sync>;
+/// The first document of a thing stream and of an app subscription: the subscription is live.
+const SUBSCRIBED: &str = r#"{"status":"success","message":"subscribed"}"#;
 
-struct State {
-    sub: Subscription,
-    render: Render,
-    keep_alive: Duration,
-    shutdown: CancellationToken,
+/// What a stream says first.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Greeting {
+    /// `{"status":"success","message":"subscribed"}` (thing streams, app subscriptions).
+    Subscribed,
+    /// Nothing (collection subscriptions).
+    None,
 }
 
-/// A chunked JSON response fed by `sub`. Subscribe before calling, so nothing is missed.
-pub fn json_stream(sub: Subscription, render: Render, keep_alive: Duration, shutdown: CancellationToken) -> Response {
-    let state = State { sub, render, keep_alive, shutdown };
-    let stream = futures_util::stream::unfold(Some(state), |state| async move {
-        let mut st = state?;
-        loop {
-            let idle = tokio::time::sleep(st.keep_alive);
-            tokio::select! {
-                _ = st.shutdown.cancelled() => return None,
-                _ = idle => return Some((Ok::<_, std::convert::Infallible>(Bytes::from_static(b"{}")), Some(st))),
-                r = st.sub.recv() => match r {
-                    Received::Event(ev) => {
-                        if let Some(text) = (st.render)(&ev) {
-                            return Some((Ok(Bytes::from(text)), Some(st)));
-                        }
-                    }
-                    Received::Lagged(_) => return Some((Ok(Bytes::from_static(LAGGED.as_bytes())), None)),
-                    Received::Closed => return None,
-                },
-            }
+struct Live {
+    /// Keeps the subscription alive for as long as the response streams.
+    _subscriber: Subscriber,
+    inbox: Inbox,
+    keep_alive: Duration,
+    shutdown: CancellationToken,
+    greet: bool,
+}
+
+/// Shares a rendered payload with the response body without copying.
+struct Shared(std::sync::Arc<Payload>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_ref().as_ref()
+    }
+}
+
+enum Step {
+    Send(Bytes),
+    /// Send this, then end.
+    End(Bytes),
+    Stop,
+}
+
+impl Live {
+    async fn next(&mut self) -> Step {
+        if self.greet {
+            self.greet = false;
+            return Step::Send(Bytes::from_static(SUBSCRIBED.as_bytes()));
+        }
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Step::Stop,
+            next = self.inbox.next() => match next {
+                Next::Payload(p) => Step::Send(Bytes::from_owner(Shared(p))),
+                Next::Ended(why) => Step::End(Bytes::from(why.error().envelope().to_string())),
+                Next::Closed => Step::Stop,
+            },
+            _ = tokio::time::sleep(self.keep_alive) => Step::Send(Bytes::from_static(b"{}")),
+        }
+    }
+}
+
+/// The chunked response of a live subscription (subscribed before this is called, so nothing is
+/// missed between the subscription and the first chunk).
+pub fn subscription_stream(
+    subscriber: Subscriber,
+    inbox: Inbox,
+    keep_alive: Duration,
+    greeting: Greeting,
+    shutdown: CancellationToken,
+) -> Response {
+    let live = Live { _subscriber: subscriber, inbox, keep_alive, shutdown, greet: greeting == Greeting::Subscribed };
+    let stream = futures_util::stream::unfold(Some(live), |state| async move {
+        let mut live = state?;
+        match live.next().await {
+            Step::Send(b) => Some((Ok::<_, std::convert::Infallible>(b), Some(live))),
+            Step::End(b) => Some((Ok(b), None)),
+            Step::Stop => None,
         }
     });
     Response::builder()

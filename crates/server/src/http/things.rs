@@ -9,13 +9,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::json;
+use std::time::Duration;
 use thingline_core::Error;
-use thingline_core::query::{TimelineQuery, parse_bool_flag, parse_limit};
+
+use thingline_core::query::{TimelineQuery, parse_bool_flag, parse_keep_alive, parse_limit};
 
 use super::body::Body;
 use super::extract::{Path, Query};
+use super::stream::{Greeting, subscription_stream};
 use super::{ApiResult, AppState, json_text};
-use crate::platform::{ReadOut, WriteFlags, WriteItem, parse_write_items};
+use crate::platform::{ReadOut, Target, WriteFlags, WriteItem, parse_write_items};
 use crate::wire::{items_array, push_str_lit};
 
 pub fn router() -> Router<AppState> {
@@ -158,8 +161,11 @@ async fn put_description(
     Ok(Json(json!({"status": "success"})).into_response())
 }
 
+/// The thing stream `GET /v2/things/{thingToken}?keepAlive=ms`: the thing's values as any
+/// protocol or app wrote them (items as written), `{}` after each idle keepAlive.
 async fn subscribe(state: axum::extract::State<AppState>, Path(token): Path<String>, q: Query) -> ApiResult<Response> {
+    let keep_alive = Duration::from_millis(parse_keep_alive(q.get("keepAlive"))?);
     let p = &state.platform;
-    let thing = p.thing_by_token(&token).await?;
-    crate::realtime::subscribe_thing(p, &thing, &q)
+    let (subscriber, inbox) = p.subscribe_queue(None, Target::Thing { token }).await?;
+    Ok(subscription_stream(subscriber, inbox, keep_alive, Greeting::Subscribed, p.shutdown_signal().clone()))
 }

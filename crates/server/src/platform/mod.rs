@@ -9,7 +9,9 @@ mod mail;
 pub mod objects;
 mod panel;
 pub mod permissions;
+mod resources;
 mod sessions;
+pub mod subscriptions;
 mod things;
 mod users;
 mod values;
@@ -23,10 +25,13 @@ use tokio_util::sync::CancellationToken;
 pub use auth::{hash_password, verify_password};
 pub use limiter::RateLimiter;
 pub use panel::{AppInput, CodeView, ProductInput};
-pub use permissions::{AppView, ThingAccess, UserAccess, perm};
+pub use permissions::perm;
+pub use resources::LinkedThing;
 pub use sessions::Session;
-pub use things::ThingCache;
-pub use users::{LinkBy, LoginOutcome, SESSION_LIFETIME_S, session_lifetime};
+pub use subscriptions::{
+    Ended, Inbox, Next, Outlet, Payload, SinkError, StatsSnapshot, Subscriber, Target, WeakSubscriber,
+};
+pub use users::{LinkBy, LoginOutcome, session_lifetime};
 pub use values::{ReadOut, WriteFlags, WriteItem, json_error, parse_write_items};
 
 /// Limits that protect the platform from one client.
@@ -50,7 +55,7 @@ impl Default for Limits {
 pub struct Platform {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) notifier: Arc<Notifier>,
-    pub(crate) things: ThingCache,
+    pub(crate) things: things::ThingCache,
     /// The newest value of each timeline (limit=1 reads).
     pub(crate) latest: latest::LatestCache,
     pub(crate) limits: Limits,
@@ -59,6 +64,8 @@ pub struct Platform {
     pub(crate) panel_logins: RateLimiter,
     /// The App API's sessions, permission caches, login limiter and mailer.
     pub(crate) app_api: users::AppApi,
+    /// Session expiries of live subscribers.
+    pub(crate) deadlines: Arc<subscriptions::Deadlines>,
 }
 
 impl Platform {
@@ -71,21 +78,18 @@ impl Platform {
         Arc::new(Platform {
             store,
             notifier,
-            things: ThingCache::default(),
+            things: things::ThingCache::default(),
             latest: latest::LatestCache::default(),
             limits,
             shutdown,
             panel_logins: RateLimiter::login_default(),
             app_api: users::AppApi::default(),
+            deadlines: Arc::default(),
         })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
-    }
-
-    pub fn notifier(&self) -> &Arc<Notifier> {
-        &self.notifier
     }
 
     pub fn limits(&self) -> &Limits {

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use thingline_bus::{Event, ObjectOp, Subscription, Topic};
+use thingline_bus::{Event, ObjectOp, Topic};
 use thingline_core::classes::{self, ClassPath, Collection, ListQuery, Owner, Scope};
 use thingline_core::{Error, Result};
 
@@ -121,12 +121,6 @@ impl Platform {
     /// A page of a collection, as JSON texts.
     pub async fn list_objects(&self, collection: &Collection, query: &ListQuery) -> Result<Vec<String>> {
         self.store.list_objects(collection, query).await
-    }
-
-    /// Subscribes to the changes of exactly this collection. Call before anything that could
-    /// race with a write the subscriber must see.
-    pub fn subscribe_collection(&self, collection: &Collection) -> Subscription {
-        self.notifier.subscribe(collection_topic(collection))
     }
 }
 

@@ -80,12 +80,25 @@ pub struct ThingAccess {
 #[derive(Debug, Default)]
 pub struct UserAccess {
     pub things: Vec<ThingAccess>,
+    /// thingId → position, and thingToken → position.
     index: HashMap<String, usize>,
+    by_token: HashMap<String, usize>,
 }
 
 impl UserAccess {
-    pub fn get(&self, thing_id: &str) -> Option<&ThingAccess> {
-        self.index.get(thing_id).and_then(|i| self.things.get(*i))
+    /// A reached thing named by its thingId, or by its thingToken: wherever the App API takes a
+    /// thingId it also takes the token of a thing the user reaches (the official Android demo
+    /// writes with one), with exactly the same permissions.
+    pub fn get(&self, thing: &str) -> Option<&ThingAccess> {
+        self.index.get(thing).or_else(|| self.by_token.get(thing)).and_then(|i| self.things.get(*i))
+    }
+
+    fn push(&mut self, thing: Thing, linked: bool) -> usize {
+        let i = self.things.len();
+        self.index.insert(thing.id.clone(), i);
+        self.by_token.insert(thing.token.clone(), i);
+        self.things.push(ThingAccess { thing: Arc::new(thing), linked, grants: HashMap::new() });
+        i
     }
 }
 
@@ -165,17 +178,12 @@ impl Platform {
         let generation = caches.generation();
         let mut access = UserAccess::default();
         for thing in self.store.linked_things(user_id).await? {
-            access.index.insert(thing.id.clone(), access.things.len());
-            access.things.push(ThingAccess { thing: Arc::new(thing), linked: true, grants: HashMap::new() });
+            access.push(thing, true);
         }
         for g in self.store.grants_of(user_id).await? {
             let i = match access.index.get(&g.thing.id) {
                 Some(i) => *i,
-                None => {
-                    access.index.insert(g.thing.id.clone(), access.things.len());
-                    access.things.push(ThingAccess { thing: Arc::new(g.thing), linked: false, grants: HashMap::new() });
-                    access.things.len() - 1
-                }
+                None => access.push(g.thing, false),
             };
             if let Some(t) = access.things.get_mut(i) {
                 t.grants.insert(g.key, g.perms);
@@ -199,21 +207,15 @@ impl Platform {
         Ok(if t.linked { perm::ALL } else { t.grants.get(base).copied().unwrap_or(0) })
     }
 
-    /// Permission bits of the session's user on `key` of a thing (0 for an unknown thing).
-    pub async fn perms(&self, session: &Session, thing_id: &str, key: &str) -> Result<u8> {
-        let Some(app) = self.app_view(&session.app_id).await? else { return Ok(0) };
+    /// The thing the session's user reaches under `thing` (thingId or thingToken) and the user's
+    /// permission bits on `key` of it; `None` when the thing is not reached or the key not visible
+    /// on it (bits 0). The one lookup behind every app read, write, grant and subscription.
+    pub async fn reach(&self, session: &Session, thing: &str, key: &str) -> Result<Option<(Arc<Thing>, u8)>> {
+        let Some(app) = self.app_view(&session.app_id).await? else { return Ok(None) };
         let access = self.user_access(session.user_id).await?;
-        match access.get(thing_id) {
-            Some(t) => self.perms_on(&app, t, key).await,
-            None => Ok(0),
-        }
-    }
-
-    /// Whether the session's user may read `key` of the thing: the app asks for it, the thing's
-    /// product declares it public, and the user's link or grants give `get`. Used by every
-    /// protocol (HTTP reads, app subscriptions, Socket.IO).
-    pub async fn can_read(&self, session: &Session, thing_id: &str, key: &str) -> Result<bool> {
-        Ok(self.perms(session, thing_id, key).await? & perm::GET != 0)
+        let Some(t) = access.get(thing) else { return Ok(None) };
+        let bits = self.perms_on(&app, t, key).await?;
+        Ok((bits != 0).then(|| (Arc::clone(&t.thing), bits)))
     }
 
     /// Every thing on which the session's user may read `key`, linked things first.

@@ -44,24 +44,43 @@ fn invalid() -> Error {
     Error::Unauthorized("Invalid session token".into())
 }
 
+impl SessionCache {
+    /// Caches a session unless an invalidation happened since `generation` was read (the fill
+    /// could be stale).
+    fn insert(&self, generation: u64, session: &Arc<Session>) {
+        let mut map = self.by_digest.write();
+        if self.generation.load(Ordering::Acquire) == generation {
+            if map.len() >= MAX_CACHED_SESSIONS {
+                map.clear();
+            }
+            map.insert(session.token_digest.clone(), Arc::clone(session));
+        }
+    }
+}
+
 impl Platform {
     /// The session of an `Authorization` header (raw token or `Bearer <token>`); 401
     /// `Invalid session token` when missing, unknown, expired or logged out.
     pub async fn session(&self, authorization: Option<&str>) -> Result<Arc<Session>> {
         let token = bare_token(authorization).ok_or_else(invalid)?;
-        let digest = token_digest(token);
+        self.session_by_digest(&token_digest(token)).await
+    }
+
+    /// The live session of a token digest; 401 when it is unknown, expired, logged out, or its
+    /// app is gone. Live subscriptions re-validate their session with it.
+    pub async fn session_by_digest(&self, digest: &str) -> Result<Arc<Session>> {
         let now = now_ms();
         let cache = &self.app_api.sessions;
-        let hit = cache.by_digest.read().get(&digest).cloned();
+        let hit = cache.by_digest.read().get(digest).cloned();
         if let Some(s) = hit {
             if s.expires_ms > now {
                 return Ok(s);
             }
-            cache.by_digest.write().remove(&digest);
+            cache.by_digest.write().remove(digest);
             return Err(invalid());
         }
         let generation = cache.generation.load(Ordering::Acquire);
-        let rec = self.store.app_session(&digest, now).await?.ok_or_else(invalid)?;
+        let rec = self.store.app_session(digest, now).await?.ok_or_else(invalid)?;
         if self.app_view(&rec.app_id).await?.is_none() {
             return Err(invalid());
         }
@@ -69,20 +88,15 @@ impl Platform {
             user_id: rec.user_id,
             app_id: rec.app_id,
             email: rec.email,
-            token_digest: digest.clone(),
+            token_digest: digest.to_owned(),
             expires_ms: rec.expires_ms,
         });
-        let mut map = cache.by_digest.write();
-        if cache.generation.load(Ordering::Acquire) == generation {
-            if map.len() >= MAX_CACHED_SESSIONS {
-                map.clear();
-            }
-            map.insert(digest, Arc::clone(&session));
-        }
+        cache.insert(generation, &session);
         Ok(session)
     }
 
-    /// Issues a new session token for a user; returns the token and its session.
+    /// Issues a new session token for a user; returns the token and its session (cached: the
+    /// first call with the new token does not read the store).
     pub(crate) async fn new_session(
         &self,
         user_id: i64,
@@ -94,23 +108,28 @@ impl Platform {
         let digest = token_digest(&token);
         let now = now_ms();
         let expires_ms = now.saturating_add(lifetime_s.saturating_mul(1000));
+        let cache = &self.app_api.sessions;
+        let generation = cache.generation.load(Ordering::Acquire);
         self.store.create_app_session(user_id, &digest, expires_ms, now).await?;
         let session = Arc::new(Session {
             user_id,
             app_id: app_id.to_owned(),
             email: email.to_owned(),
-            token_digest: digest.clone(),
+            token_digest: digest,
             expires_ms,
         });
+        cache.insert(generation, &session);
         Ok((token, session))
     }
 
-    /// Ends a session (logout). Its token stops working at once.
+    /// Ends a session (logout). Its token stops working at once, and live subscriptions that hang
+    /// on it end (401).
     pub async fn end_session(&self, session: &Session) -> Result<()> {
         self.store.delete_app_session(&session.token_digest).await?;
         let cache = &self.app_api.sessions;
         cache.generation.fetch_add(1, Ordering::AcqRel);
         cache.by_digest.write().remove(&session.token_digest);
+        self.access_changed(session.user_id);
         Ok(())
     }
 

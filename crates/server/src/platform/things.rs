@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use thingline_bus::{Event, Topic};
 use thingline_core::ids::{looks_like_thing_token, new_id, new_thing_token};
 use thingline_core::model::Thing;
 use thingline_core::time::now_ms;
@@ -39,10 +40,6 @@ impl ThingCache {
     }
 }
 
-fn unknown_thing() -> Error {
-    Error::not_found("Thing not found")
-}
-
 impl Platform {
     /// Activates a thing with a single-use code (optionally checked against a product).
     pub async fn activate(&self, code: &str, product_id: Option<&str>) -> Result<Arc<Thing>> {
@@ -66,26 +63,28 @@ impl Platform {
             return Ok(t);
         }
         if !looks_like_thing_token(token) {
-            return Err(unknown_thing());
+            return Err(Error::thing_not_found());
         }
-        let thing = Arc::new(self.store.thing_by_token(token).await?.ok_or_else(unknown_thing)?);
+        let thing = Arc::new(self.store.thing_by_token(token).await?.ok_or_else(Error::thing_not_found)?);
         self.things.put(Arc::clone(&thing));
         Ok(thing)
     }
 
     pub async fn thing_by_id(&self, id: &str) -> Result<Arc<Thing>> {
-        Ok(Arc::new(self.store.thing_by_id(id).await?.ok_or_else(unknown_thing)?))
+        Ok(Arc::new(self.store.thing_by_id(id).await?.ok_or_else(Error::thing_not_found)?))
     }
 
-    /// Deletes a thing with all its values; its token stops working at once.
+    /// Deletes a thing with all its values; its token stops working at once, and every live
+    /// subscription of it ends (404), on every protocol.
     pub async fn delete_thing(&self, thing: &Thing) -> Result<()> {
         self.things.forget(&thing.token);
         if !self.store.delete_thing(&thing.id).await? {
-            return Err(unknown_thing());
+            return Err(Error::thing_not_found());
         }
         self.things.forget(&thing.token);
         self.latest.forget_thing(thing.seq);
         self.thing_removed(&thing.id);
+        self.notifier.publish(&Topic::Thing(thing.seq), Event::ThingDeleted { thing_seq: thing.seq });
         Ok(())
     }
 }

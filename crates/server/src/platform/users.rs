@@ -83,10 +83,6 @@ fn unknown_app(app_id: &str) -> Error {
     Error::not_found(format!("App {app_id:?} not found: use the appID given in the panel"))
 }
 
-fn thing_not_found() -> Error {
-    Error::not_found("Thing not found")
-}
-
 impl Platform {
     async fn existing_app(&self, app_id: &str) -> Result<Arc<super::permissions::AppView>> {
         let app_id = app_id.trim();
@@ -151,9 +147,9 @@ impl Platform {
             LinkBy::Token(token) => (self.thing_by_token(token.trim()).await?, false),
             LinkBy::Id(id) => (self.thing_by_id(id.trim()).await?, true),
         };
-        let product = self.store.product(&thing.product_id).await?.ok_or_else(thing_not_found)?;
+        let product = self.store.product(&thing.product_id).await?.ok_or_else(Error::thing_not_found)?;
         if product.owner_id != app.owner_id {
-            return Err(thing_not_found());
+            return Err(Error::thing_not_found());
         }
         if !self.store.link_thing(session.user_id, &thing.id, exclusive, now_ms()).await? {
             return Err(Error::Forbidden("This thing is already linked to a user; link it with its thingToken".into()));
@@ -162,9 +158,12 @@ impl Platform {
         Ok(thing)
     }
 
-    /// Unlinks a thing; grants the user gave on it end too. 404 when it was not linked.
-    pub async fn unlink_thing(&self, session: &Session, thing_id: &str) -> Result<()> {
-        let grantees = self.store.unlink_thing(session.user_id, thing_id).await?.ok_or_else(thing_not_found)?;
+    /// Unlinks a thing (named by thingId or its thingToken); grants the user gave on it end too.
+    /// 404 when it was not linked.
+    pub async fn unlink_thing(&self, session: &Session, thing: &str) -> Result<()> {
+        let access = self.user_access(session.user_id).await?;
+        let thing_id = access.get(thing).map_or(thing, |t| t.thing.id.as_str());
+        let grantees = self.store.unlink_thing(session.user_id, thing_id).await?.ok_or_else(Error::thing_not_found)?;
         self.forget_user_access(session.user_id);
         self.access_changed(session.user_id);
         for g in grantees {
@@ -183,7 +182,7 @@ impl Platform {
     /// Returns the number of (key, thing) pairs written. The confirmation goes to the granter by
     /// email (or the outbox).
     pub async fn grant(&self, session: &Session, email: &str, permissions: &Value) -> Result<usize> {
-        let entries = parse_grant(permissions)?;
+        let mut entries = parse_grant(permissions)?;
         let email = normalize_email(email)?;
         let grantee = self
             .store
@@ -193,9 +192,16 @@ impl Platform {
         if grantee.id == session.user_id {
             return Err(Error::bad_request("You cannot grant permissions to yourself"));
         }
-        for GrantEntry { thing_id, key, perms: bits } in &entries {
-            let held = self.perms(session, thing_id, key).await?;
-            if held & perm::GRANT == 0 || bits & !held != 0 {
+        for GrantEntry { thing_id, key, perms: bits } in &mut entries {
+            // A thing named by its token is granted (and stored, and mailed) by its thingId.
+            let held = match self.reach(session, thing_id, key).await? {
+                Some((thing, held)) => {
+                    thing_id.clone_from(&thing.id);
+                    held
+                }
+                None => 0,
+            };
+            if held & perm::GRANT == 0 || *bits & !held != 0 {
                 return Err(Error::Forbidden(format!(
                     "You can only grant permissions you hold, with the grant permission (resource {key} of thing {thing_id})"
                 )));
@@ -253,6 +259,8 @@ impl Platform {
         self.store.set_app_user_password(session.user_id, hash, Some(&session.token_digest)).await?;
         let (user, keep) = (session.user_id, session.token_digest.clone());
         self.forget_sessions_where(|s| s.user_id == user && s.token_digest != keep);
+        // Live subscriptions of the other sessions end.
+        self.access_changed(user);
         Ok(())
     }
 

@@ -1,6 +1,8 @@
 //! Writing and reading resource values: parsing a write body (the same `{"values":[…]}` on every
 //! protocol), magic resources (`$geo`, `$settings`, `$settings.<path>`), datetimes, storing through
-//! the group-commit store, and publishing what was committed on the notifier.
+//! the group-commit store, and publishing what was committed on the notifier: the items as
+//! written, each with the `geo` attribute it was sent with (the `$geo` point that attribute also
+//! records travels inside it).
 
 use std::sync::Arc;
 
@@ -8,8 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use thingline_bus::{Event, Topic};
 use thingline_core::keys::{GEO_KEY, MagicKey, SETTINGS_KEY, classify, get_path, validate_key, validate_path};
-use thingline_core::model::Thing;
-use thingline_core::model::ValueItem;
+use thingline_core::model::{GeoAttr, Thing, ValueItem, WrittenValue};
 use thingline_core::query::TimelineQuery;
 use thingline_core::time::{now_ms, parse_datetime_value};
 use thingline_core::{Error, Result, geo};
@@ -24,8 +25,17 @@ pub struct WriteItem {
     /// JSON text as sent.
     pub value: String,
     pub ts: Option<i64>,
-    /// A `geo` attribute, as a GeoJSON Point: also recorded on `$geo` with the same datetime.
-    pub geo: Option<serde_json::Value>,
+    /// A `geo` attribute: also recorded on `$geo` with the same datetime.
+    pub geo: Option<WriteGeo>,
+}
+
+/// The `geo` attribute of an item to write.
+#[derive(Debug, Clone)]
+pub struct WriteGeo {
+    /// The attribute as sent (JSON text).
+    pub sent: String,
+    /// The GeoJSON Point it stands for, as recorded on `$geo` (JSON text).
+    pub point: String,
 }
 
 /// The `store` and `broadcast` flags of a write.
@@ -54,8 +64,8 @@ struct RawItem<'a> {
     value: Option<&'a RawValue>,
     #[serde(default)]
     datetime: Option<serde_json::Value>,
-    #[serde(default)]
-    geo: Option<serde_json::Value>,
+    #[serde(borrow, default)]
+    geo: Option<&'a RawValue>,
 }
 
 /// Parses `{"values":[{"key","value","datetime"?,"geo"?}, …]}`. `path_key` is the key of an
@@ -87,9 +97,12 @@ pub fn parse_write_items(body: &str, path_key: Option<&str>, max_values: usize) 
                     .map_err(|e| Error::bad_request(format!("values[{i}].datetime: {}", e.public_message())))?,
             ),
         };
-        let geo_attr = match &item.geo {
-            None | Some(serde_json::Value::Null) => None,
-            Some(g) => Some(g),
+        let geo_attr: Option<serde_json::Value> = match item.geo {
+            None => None,
+            Some(raw) => match serde_json::from_str(raw.get()).map_err(|e| json_error(&e))? {
+                serde_json::Value::Null => None,
+                g => Some(g),
+            },
         };
         let value = match classify(&key) {
             MagicKey::Geo => {
@@ -97,7 +110,7 @@ pub fn parse_write_items(body: &str, path_key: Option<&str>, max_values: usize) 
                     Some(raw) => serde_json::from_str(raw.get()).map_err(|e| json_error(&e))?,
                     None => serde_json::Value::Null,
                 };
-                let point = geo::parse_geo_value(&v, geo_attr)
+                let point = geo::parse_geo_value(&v, geo_attr.as_ref())
                     .map_err(|e| Error::bad_request(format!("values[{i}]: {}", e.public_message())))?;
                 out.push(WriteItem { key, value: point.to_string(), ts, geo: None });
                 continue;
@@ -107,12 +120,14 @@ pub fn parse_write_items(body: &str, path_key: Option<&str>, max_values: usize) 
                 None => return Err(Error::bad_request(format!("values[{i}].value is required"))),
             },
         };
-        let geo = match geo_attr {
-            Some(g) => Some(
-                geo::parse_geo_attr(g)
-                    .map_err(|e| Error::bad_request(format!("values[{i}].geo: {}", e.public_message())))?,
-            ),
-            None => None,
+        let geo = match (&geo_attr, item.geo) {
+            (Some(g), Some(raw)) => Some(WriteGeo {
+                sent: raw.get().to_owned(),
+                point: geo::parse_geo_attr(g)
+                    .map_err(|e| Error::bad_request(format!("values[{i}].geo: {}", e.public_message())))?
+                    .to_string(),
+            }),
+            _ => None,
         };
         out.push(WriteItem { key, value, ts, geo });
     }
@@ -137,15 +152,12 @@ pub enum ReadOut {
 }
 
 impl Platform {
-    /// Writes values to a thing: stores them (unless `store=false`), then publishes what was
-    /// committed (unless `broadcast=false`). Returns the items as committed.
-    pub async fn write_values(
-        &self,
-        thing: &Thing,
-        items: Vec<WriteItem>,
-        flags: WriteFlags,
-    ) -> Result<Vec<ValueItem>> {
+    /// Writes values to a thing: stores them (unless `store=false`), then publishes them as
+    /// written, with their committed datetimes (unless `broadcast=false`).
+    pub async fn write_values(&self, thing: &Thing, items: Vec<WriteItem>, flags: WriteFlags) -> Result<()> {
         let mut points = Vec::with_capacity(items.len() + 1);
+        // Per timeline item: its point, and its `geo` attribute with the index of the `$geo` point.
+        let mut plan: Vec<(usize, Option<(usize, String)>)> = Vec::with_capacity(items.len());
         let mut settings = Vec::new();
         for item in items {
             match classify(&item.key) {
@@ -160,10 +172,12 @@ impl Platform {
                     settings.push((item.key.clone(), path.map(str::to_owned), value, item.ts));
                 }
                 _ => {
-                    if let Some(g) = &item.geo {
-                        points.push(NewPoint { key: GEO_KEY.to_owned(), ts: item.ts, value: g.to_string() });
-                    }
+                    let geo = item.geo.map(|g| {
+                        points.push(NewPoint { key: GEO_KEY.to_owned(), ts: item.ts, value: g.point });
+                        (points.len() - 1, g.sent)
+                    });
                     points.push(NewPoint { key: item.key, ts: item.ts, value: item.value });
+                    plan.push((points.len() - 1, geo));
                 }
             }
         }
@@ -177,20 +191,32 @@ impl Platform {
             let now = now_ms();
             points.into_iter().map(|p| ValueItem { key: p.key, value: p.value, ts: p.ts.unwrap_or(now) }).collect()
         };
+        let mut written = Vec::with_capacity(plan.len() + settings.len());
+        for (i, geo) in plan {
+            let geo = geo.and_then(|(gi, sent)| {
+                committed.get_mut(gi).map(|p| GeoAttr { sent, point: std::mem::take(&mut p.value), ts: p.ts })
+            });
+            if let Some(item) = committed.get_mut(i) {
+                written.push(WrittenValue { item: std::mem::take(item), geo });
+            }
+        }
         for (key, path, value, ts) in settings {
             if flags.store {
                 self.store.update_thing_settings(thing.seq, path.as_deref(), value.clone()).await?;
             }
-            committed.push(ValueItem { key, value: value.to_string(), ts: ts.unwrap_or_else(now_ms) });
+            written.push(WrittenValue {
+                item: ValueItem { key, value: value.to_string(), ts: ts.unwrap_or_else(now_ms) },
+                geo: None,
+            });
         }
-        if flags.broadcast && !committed.is_empty() {
-            self.publish_values(thing, committed.clone());
+        if flags.broadcast && !written.is_empty() {
+            self.publish_values(thing, written);
         }
-        Ok(committed)
+        Ok(())
     }
 
     /// Publishes values of a thing to every realtime path.
-    pub fn publish_values(&self, thing: &Thing, items: Vec<ValueItem>) {
+    pub fn publish_values(&self, thing: &Thing, items: Vec<WrittenValue>) {
         self.notifier.publish(
             &Topic::Thing(thing.seq),
             Event::Values { thing_seq: thing.seq, thing_id: Arc::from(thing.id.as_str()), items: Arc::from(items) },
@@ -211,7 +237,7 @@ impl Platform {
                 let doc = self.store.thing_settings(thing.seq).await?;
                 let value = match path {
                     None => doc,
-                    Some(p) => get_path(&doc, p).cloned().ok_or_else(|| not_written(key))?,
+                    Some(p) => get_path(&doc, p).cloned().ok_or_else(|| Error::resource_not_found(key))?,
                 };
                 Ok(ReadOut::Document { key: key.to_owned(), value })
             }
@@ -224,7 +250,8 @@ impl Platform {
                         ts,
                     }]));
                 }
-                let points = self.store.read(thing.seq, key, query).await?.ok_or_else(|| not_written(key))?;
+                let points =
+                    self.store.read(thing.seq, key, query).await?.ok_or_else(|| Error::resource_not_found(key))?;
                 if latest_only && let Some(p) = points.first() {
                     self.latest.offer(thing.seq, key, p.ts, &p.value);
                 }
@@ -246,10 +273,6 @@ impl Platform {
     }
 }
 
-fn not_written(key: &str) -> Error {
-    Error::not_found(format!("Resource {key} not found"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,10 +290,15 @@ mod tests {
     fn geo_forms_normalize_to_geojson() {
         let body = r#"{"values":[{"key":"$geo","value":[2.15,41.39]},{"key":"$geo","value":null,"geo":{"lat":"41.39","long":"2.15"}}]}"#;
         let items = parse_write_items(body, None, 100).expect("parse");
-        for it in items {
+        for it in &items {
             let v: serde_json::Value = serde_json::from_str(&it.value).expect("json");
             assert_eq!(v["type"], "Point");
         }
+        let with_attr = r#"{"values":[{"key":"t","value":1,"geo":{"lat":"41.39", "long":2.15}}]}"#;
+        let items = parse_write_items(with_attr, None, 100).expect("parse");
+        let geo = items[0].geo.as_ref().expect("geo attribute");
+        assert_eq!(geo.sent, r#"{"lat":"41.39", "long":2.15}"#, "kept as sent");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&geo.point).expect("json")["type"], "Point");
         let bad = r#"{"values":[{"key":"$geo","value":[200,41.39]}]}"#;
         assert_eq!(parse_write_items(bad, None, 100).expect_err("range").status(), 400);
     }

@@ -11,12 +11,6 @@ use crate::platform::Platform;
 /// How often the realtime counters are logged (when non-zero).
 pub const LOG_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Every realtime counter now: connections, subscriptions, deliveries, drops. What the metrics
-/// endpoint exposes.
-pub fn snapshot(platform: &Platform) -> StatsSnapshot {
-    platform.notifier().snapshot()
-}
-
 /// Logs the counters every [`LOG_INTERVAL`] at info while anything is connected or moved, until
 /// the server shuts down.
 pub fn spawn_stats_logger(platform: Arc<Platform>) {
@@ -31,7 +25,7 @@ pub fn spawn_stats_logger(platform: Arc<Platform>) {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let s = snapshot(&platform);
+            let s = platform.realtime_snapshot();
             let moved = s.delivered != last.delivered
                 || s.dropped_slow != last.dropped_slow
                 || s.dropped_lagged != last.dropped_lagged;

@@ -1,0 +1,78 @@
+//! A bounded queue outlet for adapters that pull what a subscription delivers (HTTP streams, CoAP
+//! observers): payloads go into a queue of the configured size (a full one drops the subscriber
+//! as too slow), and the end of the subscription waits in a slot of its own so that it is never
+//! lost behind a full queue.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use thingline_bus::{Payload, SinkError};
+use tokio::sync::{Notify, mpsc};
+
+use super::{Ended, Outlet};
+
+/// What [`Inbox::next`] yields.
+pub enum Next {
+    /// A rendered event.
+    Payload(Arc<Payload>),
+    /// The subscription ended (access removed, session ended, thing gone, too slow).
+    Ended(Ended),
+    /// The subscriber was closed (shutdown, or the subscription was dropped): end quietly.
+    Closed,
+}
+
+/// The pulling side.
+pub struct Inbox {
+    rx: mpsc::Receiver<Arc<Payload>>,
+    end: Arc<EndSlot>,
+}
+
+#[derive(Default)]
+struct EndSlot {
+    why: Mutex<Option<Ended>>,
+    notify: Notify,
+}
+
+/// The pushing side, handed to the subscription service.
+struct QueueOutlet {
+    tx: mpsc::Sender<Arc<Payload>>,
+    end: Arc<EndSlot>,
+}
+
+/// A queue of `capacity` payloads: the outlet for the service and the inbox for the adapter.
+pub(super) fn queue(capacity: usize) -> (Arc<dyn Outlet>, Inbox) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let end = Arc::new(EndSlot::default());
+    (Arc::new(QueueOutlet { tx, end: Arc::clone(&end) }), Inbox { rx, end })
+}
+
+impl Outlet for QueueOutlet {
+    fn deliver(&self, _channel: &str, payload: &Arc<Payload>) -> Result<(), SinkError> {
+        self.tx.try_send(Arc::clone(payload)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SinkError::Full,
+            mpsc::error::TrySendError::Closed(_) => SinkError::Closed,
+        })
+    }
+
+    fn ended(&self, _channel: &str, why: Ended) {
+        self.end.why.lock().get_or_insert(why);
+        self.end.notify.notify_one();
+    }
+}
+
+impl Inbox {
+    /// The next payload, or the end. An end is reported as soon as it happens, before payloads
+    /// still queued: they were sent to a subscriber that is no longer allowed them or too slow.
+    pub async fn next(&mut self) -> Next {
+        loop {
+            if let Some(why) = self.end.why.lock().take() {
+                return Next::Ended(why);
+            }
+            tokio::select! {
+                biased;
+                _ = self.end.notify.notified() => continue,
+                p = self.rx.recv() => return p.map_or(Next::Closed, Next::Payload),
+            }
+        }
+    }
+}
