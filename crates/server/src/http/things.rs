@@ -115,6 +115,9 @@ async fn keys(state: axum::extract::State<AppState>, Path(token): Path<String>) 
     Ok(Json(json!({"resources": keys})).into_response())
 }
 
+/// `[{"key","values":[…]}, …]`: the newest `limit` values of every key, in key order. A thing
+/// with many keys answers in pages: at most 100 keys and 1,000 values each; a `Link` header
+/// (`rel="next"`) gives the next page (`after=<last key>`).
 async fn all_resources(
     state: axum::extract::State<AppState>,
     Path(token): Path<String>,
@@ -122,27 +125,41 @@ async fn all_resources(
 ) -> ApiResult<Response> {
     let p = &state.platform;
     let thing = p.thing_by_token(&token).await?;
-    let query = TimelineQuery { limit: parse_limit(q.get("limit"))?, start: None, end: None };
+    let limit = parse_limit(q.get("limit"))?;
+    let page = p.read_all(&thing, limit, q.get("after")).await?;
     let mut out = String::from("[");
-    let mut first = true;
-    for key in p.resource_keys(&thing).await? {
-        let read = match p.read_values(&thing, &key, &query).await {
-            Ok(r) => r,
-            Err(Error::NotFound(_)) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        if !first {
+    for (i, (key, read)) in page.keys.iter().enumerate() {
+        if i > 0 {
             out.push(',');
         }
-        first = false;
         out.push_str("{\"key\":");
-        push_str_lit(&mut out, &key);
+        push_str_lit(&mut out, key);
         out.push_str(",\"values\":");
-        out.push_str(&render_read(&read));
+        out.push_str(&render_read(read));
         out.push('}');
     }
     out.push(']');
-    Ok(json_text(StatusCode::OK, out))
+    let mut response = json_text(StatusCode::OK, out);
+    if let Some(after) = page.next_after {
+        let link =
+            format!("</v2/things/{token}/all_resources?limit={limit}&after={}>; rel=\"next\"", percent_encode(&after));
+        if let Ok(v) = axum::http::HeaderValue::from_str(&link) {
+            response.headers_mut().insert(axum::http::header::LINK, v);
+        }
+    }
+    Ok(response)
+}
+
+/// Percent-encodes a query value (keys may hold any character but `/`).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 async fn put_description(

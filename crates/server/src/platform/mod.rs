@@ -32,7 +32,7 @@ pub use subscriptions::{
     Ended, Inbox, Next, Outlet, Payload, SinkError, StatsSnapshot, Subscriber, Target, WeakSubscriber,
 };
 pub use users::{LinkBy, LoginOutcome, session_lifetime};
-pub use values::{ReadOut, WriteFlags, WriteItem, json_error, parse_write_items};
+pub use values::{AllResources, ReadOut, WriteFlags, WriteItem, json_error, parse_write_items};
 
 /// Limits that protect the platform from one client.
 #[derive(Debug, Clone)]

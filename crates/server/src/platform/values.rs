@@ -143,6 +143,19 @@ pub fn json_error(e: &serde_json::Error) -> Error {
     }
 }
 
+/// Most keys in one `all_resources` answer.
+pub const ALL_RESOURCES_MAX_KEYS: usize = 100;
+/// Most values in one `all_resources` answer.
+pub const ALL_RESOURCES_MAX_VALUES: usize = 1000;
+
+/// One page of [`Platform::read_all`].
+pub struct AllResources {
+    /// Each key with its newest values, in key order.
+    pub keys: Vec<(String, ReadOut)>,
+    /// The `after` of the next page, when there is one.
+    pub next_after: Option<String>,
+}
+
 /// What a read returns: a timeline (items with datetimes), or the `$settings` document (or a
 /// path inside it), echoed under the key asked.
 #[derive(Debug)]
@@ -260,6 +273,40 @@ impl Platform {
                 ))
             }
         }
+    }
+
+    /// The newest `limit` values of every key of a thing, in key order, one page at a time: at
+    /// most [`ALL_RESOURCES_MAX_KEYS`] keys and [`ALL_RESOURCES_MAX_VALUES`] values (a key whose
+    /// values would pass that waits for the next page, but a page always holds one key). `after`:
+    /// the last key of the previous page.
+    pub async fn read_all(&self, thing: &Thing, limit: u32, after: Option<&str>) -> Result<AllResources> {
+        let mut keys = self.resource_keys(thing).await?;
+        keys.sort_unstable();
+        let query = TimelineQuery { limit, start: None, end: None };
+        let mut page = AllResources { keys: Vec::new(), next_after: None };
+        let mut values = 0;
+        for key in keys.into_iter().filter(|k| after.is_none_or(|a| k.as_str() > a)) {
+            if page.keys.len() == ALL_RESOURCES_MAX_KEYS {
+                page.next_after = page.keys.last().map(|(k, _)| k.clone());
+                break;
+            }
+            let read = match self.read_values(thing, &key, &query).await {
+                Ok(r) => r,
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let n = match &read {
+                ReadOut::Timeline(items) => items.len(),
+                ReadOut::Document { .. } => 1,
+            };
+            if !page.keys.is_empty() && values + n > ALL_RESOURCES_MAX_VALUES {
+                page.next_after = page.keys.last().map(|(k, _)| k.clone());
+                break;
+            }
+            values += n;
+            page.keys.push((key, read));
+        }
+        Ok(page)
     }
 
     /// Keys of a thing that hold values (plus `$settings` when it was set).

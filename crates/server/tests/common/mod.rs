@@ -27,6 +27,8 @@ pub struct TestServer {
     pub client: Client,
     pub data_dir: PathBuf,
     running: Option<RunningServer>,
+    /// The `thingline` binary, when the server was spawned as a process ([`TestServer::spawn`]).
+    process: Option<spawned::Proc>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -86,16 +88,51 @@ impl TestServer {
         let running = thingline::start(config).await.expect("server starts");
         let https = format!("https://{}", running.https_addr);
         let http = running.http_addr.map(|a| format!("http://{a}")).unwrap_or_default();
-        TestServer { https, http, client: client_for(&data_dir), data_dir, running: Some(running), _dir: None }
+        TestServer {
+            https,
+            http,
+            client: client_for(&data_dir),
+            data_dir,
+            running: Some(running),
+            process: None,
+            _dir: None,
+        }
+    }
+
+    /// The real `thingline` binary spawned on a fresh data dir with port-0 listeners (see
+    /// [`spawned::spawn_with`]), `extra` command-line arguments and `env` variables: what an
+    /// operator runs. [`Self::platform`] is not available.
+    pub fn spawn(extra: &[&str], env: &[(&str, &str)]) -> TestServer {
+        thingline::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let process = spawned::spawn_with(dir.path(), extra, env);
+        TestServer {
+            https: process.https.clone(),
+            http: process.http.clone(),
+            client: client_for(dir.path()),
+            data_dir: dir.path().to_path_buf(),
+            running: None,
+            process: Some(process),
+            _dir: Some(dir),
+        }
     }
 
     pub fn platform(&self) -> &std::sync::Arc<thingline::platform::Platform> {
-        &self.running.as_ref().expect("running").platform
+        &self.running.as_ref().expect("an in-process server").platform
+    }
+
+    /// The spawned process ([`Self::spawn`]).
+    pub fn process(&self) -> &spawned::Proc {
+        self.process.as_ref().expect("a spawned server")
     }
 
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
+        }
+        if let Some(p) = self.process.take() {
+            let status = tokio::task::spawn_blocking(move || p.stop()).await.expect("stop");
+            assert_eq!(status.code(), Some(0), "the server exits 0 after SIGTERM");
         }
     }
 
