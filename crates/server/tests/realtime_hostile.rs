@@ -25,12 +25,6 @@ async fn ends_with(stream: &mut JsonStream, code: u16) {
     assert_eq!(stream.next().await, None, "the stream ends after the envelope");
 }
 
-/// The next event on `topic` is the error envelope with `code`.
-async fn topic_ends_with(c: &mut SioClient, topic: &str, code: u16) {
-    let end = c.event(topic).await;
-    assert_eq!((end[0]["status"].clone(), end[0]["code"].clone()), (json!("error"), json!(code)), "{topic}: {end:?}");
-}
-
 /// After a write to `thing`, a fresh `subscribe` on the socket is answered with `code`, and no data
 /// event came before that answer.
 async fn nothing_more_and_subscribe_refused(server: &TestServer, c: &mut SioClient, thing: &TestThing, code: u16) {
