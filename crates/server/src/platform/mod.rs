@@ -21,7 +21,7 @@ use thingline_store::Store;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{hash_password, verify_password};
-pub use limiter::RateLimiter;
+pub use limiter::{LimitKey, RateLimiter, Reservation};
 pub use panel::{AppInput, CodeView, ProductInput};
 pub use permissions::{AppView, ThingAccess, UserAccess, perm};
 pub use sessions::Session;
