@@ -57,6 +57,8 @@ pub struct Platform {
     pub(crate) shutdown: CancellationToken,
     /// Failed panel logins, per email and per client address.
     pub(crate) panel_logins: RateLimiter,
+    /// Failed thing activations, per client address.
+    pub(crate) activations: RateLimiter,
     /// The App API's sessions, permission caches, login limiter and mailer.
     pub(crate) app_api: users::AppApi,
 }
@@ -76,6 +78,7 @@ impl Platform {
             limits,
             shutdown,
             panel_logins: RateLimiter::login_default(),
+            activations: RateLimiter::activation_default(),
             app_api: users::AppApi::default(),
         })
     }
