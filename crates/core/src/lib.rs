@@ -2,6 +2,7 @@
 //! Nothing in this crate does I/O; everything here is testable as plain functions.
 
 pub mod classes;
+pub mod email;
 pub mod error;
 pub mod form;
 pub mod geo;

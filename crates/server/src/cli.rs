@@ -113,6 +113,10 @@ async fn wait_for_signal() {
 }
 
 async fn add_panel_user(config: Config, email: &str, password: &str) -> anyhow::Result<()> {
+    // Checked before anything is opened or created.
+    if let Err(e) = thingline_core::email::normalize_email(email) {
+        anyhow::bail!("--email {email:?}: {}", e.public_message());
+    }
     crate::install_crypto_provider();
     std::fs::create_dir_all(&config.data_dir)?;
     let store = thingline_store::open(&config.store_url, &Default::default()).await?;

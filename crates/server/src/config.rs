@@ -236,6 +236,12 @@ impl Config {
                 DEFAULT_REALTIME_AUTH_TIMEOUT_S as usize,
             )? as u64),
         };
+        let panel_email = args.panel_email.or(file.panel_email);
+        if let Some(email) = &panel_email
+            && let Err(e) = thingline_core::email::normalize_email(email)
+        {
+            bail!("THINGLINE_PANEL_EMAIL (--panel-email) {email:?}: {}", e.public_message());
+        }
         let peer_timeout = match args.tcp_user_timeout.or(file.tcp_user_timeout) {
             None => PeerTimeout::default(),
             Some(secs) => PeerTimeout::from_secs(secs).with_context(|| {
@@ -255,7 +261,7 @@ impl Config {
             tls_key,
             store_url,
             bus_url: args.bus_url.or(file.bus_url),
-            panel_email: args.panel_email.or(file.panel_email),
+            panel_email,
             panel_password: args.panel_password.or(file.panel_password),
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
             log_json,

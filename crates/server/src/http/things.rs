@@ -11,11 +11,10 @@ use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
 use thingline_core::Error;
-
 use thingline_core::query::{TimelineQuery, parse_bool_flag, parse_keep_alive, parse_limit};
 
 use super::body::Body;
-use super::extract::{Path, Query};
+use super::extract::{ClientIp, Path, Query};
 use super::stream::{Greeting, subscription_stream};
 use super::{ApiResult, AppState, json_text};
 use crate::platform::{ReadOut, Target, WriteFlags, WriteItem, parse_write_items};
@@ -38,10 +37,10 @@ struct ActivateBody {
     product_id: Option<String>,
 }
 
-async fn activate(state: axum::extract::State<AppState>, body: Body) -> ApiResult<Response> {
+async fn activate(state: axum::extract::State<AppState>, ClientIp(ip): ClientIp, body: Body) -> ApiResult<Response> {
     let b: ActivateBody = body.parse()?;
     let code = b.activation_code.ok_or_else(|| Error::bad_request("activationCode is required"))?;
-    let thing = state.platform.activate(&code, b.product_id.as_deref()).await?;
+    let thing = state.platform.activate(&code, b.product_id.as_deref(), ip).await?;
     Ok((
         StatusCode::CREATED,
         Json(

@@ -3,12 +3,14 @@
 use std::net::IpAddr;
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use thingline_core::email::normalize_email;
 use thingline_core::ids::{new_secret_token, token_digest};
 use thingline_core::model::PanelUser;
 use thingline_core::time::now_ms;
 use thingline_core::{Error, Result};
 
 use super::Platform;
+use super::limiter::LimitKey;
 
 /// How long a panel session lives.
 const PANEL_SESSION_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -69,14 +71,14 @@ pub async fn verify_password(password: &str, phc: Option<&str>) -> Result<bool> 
     .await
 }
 
-/// Normalizes an email for lookups: trimmed, lowercase.
-pub fn normalize_email(email: &str) -> Result<String> {
-    let e = email.trim().to_lowercase();
-    let valid = e.len() <= 254 && e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty());
-    if !valid {
-        return Err(Error::bad_request("email is not a valid address"));
+/// The account key a login attempt is counted against: the normalized email, or (for an email
+/// that is not a valid address, and so names no account) a fixed-size digest of what was sent,
+/// so that the limiter never holds client text of unbounded length.
+pub(crate) fn login_account_key(email: &str) -> (Option<String>, String) {
+    match normalize_email(email) {
+        Ok(norm) => (Some(norm.clone()), norm),
+        Err(_) => (None, format!("invalid:{}", token_digest(email.trim()))),
     }
-    Ok(e)
 }
 
 impl Platform {
@@ -100,18 +102,22 @@ impl Platform {
         }
     }
 
-    /// Panel login: a new session token, or 401; 429 after too many failures.
+    /// Panel login: a new session token, or 401; 429 after too many failures. The attempt is
+    /// reserved (per email and per client address) before the password is verified, and released
+    /// only when it is right. An email that is not a valid address fails like a wrong password.
     pub async fn panel_login(&self, email: &str, password: &str, client: IpAddr) -> Result<String> {
-        let norm = email.trim().to_lowercase();
-        let ip_key = format!("ip:{client}");
-        let email_key = format!("email:{norm}");
-        self.panel_logins.check(&[&email_key, &ip_key])?;
-        let user = self.store.panel_user_by_email(&norm).await?;
+        let (norm, account) = login_account_key(email);
+        let attempt = self.panel_logins.reserve(&[LimitKey::Account(&account), LimitKey::Addr(client)])?;
+        let user = match &norm {
+            Some(norm) => self.store.panel_user_by_email(norm).await?,
+            None => None,
+        };
         let ok = verify_password(password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
         let Some(user) = user.filter(|_| ok) else {
-            self.panel_logins.record_failure(&[&email_key, &ip_key]);
+            // The reservation stays: a failed attempt.
             return Err(Error::Unauthorized("Invalid email or password".into()));
         };
+        attempt.release();
         let token = new_secret_token();
         self.store.create_panel_session(user.id, &token_digest(&token), now_ms() + PANEL_SESSION_MS).await?;
         Ok(token)

@@ -3,8 +3,10 @@
 //! Sending happens off the request: a mail that SMTP refuses is logged and kept in the outbox, so
 //! it is never lost silently.
 
+use lettre::Address;
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use thingline_core::email::normalize_email;
 use thingline_core::model::OutboxMail;
 use thingline_core::time::now_ms;
 use thingline_core::{Error, Result};
@@ -68,7 +70,57 @@ impl Platform {
     }
 }
 
+/// The mail to send. No unchecked text reaches a header: the recipient is an address that passes
+/// the account email rule again (never parsed as a `Name <addr>` mailbox), and the subject may not
+/// hold a control character. The body is free text, encoded by lettre.
 fn build_message(from: &Mailbox, to: &str, subject: &str, body: &str) -> std::result::Result<Message, String> {
-    let to: Mailbox = to.parse().map_err(|e| format!("recipient {to:?}: {e}"))?;
+    let to = normalize_email(to).map_err(|e| format!("recipient {to:?}: {}", e.public_message()))?;
+    let (user, domain) = to.split_once('@').ok_or_else(|| format!("recipient {to:?}: no @"))?;
+    let to = Mailbox::new(None, Address::new(user, domain).map_err(|e| format!("recipient {to:?}: {e}"))?);
+    if subject.chars().any(char::is_control) {
+        return Err(format!("subject {subject:?} holds a control character"));
+    }
     Message::builder().from(from.clone()).to(to).subject(subject).body(body.to_owned()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from() -> Mailbox {
+        "Thingline <thingline@localhost>".parse().expect("from")
+    }
+
+    fn headers(msg: &Message) -> String {
+        let raw = String::from_utf8(msg.formatted()).expect("utf8");
+        raw.split("\r\n\r\n").next().expect("headers").to_owned()
+    }
+
+    #[test]
+    fn the_recipient_is_only_ever_a_checked_address() {
+        let msg = build_message(&from(), " Friend@Example.com ", "You shared resources", "hello").expect("built");
+        let h = headers(&msg);
+        assert!(h.contains("To: friend@example.com\r\n"), "{h}");
+        for to in [
+            "a\r\nBcc: x@evil.com",
+            "victim@example.com\r\nBcc: x@evil.com",
+            "victim@example.com\nBcc: x@evil.com",
+            "Evil <x@evil.com>",
+            "victim@example.com, x@evil.com",
+            "\"a\r\nb\"@example.com",
+            "",
+        ] {
+            assert!(build_message(&from(), to, "s", "b").is_err(), "{to:?}");
+        }
+    }
+
+    #[test]
+    fn the_subject_holds_no_line_break_and_the_body_stays_in_the_body() {
+        assert!(build_message(&from(), "a@example.com", "hi\r\nBcc: x@evil.com", "b").is_err());
+        let body = "You shared resources with friend@example.com:\nBcc: x@evil.com\r\n\r\n.\r\nMAIL FROM:<x>\n";
+        let msg = build_message(&from(), "a@example.com", "You shared resources", body).expect("built");
+        let h = headers(&msg);
+        assert!(!h.to_ascii_lowercase().contains("bcc"), "{h}");
+        assert!(!h.contains("MAIL FROM"), "{h}");
+    }
 }

@@ -23,7 +23,7 @@ use thingline_store::Store;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{hash_password, verify_password};
-pub use limiter::RateLimiter;
+pub use limiter::{LimitKey, RateLimiter, Reservation};
 pub use panel::{AppInput, CodeView, ProductInput};
 pub use permissions::perm;
 pub use resources::LinkedThing;
@@ -62,6 +62,8 @@ pub struct Platform {
     pub(crate) shutdown: CancellationToken,
     /// Failed panel logins, per email and per client address.
     pub(crate) panel_logins: RateLimiter,
+    /// Failed thing activations, per client address.
+    pub(crate) activations: RateLimiter,
     /// The App API's sessions, permission caches, login limiter and mailer.
     pub(crate) app_api: users::AppApi,
     /// Session expiries of live subscribers.
@@ -83,6 +85,7 @@ impl Platform {
             limits,
             shutdown,
             panel_logins: RateLimiter::login_default(),
+            activations: RateLimiter::activation_default(),
             app_api: users::AppApi::default(),
             deadlines: Arc::default(),
         })

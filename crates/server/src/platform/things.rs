@@ -1,7 +1,9 @@
-//! Things: activation with single-use codes, and the token → thing cache that keeps device
-//! requests off the store (invalidated when a thing is deleted).
+//! Things: activation with single-use codes (failed attempts limited per client address), and
+//! the token → thing cache that keeps device requests off the store (invalidated when a thing is
+//! deleted).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -13,6 +15,7 @@ use thingline_core::{Error, Result};
 use thingline_store::NewThing;
 
 use super::Platform;
+use super::limiter::LimitKey;
 
 /// Things most recently used by token. Bounded: past the cap it is cleared and refills on demand.
 #[derive(Default)]
@@ -41,16 +44,23 @@ impl ThingCache {
 }
 
 impl Platform {
-    /// Activates a thing with a single-use code (optionally checked against a product).
-    pub async fn activate(&self, code: &str, product_id: Option<&str>) -> Result<Arc<Thing>> {
+    /// Activates a thing with a single-use code (optionally checked against a product), for a
+    /// device at `client` (the address the adapter saw). Failed activations (unknown code, code
+    /// of another product, code already used) are limited per client address like logins: the
+    /// attempt is reserved before the store is asked and released only when the thing is
+    /// activated, so successful activations never count; past the limit, 429.
+    pub async fn activate(&self, code: &str, product_id: Option<&str>, client: IpAddr) -> Result<Arc<Thing>> {
         let code = code.trim();
         if code.is_empty() || code.len() > 128 {
             return Err(Error::bad_request("activationCode is required"));
         }
+        let attempt = self.activations.reserve(&[LimitKey::Addr(client)])?;
+        // A failure (or an error) keeps the reservation: it counts.
         let thing = self
             .store
             .activate(code, product_id, NewThing { id: new_id(), token: new_thing_token(), now_ms: now_ms() })
             .await?;
+        attempt.release();
         let thing = Arc::new(thing);
         self.things.put(Arc::clone(&thing));
         tracing::info!(thing_id = %thing.id, product_id = %thing.product_id, "thing activated");

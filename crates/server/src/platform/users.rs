@@ -8,12 +8,14 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use serde_json::{Map, Value};
+use thingline_core::email::normalize_email;
 use thingline_core::keys::{base_key, validate_key};
 use thingline_core::model::{AppUser, GrantEntry, PanelUser, Thing};
 use thingline_core::time::now_ms;
 use thingline_core::{Error, Result};
 
-use super::auth::{hash_password, normalize_email, verify_password};
+use super::auth::{hash_password, login_account_key, verify_password};
+use super::limiter::LimitKey;
 use super::mail::Mailer;
 use super::permissions::{AccessCaches, perm};
 use super::sessions::SessionCache;
@@ -113,7 +115,9 @@ impl Platform {
     }
 
     /// Logs a user of an app in: a new session token, or 401; 429 after too many failures (per
-    /// email in the app and per client address).
+    /// email in the app and per client address). The attempt is reserved before the password is
+    /// verified and released only when it is right; an email that is not a valid address fails
+    /// like a wrong password.
     pub async fn app_login(
         &self,
         app_id: &str,
@@ -123,17 +127,19 @@ impl Platform {
         client: IpAddr,
     ) -> Result<LoginOutcome> {
         let app = self.existing_app(app_id).await?;
-        let norm = email.trim().to_lowercase();
-        let email_key = format!("email:{}:{norm}", app.id);
-        let ip_key = format!("ip:{client}");
-        let limiter = &self.app_api.logins;
-        limiter.check(&[&email_key, &ip_key])?;
-        let user = self.store.app_user_by_email(&app.id, &norm).await?;
+        let (norm, account) = login_account_key(email);
+        let account = format!("{}:{account}", app.id);
+        let attempt = self.app_api.logins.reserve(&[LimitKey::Account(&account), LimitKey::Addr(client)])?;
+        let user = match &norm {
+            Some(norm) => self.store.app_user_by_email(&app.id, norm).await?,
+            None => None,
+        };
         let ok = verify_password(password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
         let Some(user) = user.filter(|_| ok) else {
-            limiter.record_failure(&[&email_key, &ip_key]);
+            // The reservation stays: a failed attempt.
             return Err(Error::Unauthorized("Invalid email or password".into()));
         };
+        attempt.release();
         let (token, session) = self.new_session(user.id, &app.id, &user.email, lifetime_s).await?;
         Ok(LoginOutcome { token, expires_in: lifetime_s, session })
     }
