@@ -5,7 +5,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 /// `n` random bytes from the OS-seeded CSPRNG, URL-safe base64 without padding.
 pub fn random_b64(n: usize) -> String {
@@ -40,11 +39,6 @@ pub fn token_digest(token: &str) -> String {
     URL_SAFE_NO_PAD.encode(d)
 }
 
-/// Constant-time equality of two secrets (lengths may leak, contents do not).
-pub fn secrets_equal(a: &str, b: &str) -> bool {
-    a.as_bytes().ct_eq(b.as_bytes()).into()
-}
-
 /// Whether `s` has the shape of a thingToken (43 URL-safe base64 characters). Cheap pre-check
 /// before any lookup.
 pub fn looks_like_thing_token(s: &str) -> bool {
@@ -68,7 +62,5 @@ mod tests {
     fn digest_is_stable_and_distinct() {
         assert_eq!(token_digest("abc"), token_digest("abc"));
         assert_ne!(token_digest("abc"), token_digest("abd"));
-        assert!(secrets_equal("abc", "abc"));
-        assert!(!secrets_equal("abc", "abd"));
     }
 }

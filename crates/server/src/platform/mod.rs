@@ -18,13 +18,12 @@ mod values;
 
 use std::sync::Arc;
 
+use limiter::RateLimiter;
 use thingline_bus::Notifier;
 use thingline_store::Store;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{hash_password, verify_password};
-pub use limiter::{LimitKey, RateLimiter, Reservation};
-pub use panel::{AppInput, CodeView, ProductInput};
+pub use panel::{AppInput, ProductInput};
 pub use permissions::perm;
 pub use resources::LinkedThing;
 pub use sessions::Session;

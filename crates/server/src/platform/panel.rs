@@ -32,9 +32,6 @@ pub struct AppInput {
     pub resources: Option<Vec<String>>,
 }
 
-/// An activation code as the panel lists it.
-pub type CodeView = ActivationCode;
-
 fn check_name(name: &str) -> Result<String> {
     let n = name.trim();
     if n.is_empty() || n.len() > MAX_NAME {
@@ -120,7 +117,7 @@ impl Platform {
         Ok(codes)
     }
 
-    pub async fn list_activation_codes(&self, owner: &PanelUser, product_id: &str) -> Result<Vec<CodeView>> {
+    pub async fn list_activation_codes(&self, owner: &PanelUser, product_id: &str) -> Result<Vec<ActivationCode>> {
         self.owned_product(owner, product_id).await?;
         self.store.activation_codes(product_id).await
     }

@@ -15,11 +15,11 @@ use thingline_core::time::now_ms;
 use thingline_core::{Error, Result};
 
 use super::auth::{hash_password, login_account_key, verify_password};
-use super::limiter::LimitKey;
+use super::limiter::{LimitKey, RateLimiter};
 use super::mail::Mailer;
 use super::permissions::{AccessCaches, perm};
 use super::sessions::SessionCache;
-use super::{Platform, RateLimiter, Session};
+use super::{Platform, Session};
 
 /// Default and longest session lifetime: one year, in seconds.
 pub const SESSION_LIFETIME_S: i64 = 365 * 24 * 3600;
