@@ -1,12 +1,14 @@
 //! Request bodies: read within the configured limit (413 beyond it, chunked bodies included),
 //! JSON or `application/x-www-form-urlencoded` (bracket nesting turned into JSON, values as
-//! strings), with 400 errors that say what and where.
+//! strings), nested at most [`thingline_core::json::MAX_DEPTH`] levels deep, with 400 errors that
+//! say what and where.
 
 use axum::extract::{FromRequest, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use serde::de::DeserializeOwned;
+use thingline_core::json::BoundedJson;
 use thingline_core::{Error, Result};
 
 use super::{ApiError, AppState};
@@ -14,8 +16,9 @@ use crate::platform::json_error;
 
 /// A request body, read in full, and the JSON text it stands for.
 pub struct Body {
-    /// JSON text: the body itself, or the JSON made from a form body.
-    pub json: String,
+    /// JSON text: the body itself, or the JSON made from a form body; its nesting is checked, so
+    /// `parse_write_items` does not scan it again.
+    pub json: BoundedJson,
 }
 
 impl Body {
@@ -51,7 +54,7 @@ impl FromRequest<AppState> for Body {
         };
         // curl -d and some firmware label JSON as a form: a body that starts like JSON is JSON.
         let looks_json = bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b == b'{' || *b == b'[');
-        let json = if form && !looks_json {
+        let text = if form && !looks_json {
             thingline_core::form::parse_form(&bytes)?.to_string()
         } else {
             let text = std::str::from_utf8(&bytes).map_err(|_| Error::bad_request("Request body is not UTF-8"))?;
@@ -62,6 +65,6 @@ impl FromRequest<AppState> for Body {
             }
             trimmed.to_owned()
         };
-        Ok(Body { json })
+        Ok(Body { json: BoundedJson::new(text)? })
     }
 }
