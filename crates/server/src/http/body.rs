@@ -1,7 +1,8 @@
-//! Request bodies: read within the configured limit (413 beyond it, chunked bodies included),
-//! JSON or `application/x-www-form-urlencoded` (bracket nesting turned into JSON, values as
-//! strings), nested at most [`thingline_core::json::MAX_DEPTH`] levels deep, with 400 errors that
-//! say what and where.
+//! Request bodies: read within the configured limit (413 beyond it, chunked bodies included) and
+//! the body timeout (408 when the body has not arrived in full in time, see
+//! [`crate::net::TimedBody`]), JSON or `application/x-www-form-urlencoded` (bracket nesting turned
+//! into JSON, values as strings), nested at most [`thingline_core::json::MAX_DEPTH`] levels deep,
+//! with 400 errors that say what and where.
 
 use axum::extract::{FromRequest, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -12,6 +13,7 @@ use thingline_core::json::BoundedJson;
 use thingline_core::{Error, Result};
 
 use super::{ApiError, AppState};
+use crate::net::BodyTimeout;
 use crate::platform::json_error;
 
 /// A request body, read in full, and the JSON text it stands for.
@@ -49,6 +51,12 @@ impl FromRequest<AppState> for Body {
                 if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                     return Err(too_large());
                 }
+                if let Some(timeout) = find_cause::<BodyTimeout>(&*e) {
+                    let secs = timeout.0.as_secs();
+                    return Err(ApiError(Error::RequestTimeout(format!(
+                        "The request body did not arrive within {secs} s; send it in full right after the headers"
+                    ))));
+                }
                 return Err(ApiError(Error::bad_request("Could not read the request body")));
             }
         };
@@ -67,4 +75,16 @@ impl FromRequest<AppState> for Body {
         };
         Ok(Body { json: BoundedJson::new(text)? })
     }
+}
+
+/// `e` or the first error among its sources that is a `T`.
+fn find_cause<'e, T: std::error::Error + 'static>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e T> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        cur = err.source();
+    }
+    None
 }
