@@ -22,8 +22,9 @@ pub const MAX_ID_LEN: usize = 128;
 pub const MAX_COLLECTIONS_IN_PATH: usize = 8;
 /// Largest stored object (its JSON text with `_id`), bytes.
 pub const MAX_OBJECT_BYTES: usize = 256 * 1024;
-/// Deepest nesting of arrays and objects inside an object (the object itself is depth 1).
-pub const MAX_DEPTH: usize = 32;
+/// Deepest nesting of arrays and objects inside an object (the object itself is depth 1): the
+/// bound of every JSON document a client sends, as an object is a whole body.
+pub use crate::json::MAX_DEPTH;
 /// Most top-level fields of one object.
 pub const MAX_TOP_LEVEL_FIELDS: usize = 256;
 /// Most indexed fields of one collection (a field is indexed from the first `where` or `sort`

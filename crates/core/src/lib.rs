@@ -7,6 +7,7 @@ pub mod error;
 pub mod form;
 pub mod geo;
 pub mod ids;
+pub mod json;
 pub mod keys;
 pub mod model;
 pub mod query;

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -62,6 +63,10 @@ pub struct ConfigArgs {
     /// Largest accepted request body in bytes (default 1 MiB).
     #[arg(long, env = "THINGLINE_BODY_LIMIT")]
     pub body_limit: Option<usize>,
+    /// Seconds a request body may take to arrive in full, counted from the request head; a
+    /// slower (or stalled) body ends with 408 and the connection is closed (default 30).
+    #[arg(long, env = "THINGLINE_BODY_TIMEOUT")]
+    pub body_timeout: Option<u64>,
     /// Most concurrent connections per listener (default 10000).
     #[arg(long, env = "THINGLINE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -117,6 +122,7 @@ struct FileConfig {
     log: Option<String>,
     log_format: Option<String>,
     body_limit: Option<usize>,
+    body_timeout: Option<u64>,
     max_connections: Option<usize>,
     durability: Option<String>,
     smtp_url: Option<String>,
@@ -147,6 +153,8 @@ pub struct Config {
     pub log: String,
     pub log_json: bool,
     pub body_limit: usize,
+    /// How long a request body may take to arrive in full (see [`crate::net::TimedBody`]).
+    pub body_timeout: Duration,
     pub max_connections: usize,
     pub sync_full: bool,
     pub smtp_url: Option<String>,
@@ -171,6 +179,8 @@ pub struct RealtimeSettings {
 pub const DEFAULT_REALTIME_AUTH_TIMEOUT_S: u64 = 10;
 
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// `THINGLINE_BODY_TIMEOUT` when unset, seconds.
+pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = 30;
 
 impl Config {
     /// Resolves flags/env (already in `args`) over the TOML file over the defaults.
@@ -205,6 +215,10 @@ impl Config {
         if body_limit < 1024 {
             bail!("THINGLINE_BODY_LIMIT must be at least 1024 bytes");
         }
+        let body_timeout = match args.body_timeout.or(file.body_timeout).unwrap_or(DEFAULT_BODY_TIMEOUT_SECS) {
+            0 => bail!("THINGLINE_BODY_TIMEOUT must be at least 1 second"),
+            secs => Duration::from_secs(secs),
+        };
         let at_least_one = |name: &str, v: Option<usize>, default: usize| match v.unwrap_or(default) {
             0 => Err(anyhow::anyhow!("{name} must be at least 1")),
             n => Ok(n),
@@ -266,6 +280,7 @@ impl Config {
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
             log_json,
             body_limit,
+            body_timeout,
             max_connections: args.max_connections.or(file.max_connections).unwrap_or(10_000).max(1),
             sync_full,
             smtp_url: args.smtp_url.or(file.smtp_url),
@@ -352,6 +367,21 @@ mod tests {
                 .expect_err("out of range");
             assert!(err.to_string().contains("THINGLINE_TCP_USER_TIMEOUT must be 1 to 32767 seconds"), "{err}");
         }
+    }
+
+    #[test]
+    fn body_timeout_from_file_and_flag() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "body_timeout = 5\n").expect("write");
+        let c = Config::resolve(ConfigArgs { config: Some(file.clone()), ..Default::default() }).expect("resolve");
+        assert_eq!(c.body_timeout, Duration::from_secs(5));
+        let flag = ConfigArgs { config: Some(file), body_timeout: Some(2), ..Default::default() };
+        assert_eq!(Config::resolve(flag).expect("resolve").body_timeout, Duration::from_secs(2), "the flag/env wins");
+        assert_eq!(Config::resolve(ConfigArgs::default()).expect("resolve").body_timeout, Duration::from_secs(30));
+        let err =
+            Config::resolve(ConfigArgs { body_timeout: Some(0), ..Default::default() }).expect_err("0 is refused");
+        assert!(err.to_string().contains("THINGLINE_BODY_TIMEOUT must be at least 1 second"), "{err}");
     }
 
     #[test]

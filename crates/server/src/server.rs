@@ -97,15 +97,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     platform::subscriptions::spawn_stats_logger(Arc::clone(&platform));
     let conn = net::ConnSettings { max_connections: config.max_connections, peer_timeout: config.peer_timeout };
     let mut tasks = JoinSet::new();
-    let https_addr = net::local_addr(&https)?;
+    let https = net::Listener::new(https, Some(tls), conn, shutdown.clone())?;
+    let https_addr = https.local_addr();
     tracing::info!(listener = %"https", addr = %https_addr, "listening");
-    tasks.spawn(net::serve_http(https, Some(tls), router.clone(), shutdown.clone(), conn));
+    tasks.spawn(net::serve_http(https, router.clone(), config.body_timeout));
     let mut http_addr = None;
     if let Some(listener) = http_listener {
-        let addr = net::local_addr(&listener)?;
+        let listener = net::Listener::new(listener, None, conn, shutdown.clone())?;
+        let addr = listener.local_addr();
         tracing::info!(listener = %"http", addr = %addr, "listening");
         http_addr = Some(addr);
-        tasks.spawn(net::serve_http(listener, None, router, shutdown.clone(), conn));
+        tasks.spawn(net::serve_http(listener, router, config.body_timeout));
     }
     tracing::info!(store = platform.store().backend(), data_dir = %config.data_dir.display(), "ready");
     Ok(RunningServer { https_addr, http_addr, platform, shutdown, tasks })

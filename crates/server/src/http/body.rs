@@ -1,21 +1,26 @@
-//! Request bodies: read within the configured limit (413 beyond it, chunked bodies included),
-//! JSON or `application/x-www-form-urlencoded` (bracket nesting turned into JSON, values as
-//! strings), with 400 errors that say what and where.
+//! Request bodies: read within the configured limit (413 beyond it, chunked bodies included) and
+//! the body timeout (408 when the body has not arrived in full in time, see
+//! [`crate::net::TimedBody`]), JSON or `application/x-www-form-urlencoded` (bracket nesting turned
+//! into JSON, values as strings), nested at most [`thingline_core::json::MAX_DEPTH`] levels deep,
+//! with 400 errors that say what and where.
 
 use axum::extract::{FromRequest, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use serde::de::DeserializeOwned;
+use thingline_core::json::BoundedJson;
 use thingline_core::{Error, Result};
 
 use super::{ApiError, AppState};
+use crate::net::BodyTimeout;
 use crate::platform::json_error;
 
 /// A request body, read in full, and the JSON text it stands for.
 pub struct Body {
-    /// JSON text: the body itself, or the JSON made from a form body.
-    pub json: String,
+    /// JSON text: the body itself, or the JSON made from a form body; its nesting is checked, so
+    /// `parse_write_items` does not scan it again.
+    pub json: BoundedJson,
 }
 
 impl Body {
@@ -46,12 +51,18 @@ impl FromRequest<AppState> for Body {
                 if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                     return Err(too_large());
                 }
+                if let Some(timeout) = find_cause::<BodyTimeout>(&*e) {
+                    let secs = timeout.0.as_secs();
+                    return Err(ApiError(Error::RequestTimeout(format!(
+                        "The request body did not arrive within {secs} s; send it in full right after the headers"
+                    ))));
+                }
                 return Err(ApiError(Error::bad_request("Could not read the request body")));
             }
         };
         // curl -d and some firmware label JSON as a form: a body that starts like JSON is JSON.
         let looks_json = bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b == b'{' || *b == b'[');
-        let json = if form && !looks_json {
+        let text = if form && !looks_json {
             thingline_core::form::parse_form(&bytes)?.to_string()
         } else {
             let text = std::str::from_utf8(&bytes).map_err(|_| Error::bad_request("Request body is not UTF-8"))?;
@@ -62,6 +73,18 @@ impl FromRequest<AppState> for Body {
             }
             trimmed.to_owned()
         };
-        Ok(Body { json })
+        Ok(Body { json: BoundedJson::new(text)? })
     }
+}
+
+/// `e` or the first error among its sources that is a `T`.
+fn find_cause<'e, T: std::error::Error + 'static>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e T> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        cur = err.source();
+    }
+    None
 }

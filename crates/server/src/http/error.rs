@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use thingline_core::Error;
 
@@ -25,7 +25,13 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %detail, "internal error");
         }
         let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(self.0.envelope())).into_response()
+        let mut response = (status, Json(self.0.envelope())).into_response();
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of a late body may still come: the connection cannot be reused (HTTP/1.1
+            // closes it after this response; HTTP/2 drops the header and resets only the stream).
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 

@@ -49,8 +49,10 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .merge(me::router())
         .merge(classes::router())
         .fallback(|| async { ApiError(thingline_core::Error::not_found("Not found")).into_response() })
-        .method_not_allowed_fallback(|| async {
-            ApiError(thingline_core::Error::bad_request("Method not allowed on this resource")).into_response()
+        // 405; axum adds the `Allow` header (the path's methods) to what this fallback returns.
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError(thingline_core::Error::MethodNotAllowed(format!("{method} is not allowed on this resource")))
+                .into_response()
         })
         .with_state(state)
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use thingline_bus::{Event, Topic};
+use thingline_core::json::JsonText;
 use thingline_core::keys::{GEO_KEY, MagicKey, SETTINGS_KEY, classify, get_path, validate_key, validate_path};
 use thingline_core::model::{GeoAttr, Thing, ValueItem, WrittenValue};
 use thingline_core::query::TimelineQuery;
@@ -70,7 +71,14 @@ struct RawItem<'a> {
 
 /// Parses `{"values":[{"key","value","datetime"?,"geo"?}, …]}`. `path_key` is the key of an
 /// app-side write (`/v2/me/resources/{key}/…`), used when an item has no `key` of its own.
-pub fn parse_write_items(body: &str, path_key: Option<&str>, max_values: usize) -> Result<Vec<WriteItem>> {
+/// The body's nesting is bounded first (`thingline_core::json`); a `BoundedJson` body (the HTTP
+/// adapter's) was checked when it was read.
+pub fn parse_write_items(
+    body: &(impl JsonText + ?Sized),
+    path_key: Option<&str>,
+    max_values: usize,
+) -> Result<Vec<WriteItem>> {
+    let body = body.bounded()?;
     let parsed: WriteBody<'_> = serde_json::from_str(body).map_err(|e| json_error(&e))?;
     if parsed.values.is_empty() {
         return Err(Error::bad_request("values must hold at least one value"));
