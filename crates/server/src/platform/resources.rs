@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use thingline_core::json::JsonText;
 use thingline_core::keys::{GEO_KEY, validate_key};
 use thingline_core::model::Thing;
 use thingline_core::query::TimelineQuery;
@@ -62,14 +63,14 @@ impl Platform {
         Ok(out)
     }
 
-    /// Writes `{"values":[…]}` (JSON text) to `key` of one thing: needs `post` on the key, and on
+    /// Writes `{"values":[…]}` (JSON text; its nesting bounded, see `parse_write_items`) to `key` of one thing: needs `post` on the key, and on
     /// `$geo` too when an item carries a `geo` attribute (it also records `$geo`).
     pub async fn write_as(
         &self,
         session: &Session,
         thing: &str,
         key: &str,
-        body: &str,
+        body: &(impl JsonText + ?Sized),
         flags: WriteFlags,
     ) -> Result<()> {
         let (thing, bits) = self.reach_key(session, thing, key).await?;
