@@ -6,7 +6,7 @@ use sqlx::Row;
 use thingline_core::{Error, Result};
 
 use super::things::thing_from;
-use super::{SqliteStore, db_err, is_unique_violation};
+use super::{SqliteStore, db_err, is_unique_violation, returned};
 use crate::{AppSessionRecord, AppUserStore, GrantRecord};
 use thingline_core::model::{AppUser, GrantEntry, OutboxMail, Thing};
 
@@ -27,16 +27,16 @@ fn parse_doc(text: &str) -> Result<serde_json::Value> {
 #[async_trait]
 impl AppUserStore for SqliteStore {
     async fn create_app_user(&self, app_id: &str, email: &str, password_hash: &str, now_ms: i64) -> Result<AppUser> {
-        let id: i64 = sqlx::query_scalar(
+        let id: sqlx::Result<Vec<i64>> = sqlx::query_scalar(
             "INSERT INTO app_users (app_id, email, password_hash, created_ms) VALUES (?, ?, ?, ?) RETURNING id",
         )
         .bind(app_id)
         .bind(email)
         .bind(password_hash)
         .bind(now_ms)
-        .fetch_one(&self.write)
-        .await
-        .map_err(|e| {
+        .fetch_all(&self.write)
+        .await;
+        let id = returned(id).map_err(|e| {
             if is_unique_violation(&e) {
                 Error::Conflict(format!("A user with email {email} already exists in this app"))
             } else if matches!(&e, sqlx::Error::Database(db) if db.is_foreign_key_violation()) {
@@ -352,7 +352,7 @@ impl AppUserStore for SqliteStore {
     }
 
     async fn add_outbox_mail(&self, app_id: &str, to: &str, subject: &str, body: &str, now_ms: i64) -> Result<i64> {
-        sqlx::query_scalar(
+        let id = sqlx::query_scalar(
             "INSERT INTO app_outbox (app_id, to_email, subject, body, created_ms) VALUES (?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(app_id)
@@ -360,9 +360,9 @@ impl AppUserStore for SqliteStore {
         .bind(subject)
         .bind(body)
         .bind(now_ms)
-        .fetch_one(&self.write)
-        .await
-        .map_err(db_err)
+        .fetch_all(&self.write)
+        .await;
+        returned(id).map_err(db_err)
     }
 
     async fn outbox_of_app(&self, app_id: &str, limit: u32) -> Result<Vec<OutboxMail>> {

@@ -14,7 +14,8 @@ use thingline_core::{Error, Result};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::CommitGate;
-use super::db_err;
+use super::recovery::OwnedConnection;
+use super::{db_err, returned};
 use crate::{NewPoint, StoredPoint};
 
 /// thing seq → key → timeline id.
@@ -71,14 +72,15 @@ fn closed() -> Error {
     Error::Unavailable("the store is shutting down".into())
 }
 
-pub(crate) fn spawn(conn: SqliteConnection, gate: CommitGate) -> WriterHandle {
+pub(crate) fn spawn(conn: OwnedConnection, gate: CommitGate) -> WriterHandle {
     let (tx, rx) = mpsc::channel(QUEUE);
     tokio::spawn(Writer { conn, gate, timelines: HashMap::new(), last_ts: HashMap::new() }.run(rx));
     WriterHandle { tx }
 }
 
 struct Writer {
-    conn: SqliteConnection,
+    /// Replaced before the next write when a failed transaction left it unusable.
+    conn: OwnedConnection,
     /// Passed before each commit: a forced WAL checkpoint holds the writer here.
     gate: CommitGate,
     /// thing seq → key → timeline id.
@@ -142,7 +144,7 @@ impl Writer {
             }
         }
         self.commit_group(rest).await;
-        let _ = self.conn.close_hard().await;
+        self.conn.close().await;
         if let Some(reply) = close_reply {
             let _ = reply.send(());
         }
@@ -156,6 +158,7 @@ impl Writer {
             return;
         }
         let _open = self.gate.open().await;
+        self.conn.ready().await;
         if group.len() == 1 {
             for p in group {
                 let r = self.commit_one(p.thing_seq, &p.points).await;
@@ -183,8 +186,8 @@ impl Writer {
     async fn commit_one(&mut self, thing_seq: i64, points: &[NewPoint]) -> Result<Vec<StoredPoint>> {
         let result = async {
             let mut assigner = Assigner::new(&mut self.timelines, &mut self.last_ts);
-            let stored = assigner.assign(&mut self.conn, thing_seq, points).await?;
-            insert_rows(&mut self.conn, &assigner.rows).await?;
+            let stored = assigner.assign(self.conn.get(), thing_seq, points).await?;
+            insert_rows(self.conn.get(), &assigner.rows).await?;
             Ok(stored)
         }
         .await;
@@ -204,16 +207,17 @@ impl Writer {
         let mut assigner = Assigner::new(&mut self.timelines, &mut self.last_ts);
         let mut results = Vec::with_capacity(group.len());
         for p in group {
-            results.push(Ok(assigner.assign(&mut self.conn, p.thing_seq, &p.points).await?));
+            results.push(Ok(assigner.assign(self.conn.get(), p.thing_seq, &p.points).await?));
         }
-        insert_rows(&mut self.conn, &assigner.rows).await?;
+        insert_rows(self.conn.get(), &assigner.rows).await?;
         Ok(results)
     }
 
     async fn delete_thing(&mut self, seq: i64) -> Result<bool> {
         let _open = self.gate.open().await;
         let result = async {
-            let mut tx = self.conn.begin().await.map_err(db_err)?;
+            let (conn, _) = self.conn.ready().await;
+            let mut tx = conn.begin().await.map_err(db_err)?;
             sqlx::query("DELETE FROM points WHERE timeline_id IN (SELECT id FROM timelines WHERE thing_seq = ?)")
                 .bind(seq)
                 .execute(&mut *tx)
@@ -329,15 +333,15 @@ async fn timeline_id(conn: &mut SqliteConnection, timelines: &mut Timelines, thi
     if let Some(id) = timelines.get(&thing_seq).and_then(|keys| keys.get(key)) {
         return Ok(*id);
     }
-    let id: i64 = sqlx::query_scalar(
+    let id: sqlx::Result<Vec<i64>> = sqlx::query_scalar(
         "INSERT INTO timelines (thing_seq, key) VALUES (?, ?) \
          ON CONFLICT (thing_seq, key) DO UPDATE SET key = excluded.key RETURNING id",
     )
     .bind(thing_seq)
     .bind(key)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(|e| match &e {
+    .fetch_all(&mut *conn)
+    .await;
+    let id = returned(id).map_err(|e| match &e {
         sqlx::Error::Database(db) if db.is_foreign_key_violation() => Error::not_found("Thing not found"),
         _ => db_err(e),
     })?;
