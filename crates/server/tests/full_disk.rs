@@ -401,6 +401,8 @@ async fn a_full_disk_is_refused_with_507_and_forgotten_once_space_is_back() {
     );
     let internal: Vec<&String> = lines.iter().filter(|l| l.contains("internal error")).collect();
     assert!(internal.is_empty(), "internal errors: {internal:#?}");
+    drop(s);
+    drop(client);
     let _ = p.stop();
     drop(mount);
 }
