@@ -232,15 +232,6 @@ impl AppUserStore for SqliteStore {
         rows.iter().map(thing_from).collect()
     }
 
-    async fn thing_is_linked(&self, thing_id: &str) -> Result<bool> {
-        let any: Option<i64> = sqlx::query_scalar("SELECT 1 FROM app_links WHERE thing_id = ? LIMIT 1")
-            .bind(thing_id)
-            .fetch_optional(&self.read)
-            .await
-            .map_err(db_err)?;
-        Ok(any.is_some())
-    }
-
     async fn set_grants(&self, user_id: i64, granted_by: i64, entries: &[GrantEntry], now_ms: i64) -> Result<()> {
         // One transaction: one commit (one sync) for the whole request, and an entry that fails
         // rolls back the ones before it (the transaction is dropped uncommitted).
