@@ -35,6 +35,8 @@ impl Drop for LogsOnPanic<'_> {
 
 /// The file system's size.
 const IMAGE_BYTES: u64 = 64 * 1024 * 1024;
+/// The size of the big thing values (the body stays under the 1 MiB limit).
+const BIG_VALUE: usize = 900 * 1024;
 /// The log line of a full disk (crates/store/src/sqlite/errors.rs).
 const FULL_LINE: &str = "the disk holding the database is full";
 
@@ -199,8 +201,8 @@ async fn every_write(s: &mut Setup, acked: &mut Acked, round: &str, full: bool) 
     };
     let t = &s.thing_token;
 
-    // A thing value (big: it cannot fit in what is left of the WAL file).
-    let value = blob(&format!("{round}-value"), 512 * 1024);
+    // A thing value, larger than the WAL file: on the full disk it cannot fit.
+    let value = blob(&format!("{round}-value"), BIG_VALUE);
     let body = json!({"values": [{"key": "temperature", "value": value}]});
     let answer = s.send("value write", s.client.post(format!("{}/v2/things/{t}", s.base)).json(&body)).await;
     if check("thing value write", StatusCode::CREATED, &answer) {
@@ -367,6 +369,10 @@ async fn a_full_disk_is_refused_with_507_and_forgotten_once_space_is_back() {
 
     // Full to the last byte: every kind of write, twice (a connection a failed write left behind
     // must not break the next one either).
+    // Precondition: a big value needs more WAL than the file already has (SQLite reuses the WAL
+    // file from its beginning once it is checkpointed: a smaller write may still fit).
+    let wal = std::fs::metadata(data.join("thingline.db-wal")).map(|m| m.len()).unwrap_or(0);
+    assert!(wal < BIG_VALUE as u64 / 2, "the WAL file ({wal} bytes) is small before the disk fills");
     let filler = mount.mnt.join("filler");
     fill(&filler);
     let full_since = Instant::now();
@@ -374,7 +380,8 @@ async fn a_full_disk_is_refused_with_507_and_forgotten_once_space_is_back() {
     for round in ["full-1", "full-2"] {
         refused += every_write(&mut s, &mut acked, round, true).await;
     }
-    // The big value cannot fit: at least those writes were refused, whatever fitted.
+    // The big values cannot fit: at least those writes were refused, whatever else fitted.
+    assert_eq!(acked.values, ["before"], "no big value was stored on the full disk");
     assert!(refused >= 2, "writes on the full disk were refused ({refused})");
     all_readable(&s, &acked, "on the full disk").await;
 
