@@ -38,8 +38,6 @@ pub trait AppUserStore: Send + Sync {
     async fn unlink_thing(&self, user_id: i64, thing_id: &str) -> Result<Option<Vec<i64>>>;
     /// Things the user linked, in link order.
     async fn linked_things(&self, user_id: i64) -> Result<Vec<Thing>>;
-    /// Whether any user has linked the thing.
-    async fn thing_is_linked(&self, thing_id: &str) -> Result<bool>;
 
     /// Sets the permissions `granted_by` gives `user_id` on each (key, thing) of `entries`, in
     /// order (`perms` 0 removes the grant; removing an absent one is no error). All or nothing:

@@ -16,6 +16,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     let thing_seq = activation_is_single_use(&*store).await;
     timelines_keep_distinct_datetimes(&*store, thing_seq).await;
     timelines_page_exactly(&*store, thing_seq).await;
+    timelines_stay_inside_the_supported_range(&*store, thing_seq).await;
     settings_documents(&*store, thing_seq).await;
     app_users_sessions_links_grants(&*store).await;
     objects::objects_in_collections(&*store).await;
@@ -120,6 +121,71 @@ async fn timelines_page_exactly(store: &dyn Store, seq: i64) {
     assert_eq!(keys, vec!["burst".to_string(), "same".to_string()]);
 }
 
+/// No datetime is assigned past `MAX_MS` (9999-12-31T23:59:59.999Z): a request that would need one
+/// is a 400 and stores nothing, other requests (also of the same group commit) are answered on
+/// their own, and paging by `end` stays exact at the edge.
+async fn timelines_stay_inside_the_supported_range(store: &dyn Store, seq: i64) {
+    use thingline_core::time::MAX_MS;
+    let point = |key: &str, ts: Option<i64>, v: &str| NewPoint { key: key.into(), ts, value: v.into() };
+    let at = |ts: i64, v: &str| point("edge", Some(ts), v);
+
+    let first = store.append(seq, vec![at(MAX_MS, "1")]).await.expect("a value at the maximum");
+    assert_eq!(first[0].ts, MAX_MS);
+    let again = store.append(seq, vec![at(MAX_MS, "2")]).await.expect_err("the maximum is taken");
+    assert_eq!(again.status(), 400, "a second value at the maximum has no datetime left: {again}");
+    let stamped = store.append(seq, vec![point("edge", None, "3")]).await.expect_err("stamped after the maximum");
+    assert_eq!(stamped.status(), 400, "a server-stamped value after the maximum: {stamped}");
+    let past = store.append(seq, vec![at(MAX_MS + 1, "4")]).await.expect_err("past the maximum");
+    assert_eq!(past.status(), 400, "an explicit datetime past the maximum: {past}");
+
+    // A backfill moves forward to the next free millisecond, and is refused when none is left.
+    assert_eq!(store.append(seq, vec![at(MAX_MS - 2, "5")]).await.expect("free")[0].ts, MAX_MS - 2);
+    assert_eq!(store.append(seq, vec![at(MAX_MS - 2, "6")]).await.expect("moved")[0].ts, MAX_MS - 1);
+    let full = store.append(seq, vec![at(MAX_MS - 2, "7")]).await.expect_err("no free datetime");
+    assert_eq!(full.status(), 400, "a backfill pushed past the maximum: {full}");
+    // All or nothing: the first point of a refused request is not stored either.
+    let mixed = store.append(seq, vec![at(MAX_MS - 10, "8"), at(MAX_MS - 1, "9")]).await.expect_err("refused");
+    assert_eq!(mixed.status(), 400);
+
+    // Concurrent requests (committed in groups): each is answered on its own, and nothing of a
+    // refused one is stored.
+    let requests = (0..16).map(|i| {
+        let points = if i % 4 == 0 {
+            vec![point("partial", None, "never"), at(MAX_MS, "refused")]
+        } else {
+            vec![point("beside", None, "ok")]
+        };
+        store.append(seq, points)
+    });
+    for (i, r) in futures_util::future::join_all(requests).await.into_iter().enumerate() {
+        match r {
+            Ok(stored) => assert!(i % 4 != 0 && stored[0].ts <= MAX_MS, "request {i}"),
+            Err(e) => assert!(i % 4 == 0 && e.status() == 400, "request {i}: {e}"),
+        }
+    }
+    let partial = store.read(seq, "partial", &TimelineQuery { limit: 10, start: None, end: None }).await;
+    assert_eq!(partial.expect("read"), None, "no point of a refused request is stored");
+
+    // Exactly what was acknowledged, once each, also when paging by `end` from the maximum.
+    let all = TimelineQuery { limit: 1000, start: None, end: None };
+    let page = store.read(seq, "edge", &all).await.expect("read").expect("exists");
+    let got: Vec<(i64, &str)> = page.iter().map(|p| (p.ts, p.value.as_str())).collect();
+    assert_eq!(got, vec![(MAX_MS, "1"), (MAX_MS - 1, "6"), (MAX_MS - 2, "5")]);
+    let mut seen = Vec::new();
+    let mut end = None;
+    loop {
+        let page = store.read(seq, "edge", &TimelineQuery { limit: 1, start: None, end }).await.expect("read");
+        let page = page.expect("exists");
+        let Some(p) = page.first() else { break };
+        assert!(p.ts <= MAX_MS);
+        end = Some(p.ts);
+        seen.push(p.value.clone());
+    }
+    assert_eq!(seen, ["1", "6", "5"], "paging by end returns every value exactly once");
+    let top = TimelineQuery { limit: 10, start: Some(MAX_MS), end: None };
+    assert_eq!(store.read(seq, "edge", &top).await.expect("read").expect("exists").len(), 1);
+}
+
 async fn settings_documents(store: &dyn Store, seq: i64) {
     assert_eq!(store.thing_settings(seq).await.expect("get"), serde_json::json!({}));
     store.update_thing_settings(seq, None, serde_json::json!({"name": "A", "foo": "bar"})).await.expect("set");
@@ -157,7 +223,6 @@ async fn app_users_sessions_links_grants(store: &dyn Store) {
     assert!(store.link_thing(alice.id, &thing.id, true, 5).await.expect("link"));
     assert!(store.link_thing(alice.id, &thing.id, true, 5).await.expect("own link again"));
     assert!(!store.link_thing(bob.id, &thing.id, true, 5).await.expect("exclusive refused"));
-    assert!(store.thing_is_linked(&thing.id).await.expect("linked"));
     assert_eq!(store.linked_things(alice.id).await.expect("things"), vec![thing.clone()]);
     assert_eq!(store.link_thing(alice.id, "no-thing", false, 5).await.expect_err("unknown").status(), 404);
 

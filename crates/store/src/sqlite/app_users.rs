@@ -6,7 +6,7 @@ use sqlx::Row;
 use thingline_core::{Error, Result};
 
 use super::things::thing_from;
-use super::{SqliteStore, db_err, is_unique_violation};
+use super::{SqliteStore, db_err, is_unique_violation, returned};
 use crate::{AppSessionRecord, AppUserStore, GrantRecord};
 use thingline_core::model::{AppUser, GrantEntry, OutboxMail, Thing};
 
@@ -27,16 +27,16 @@ fn parse_doc(text: &str) -> Result<serde_json::Value> {
 #[async_trait]
 impl AppUserStore for SqliteStore {
     async fn create_app_user(&self, app_id: &str, email: &str, password_hash: &str, now_ms: i64) -> Result<AppUser> {
-        let id: i64 = sqlx::query_scalar(
+        let id: sqlx::Result<Vec<i64>> = sqlx::query_scalar(
             "INSERT INTO app_users (app_id, email, password_hash, created_ms) VALUES (?, ?, ?, ?) RETURNING id",
         )
         .bind(app_id)
         .bind(email)
         .bind(password_hash)
         .bind(now_ms)
-        .fetch_one(&self.write)
-        .await
-        .map_err(|e| {
+        .fetch_all(&self.write)
+        .await;
+        let id = returned(id).map_err(|e| {
             if is_unique_violation(&e) {
                 Error::Conflict(format!("A user with email {email} already exists in this app"))
             } else if matches!(&e, sqlx::Error::Database(db) if db.is_foreign_key_violation()) {
@@ -232,15 +232,6 @@ impl AppUserStore for SqliteStore {
         rows.iter().map(thing_from).collect()
     }
 
-    async fn thing_is_linked(&self, thing_id: &str) -> Result<bool> {
-        let any: Option<i64> = sqlx::query_scalar("SELECT 1 FROM app_links WHERE thing_id = ? LIMIT 1")
-            .bind(thing_id)
-            .fetch_optional(&self.read)
-            .await
-            .map_err(db_err)?;
-        Ok(any.is_some())
-    }
-
     async fn set_grants(&self, user_id: i64, granted_by: i64, entries: &[GrantEntry], now_ms: i64) -> Result<()> {
         // One transaction: one commit (one sync) for the whole request, and an entry that fails
         // rolls back the ones before it (the transaction is dropped uncommitted).
@@ -352,7 +343,7 @@ impl AppUserStore for SqliteStore {
     }
 
     async fn add_outbox_mail(&self, app_id: &str, to: &str, subject: &str, body: &str, now_ms: i64) -> Result<i64> {
-        sqlx::query_scalar(
+        let id = sqlx::query_scalar(
             "INSERT INTO app_outbox (app_id, to_email, subject, body, created_ms) VALUES (?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(app_id)
@@ -360,9 +351,9 @@ impl AppUserStore for SqliteStore {
         .bind(subject)
         .bind(body)
         .bind(now_ms)
-        .fetch_one(&self.write)
-        .await
-        .map_err(db_err)
+        .fetch_all(&self.write)
+        .await;
+        returned(id).map_err(db_err)
     }
 
     async fn outbox_of_app(&self, app_id: &str, limit: u32) -> Result<Vec<OutboxMail>> {

@@ -43,6 +43,8 @@ use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection, SqliteExecutor};
 use tokio::sync::{OwnedRwLockReadGuard, RwLock, oneshot};
 
+use super::errors::RateLimited;
+
 /// How often the WAL is checkpointed.
 const EVERY: Duration = Duration::from_secs(1);
 /// How often the size of the WAL file is looked at between two rounds: a file that grows past
@@ -184,6 +186,8 @@ pub(crate) async fn run(
     let mut tick = tokio::time::interval(WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_round: Option<Instant> = None;
+    // A round fails every second while the disk is full: one line a minute says so.
+    let failed = RateLimited::new();
     loop {
         tokio::select! {
             biased;
@@ -194,8 +198,10 @@ pub(crate) async fn run(
             continue;
         }
         last_round = Some(Instant::now());
-        if let Err(e) = ck.round().await {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
+        if let Err(e) = ck.round().await
+            && let Some(not_logged) = failed.due()
+        {
+            tracing::warn!(error = %e, failed_since_last_line = not_logged, "WAL checkpoint failed");
         }
     }
     let _ = ck.conn.close().await;

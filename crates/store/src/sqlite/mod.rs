@@ -1,13 +1,19 @@
 //! The embedded backend: SQLite in WAL mode through sqlx. Readers share a pool; appends to
-//! timelines go through one writer task that commits them in groups ([`writer`]); the few other
-//! writes (panel, catalog, activation) use a single-connection pool so they never fight each other.
-//! A background task checkpoints the WAL and keeps it bounded ([`checkpoint`]).
+//! timelines go through one writer task that commits them in groups ([`timeline_writer`]), and
+//! object writes through another ([`objects`]); the few other writes (panel, catalog, activation,
+//! settings) use a single-connection pool so they never fight each other. A background task
+//! checkpoints the WAL and keeps it bounded ([`checkpoint`]). Failures map to platform errors in
+//! one place ([`errors`]: a full disk is a 507), and a connection a failed transaction left
+//! unusable is replaced ([`recovery`]), so that every kind of write recovers by itself once the
+//! cause (a full disk) is gone.
 
 mod app_users;
 mod catalog;
 mod checkpoint;
+mod errors;
 mod objects;
 mod panel;
+mod recovery;
 mod things;
 mod timeline_writer;
 mod timelines;
@@ -18,8 +24,10 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
-use thingline_core::Error;
 use tokio::sync::oneshot;
+
+pub(crate) use errors::{db_err, is_unique_violation};
+use recovery::OwnedConnection;
 
 use crate::StoreOptions;
 
@@ -66,6 +74,8 @@ pub struct SqliteStore {
     objects: objects::ObjectWriter,
     /// Stops the WAL checkpointer (dropping the sender stops it too), and its task to wait for.
     checkpointer: parking_lot::Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
+    /// The database's directory, whose free space tells whether an I/O error means a full disk.
+    _dir: errors::RegisteredDir,
 }
 
 impl SqliteStore {
@@ -93,20 +103,35 @@ impl SqliteStore {
             .pragma("journal_size_limit", options.sqlite.wal_limit_bytes.min(i64::MAX as u64).to_string())
             .log_statements(tracing::log::LevelFilter::Trace);
 
-        let write = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(base.clone()).await?;
+        let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) => dir.to_path_buf(),
+            None => std::path::PathBuf::from("."),
+        };
+        let registered = errors::DatabaseDirs::register(dir);
+
+        // A pooled connection left inside a transaction is discarded when released (see
+        // `recovery`); the read pool never begins one, the rule holds there all the same.
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .after_release(recovery::discard_if_left_in_transaction)
+            .connect_with(base.clone())
+            .await?;
         migrate(&write).await?;
 
         let read = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
             .min_connections(0)
             .idle_timeout(Some(Duration::from_secs(60)))
+            .after_release(recovery::discard_if_left_in_transaction)
             .connect_with(base.clone().read_only(true))
             .await?;
 
         let gate = checkpoint::CommitGate::default();
-        let writer_conn = base.connect().await?;
+        let writer_conn = OwnedConnection::connect(base.clone(), "timeline writer").await?;
         let writer = timeline_writer::spawn(writer_conn, gate.clone());
-        let objects = objects::spawn_writer(base.connect().await?, gate.clone());
+        let objects =
+            objects::spawn_writer(OwnedConnection::connect(base.clone(), "objects writer").await?, gate.clone());
         let checkpoint_conn = base.clone().busy_timeout(checkpoint::ESCALATION_BUSY_TIMEOUT).connect().await?;
         let mut wal_path = path.as_os_str().to_owned();
         wal_path.push("-wal");
@@ -119,7 +144,7 @@ impl SqliteStore {
             options.sqlite.wal_limit_bytes,
         ));
         let checkpointer = parking_lot::Mutex::new(Some((stop, task)));
-        Ok(SqliteStore { read, write, writer, objects, checkpointer })
+        Ok(SqliteStore { read, write, writer, objects, checkpointer, _dir: registered })
     }
 
     /// A transaction on the single `write` connection that takes SQLite's write lock at once
@@ -129,6 +154,14 @@ impl SqliteStore {
     pub(crate) async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         self.write.begin_with("BEGIN IMMEDIATE").await
     }
+}
+
+/// The one row a writing statement with `RETURNING` gives, from `fetch_all`: the statement must
+/// be read to its end. In autocommit mode it commits when it ends; a `fetch_one` stops at its
+/// first row and leaves the commit to a later reset whose failure (a full disk) nobody sees, so
+/// the write would be acknowledged without being stored.
+pub(crate) fn returned<T>(rows: sqlx::Result<Vec<T>>) -> sqlx::Result<T> {
+    rows?.into_iter().next().ok_or(sqlx::Error::RowNotFound)
 }
 
 async fn migrate(pool: &SqlitePool) -> anyhow::Result<()> {
@@ -157,26 +190,6 @@ async fn migrate(pool: &SqlitePool) -> anyhow::Result<()> {
         tracing::info!(version, "applied schema migration");
     }
     Ok(())
-}
-
-/// Maps a database failure to the platform error: a busy database is a retryable 503, anything
-/// else is internal (logged, never shown).
-pub(crate) fn db_err(e: sqlx::Error) -> Error {
-    if let sqlx::Error::Database(db) = &e {
-        let msg = db.message();
-        if msg.contains("database is locked") || msg.contains("busy") {
-            return Error::Unavailable("the store is busy, retry".into());
-        }
-    }
-    if matches!(e, sqlx::Error::PoolClosed | sqlx::Error::PoolTimedOut) {
-        return Error::Unavailable("the store is not available".into());
-    }
-    Error::Internal(format!("sqlite: {e}"))
-}
-
-/// Whether the error is a UNIQUE or PRIMARY KEY violation.
-pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
 #[async_trait::async_trait]

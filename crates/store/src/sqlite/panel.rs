@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 use thingline_core::{Error, Result};
 
-use super::{SqliteStore, db_err, is_unique_violation};
+use super::{SqliteStore, db_err, is_unique_violation, returned};
 use crate::PanelStore;
 use thingline_core::model::PanelUser;
 
@@ -19,15 +19,15 @@ fn user_from(row: &sqlx::sqlite::SqliteRow) -> Result<PanelUser> {
 #[async_trait]
 impl PanelStore for SqliteStore {
     async fn create_panel_user(&self, email: &str, password_hash: &str) -> Result<PanelUser> {
-        let id: i64 = sqlx::query_scalar(
+        let id: sqlx::Result<Vec<i64>> = sqlx::query_scalar(
             "INSERT INTO panel_users (email, password_hash, created_ms) VALUES (?, ?, ?) RETURNING id",
         )
         .bind(email)
         .bind(password_hash)
         .bind(thingline_core::time::now_ms())
-        .fetch_one(&self.write)
-        .await
-        .map_err(|e| {
+        .fetch_all(&self.write)
+        .await;
+        let id = returned(id).map_err(|e| {
             if is_unique_violation(&e) {
                 Error::Conflict(format!("a panel user with email {email} exists"))
             } else {

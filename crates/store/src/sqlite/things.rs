@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 use thingline_core::{Error, Result};
 
-use super::{SqliteStore, db_err};
+use super::{SqliteStore, db_err, returned};
 use crate::{NewThing, ThingStore};
 use thingline_core::model::Thing;
 
@@ -46,7 +46,7 @@ impl ThingStore for SqliteStore {
         if used_by.is_some() {
             return Err(Error::Conflict("Activation code already used".into()));
         }
-        let seq: i64 = sqlx::query_scalar(
+        let seq: sqlx::Result<Vec<i64>> = sqlx::query_scalar(
             "INSERT INTO things (id, token, product_id, activation_code, created_ms) VALUES (?, ?, ?, ?, ?) RETURNING seq",
         )
         .bind(&new.id)
@@ -54,9 +54,9 @@ impl ThingStore for SqliteStore {
         .bind(&code_product)
         .bind(code)
         .bind(new.now_ms)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_err)?;
+        .fetch_all(&mut *tx)
+        .await;
+        let seq = returned(seq).map_err(db_err)?;
         sqlx::query("UPDATE activation_codes SET thing_id = ?, used_ms = ? WHERE code = ?")
             .bind(&new.id)
             .bind(new.now_ms)

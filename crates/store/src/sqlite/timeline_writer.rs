@@ -4,17 +4,22 @@
 //!
 //! The writer also keeps the datetimes of each timeline distinct: a value stamped by the server gets
 //! `max(now, last + 1 ms)`, and an explicit datetime that is already taken moves forward to the next
-//! free millisecond. That is what makes paging by `endDate` exact.
+//! free millisecond. That is what makes paging by `endDate` exact. No datetime is ever assigned
+//! past [`MAX_MS`] (9999-12-31T23:59:59.999Z, the last instant the wire format writes with four
+//! digits and the parsers accept): a request that would need one is a 400 saying why, and none of
+//! it is stored; the other requests of its group are answered on their own.
 
 use std::collections::{HashMap, HashSet};
 
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
+use thingline_core::time::{MAX_MS, MIN_MS, format_datetime};
 use thingline_core::{Error, Result};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::CommitGate;
-use super::db_err;
+use super::recovery::OwnedConnection;
+use super::{db_err, returned};
 use crate::{NewPoint, StoredPoint};
 
 /// thing seq → key → timeline id.
@@ -71,14 +76,15 @@ fn closed() -> Error {
     Error::Unavailable("the store is shutting down".into())
 }
 
-pub(crate) fn spawn(conn: SqliteConnection, gate: CommitGate) -> WriterHandle {
+pub(crate) fn spawn(conn: OwnedConnection, gate: CommitGate) -> WriterHandle {
     let (tx, rx) = mpsc::channel(QUEUE);
     tokio::spawn(Writer { conn, gate, timelines: HashMap::new(), last_ts: HashMap::new() }.run(rx));
     WriterHandle { tx }
 }
 
 struct Writer {
-    conn: SqliteConnection,
+    /// Replaced before the next write when a failed transaction left it unusable.
+    conn: OwnedConnection,
     /// Passed before each commit: a forced WAL checkpoint holds the writer here.
     gate: CommitGate,
     /// thing seq → key → timeline id.
@@ -142,7 +148,7 @@ impl Writer {
             }
         }
         self.commit_group(rest).await;
-        let _ = self.conn.close_hard().await;
+        self.conn.close().await;
         if let Some(reply) = close_reply {
             let _ = reply.send(());
         }
@@ -156,6 +162,7 @@ impl Writer {
             return;
         }
         let _open = self.gate.open().await;
+        self.conn.ready().await;
         if group.len() == 1 {
             for p in group {
                 let r = self.commit_one(p.thing_seq, &p.points).await;
@@ -183,12 +190,12 @@ impl Writer {
     async fn commit_one(&mut self, thing_seq: i64, points: &[NewPoint]) -> Result<Vec<StoredPoint>> {
         let result = async {
             let mut assigner = Assigner::new(&mut self.timelines, &mut self.last_ts);
-            let stored = assigner.assign(&mut self.conn, thing_seq, points).await?;
-            insert_rows(&mut self.conn, &assigner.rows).await?;
+            let stored = assigner.assign(self.conn.get(), thing_seq, points).await?;
+            insert_rows(self.conn.get(), &assigner.rows).await?;
             Ok(stored)
         }
         .await;
-        if result.is_err() {
+        if result.as_ref().is_err_and(|e| !is_refusal(e)) {
             self.forget_cache();
         }
         result
@@ -197,23 +204,28 @@ impl Writer {
     /// Commits a whole group with ONE statement: a single `INSERT … SELECT … FROM json_each(?)`
     /// in autocommit mode is atomic and durable on return, so the group costs one round trip to
     /// SQLite and one WAL sync. (Resolving a new timeline or its newest datetime may take a query
-    /// first; a timeline row without values is harmless: it reads as never written.) If anything
-    /// fails, nothing of the group was inserted and the caller commits each append alone, so each
-    /// gets its own answer.
+    /// first; a timeline row without values is harmless: it reads as never written.) A request
+    /// refused while its datetimes are assigned ([`is_refusal`]) gets its own error and leaves
+    /// nothing in the group. If anything else fails, nothing of the group was inserted and the
+    /// caller commits each append alone, so each gets its own answer.
     async fn try_commit(&mut self, group: &[PendingAppend]) -> Result<Vec<Result<Vec<StoredPoint>>>> {
         let mut assigner = Assigner::new(&mut self.timelines, &mut self.last_ts);
         let mut results = Vec::with_capacity(group.len());
         for p in group {
-            results.push(Ok(assigner.assign(&mut self.conn, p.thing_seq, &p.points).await?));
+            match assigner.assign(self.conn.get(), p.thing_seq, &p.points).await {
+                Err(e) if is_refusal(&e) => results.push(Err(e)),
+                other => results.push(Ok(other?)),
+            }
         }
-        insert_rows(&mut self.conn, &assigner.rows).await?;
+        insert_rows(self.conn.get(), &assigner.rows).await?;
         Ok(results)
     }
 
     async fn delete_thing(&mut self, seq: i64) -> Result<bool> {
         let _open = self.gate.open().await;
         let result = async {
-            let mut tx = self.conn.begin().await.map_err(db_err)?;
+            let (conn, _) = self.conn.ready().await;
+            let mut tx = conn.begin().await.map_err(db_err)?;
             sqlx::query("DELETE FROM points WHERE timeline_id IN (SELECT id FROM timelines WHERE thing_seq = ?)")
                 .bind(seq)
                 .execute(&mut *tx)
@@ -245,6 +257,12 @@ impl Writer {
     }
 }
 
+/// Whether an append's error refuses that request alone (the database did not fail): a datetime
+/// that cannot be assigned (400), a thing deleted meanwhile (404).
+fn is_refusal(e: &Error) -> bool {
+    matches!(e, Error::BadRequest(_) | Error::NotFound(_))
+}
+
 /// Resolves timelines and assigns distinct datetimes for the appends of one transaction,
 /// collecting the rows to insert.
 struct Assigner<'c, 'p> {
@@ -254,6 +272,9 @@ struct Assigner<'c, 'p> {
     /// cached (oldest, newest) range, so a datetime outside it is free without looking).
     taken: HashSet<(i64, i64)>,
     rows: Vec<(i64, i64, &'p str)>,
+    /// What the request being assigned changed: (timeline, datetime taken, the timeline's range
+    /// before), taken back if the request is refused.
+    undo: Vec<(i64, i64, (i64, i64))>,
     now: i64,
 }
 
@@ -263,10 +284,32 @@ impl<'c, 'p> Assigner<'c, 'p> {
             timelines.clear();
             last_ts.clear();
         }
-        Assigner { timelines, last_ts, taken: HashSet::new(), rows: Vec::new(), now: thingline_core::time::now_ms() }
+        let now = thingline_core::time::now_ms();
+        Assigner { timelines, last_ts, taken: HashSet::new(), rows: Vec::new(), undo: Vec::new(), now }
     }
 
+    /// Assigns the datetimes of one request's points and queues their rows: all of them, or none
+    /// (an error leaves the group as it was before this request).
     async fn assign(
+        &mut self,
+        conn: &mut SqliteConnection,
+        thing_seq: i64,
+        points: &'p [NewPoint],
+    ) -> Result<Vec<StoredPoint>> {
+        let rows = self.rows.len();
+        self.undo.clear();
+        let result = self.assign_all(conn, thing_seq, points).await;
+        if result.is_err() {
+            self.rows.truncate(rows);
+            for (tl, ts, before) in self.undo.drain(..).rev() {
+                self.taken.remove(&(tl, ts));
+                self.last_ts.insert(tl, before);
+            }
+        }
+        result
+    }
+
+    async fn assign_all(
         &mut self,
         conn: &mut SqliteConnection,
         thing_seq: i64,
@@ -274,6 +317,16 @@ impl<'c, 'p> Assigner<'c, 'p> {
     ) -> Result<Vec<StoredPoint>> {
         let mut stored = Vec::with_capacity(points.len());
         for p in points {
+            if let Some(t) = p.ts
+                && !(MIN_MS..=MAX_MS).contains(&t)
+            {
+                return Err(Error::bad_request(format!(
+                    "{}: datetime {t} ms is outside the supported range, {} to {}",
+                    p.key,
+                    format_datetime(MIN_MS),
+                    format_datetime(MAX_MS)
+                )));
+            }
             let tl = timeline_id(conn, self.timelines, thing_seq, &p.key).await?;
             let (first, last) = match self.last_ts.get(&tl) {
                 Some(v) => *v,
@@ -293,19 +346,38 @@ impl<'c, 'p> Assigner<'c, 'p> {
                 }
             };
             let ts = match p.ts {
+                None if last >= MAX_MS => {
+                    return Err(Error::bad_request(format!(
+                        "{}: the newest value of this key is at {}, the latest supported datetime: a value \
+                         without datetime cannot be stamped after it; send a datetime",
+                        p.key,
+                        format_datetime(MAX_MS)
+                    )));
+                }
                 None => self.now.max(last.saturating_add(1)),
                 Some(t) if t > last => t,
                 // Older than anything stored or taken: free (seeding history backwards).
                 Some(t) if t < first => t,
-                Some(mut t) => {
+                Some(asked) => {
                     // A backfill inside the stored range: move forward past datetimes taken here
-                    // or already stored.
+                    // or already stored, never past the supported range.
+                    let mut t = asked;
                     while self.taken.contains(&(tl, t)) || (t <= last && exists(conn, tl, t).await?) {
-                        t = t.checked_add(1).ok_or_else(|| Error::bad_request("datetime out of range"))?;
+                        if t >= MAX_MS {
+                            return Err(Error::bad_request(format!(
+                                "{}: datetime {} is taken, and so is every millisecond after it up to {}, the \
+                                 latest supported datetime: this value has no free datetime left",
+                                p.key,
+                                format_datetime(asked),
+                                format_datetime(MAX_MS)
+                            )));
+                        }
+                        t += 1;
                     }
                     t
                 }
             };
+            self.undo.push((tl, ts, (first, last)));
             self.taken.insert((tl, ts));
             self.last_ts.insert(tl, (first.min(ts), last.max(ts)));
             self.rows.push((tl, ts, p.value.as_str()));
@@ -329,15 +401,15 @@ async fn timeline_id(conn: &mut SqliteConnection, timelines: &mut Timelines, thi
     if let Some(id) = timelines.get(&thing_seq).and_then(|keys| keys.get(key)) {
         return Ok(*id);
     }
-    let id: i64 = sqlx::query_scalar(
+    let id: sqlx::Result<Vec<i64>> = sqlx::query_scalar(
         "INSERT INTO timelines (thing_seq, key) VALUES (?, ?) \
          ON CONFLICT (thing_seq, key) DO UPDATE SET key = excluded.key RETURNING id",
     )
     .bind(thing_seq)
     .bind(key)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(|e| match &e {
+    .fetch_all(&mut *conn)
+    .await;
+    let id = returned(id).map_err(|e| match &e {
         sqlx::Error::Database(db) if db.is_foreign_key_violation() => Error::not_found("Thing not found"),
         _ => db_err(e),
     })?;

@@ -10,7 +10,7 @@ use thingline_core::classes::{
 };
 use thingline_core::{Error, Result};
 
-use super::super::{db_err, is_unique_violation};
+use super::super::{db_err, is_unique_violation, returned};
 
 type Query = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
 
@@ -42,13 +42,13 @@ pub(super) async fn ensure_collection(conn: &mut SqliteConnection, c: &Collectio
     if let Some(id) = collection_id(conn, c).await? {
         return Ok(id);
     }
-    sqlx::query_scalar("INSERT INTO object_collections (app_id, owner, path) VALUES (?, ?, ?) RETURNING id")
+    let id = sqlx::query_scalar("INSERT INTO object_collections (app_id, owner, path) VALUES (?, ?, ?) RETURNING id")
         .bind(&c.app_id)
         .bind(c.owner.as_i64())
         .bind(&c.path)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(db_err)
+        .fetch_all(&mut *conn)
+        .await;
+    returned(id).map_err(db_err)
 }
 
 pub(super) async fn object_body(conn: &mut SqliteConnection, cid: i64, k: &str) -> Result<Option<String>> {

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::super::checkpoint::CommitGate;
 use super::super::db_err;
+use super::super::recovery::OwnedConnection;
 use super::sql;
 
 /// Most operations committed in one transaction.
@@ -110,10 +111,7 @@ impl Done {
 
     /// The group did not commit: every operation reports that failure instead of its result.
     fn fail(self, e: &Error) {
-        let e = || match e {
-            Error::Unavailable(m) => Error::Unavailable(m.clone()),
-            other => Error::internal(other),
-        };
+        let e = || group_failure(e);
         match self {
             Done::Create(tx, _) => drop(tx.send(Err(e()))),
             Done::Update(tx, _) => drop(tx.send(Err(e()))),
@@ -181,23 +179,29 @@ impl ObjectWriter {
 }
 
 /// Starts the writer on its own connection.
-pub(crate) fn spawn(conn: SqliteConnection, gate: CommitGate) -> ObjectWriter {
+pub(crate) fn spawn(conn: OwnedConnection, gate: CommitGate) -> ObjectWriter {
     let (tx, rx) = mpsc::channel(QUEUE);
     let indexed = Arc::new(IndexedFields::default());
     tokio::spawn(run(conn, gate, rx, Arc::clone(&indexed)));
     ObjectWriter { tx, indexed }
 }
 
-/// `gate` is passed before each transaction: a forced WAL checkpoint holds the writer there.
-async fn run(mut conn: SqliteConnection, gate: CommitGate, mut rx: mpsc::Receiver<Op>, indexed: Arc<IndexedFields>) {
-    let mut caches = Caches { cids: HashMap::new(), indexed };
-    let one_statement = match sql::prepare_batch_insert(&mut conn).await {
+/// Sets up the one-statement creates on a (new) connection; false when they are unavailable.
+async fn prepare_one_statement(conn: &mut SqliteConnection) -> bool {
+    match sql::prepare_batch_insert(conn).await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(error = %e, "one-statement object creates unavailable; using transactions");
             false
         }
-    };
+    }
+}
+
+/// `gate` is passed before each transaction: a forced WAL checkpoint holds the writer there.
+/// Before each, too, a connection that a failed transaction left unusable is replaced.
+async fn run(mut conn: OwnedConnection, gate: CommitGate, mut rx: mpsc::Receiver<Op>, indexed: Arc<IndexedFields>) {
+    let mut caches = Caches { cids: HashMap::new(), indexed };
+    let mut one_statement = prepare_one_statement(conn.get()).await;
     let mut close_reply = None;
     let mut index_ops = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -219,11 +223,13 @@ async fn run(mut conn: SqliteConnection, gate: CommitGate, mut rx: mpsc::Receive
         }
         if !group.is_empty() {
             let _open = gate.open().await;
-            commit_group(&mut conn, &mut caches, one_statement, group).await;
+            let c = ready(&mut conn, &mut one_statement).await;
+            commit_group(c, &mut caches, one_statement, group).await;
         }
         for (cid, name, reply) in index_ops.drain(..) {
             let _open = gate.open().await;
-            let _ = reply.send(index_field(&mut conn, &mut caches, cid, &name).await);
+            let c = ready(&mut conn, &mut one_statement).await;
+            let _ = reply.send(index_field(c, &mut caches, cid, &name).await);
         }
         if close_reply.is_some() {
             break;
@@ -240,19 +246,40 @@ async fn run(mut conn: SqliteConnection, gate: CommitGate, mut rx: mpsc::Receive
     }
     if !rest.is_empty() {
         let _open = gate.open().await;
-        commit_group(&mut conn, &mut caches, one_statement, rest).await;
+        let c = ready(&mut conn, &mut one_statement).await;
+        commit_group(c, &mut caches, one_statement, rest).await;
     }
-    let _ = conn.close().await;
+    conn.close().await;
     if let Some(reply) = close_reply {
         let _ = reply.send(());
     }
     tracing::debug!("objects writer stopped");
 }
 
+/// The writer's connection, ready for a transaction (see [`OwnedConnection::ready`]); a new
+/// connection gets the one-statement creates set up again.
+async fn ready<'c>(conn: &'c mut OwnedConnection, one_statement: &mut bool) -> &'c mut SqliteConnection {
+    let (c, replaced) = conn.ready().await;
+    if replaced {
+        *one_statement = prepare_one_statement(c).await;
+    }
+    c
+}
+
 /// Whether an operation's error means the database failed (the transaction may hold part of the
 /// operation) rather than the request being refused before anything was written.
 fn is_database_failure(e: &Error) -> bool {
-    matches!(e, Error::Internal(_) | Error::Unavailable(_))
+    matches!(e, Error::Internal(_) | Error::Unavailable(_) | Error::InsufficientStorage(_))
+}
+
+/// What every operation of a group that did not commit reports: a failure the client can act on
+/// (the store is busy, the disk is full) as it is, anything else as internal.
+fn group_failure(e: &Error) -> Error {
+    match e {
+        Error::Unavailable(m) => Error::Unavailable(m.clone()),
+        Error::InsufficientStorage(m) => Error::InsufficientStorage(m.clone()),
+        other => Error::internal(other),
+    }
 }
 
 async fn commit_group(conn: &mut SqliteConnection, caches: &mut Caches, one_statement: bool, group: Vec<Work>) {
@@ -297,7 +324,7 @@ async fn commit_group(conn: &mut SqliteConnection, caches: &mut Caches, one_stat
         if !matches!(op, Work::Create { .. })
             && let Err(e) = fields.flush(&mut tx).await
         {
-            failure = Some(Error::internal(e));
+            failure = Some(group_failure(&e));
             done.push(pending(op));
             break;
         }
@@ -313,7 +340,7 @@ async fn commit_group(conn: &mut SqliteConnection, caches: &mut Caches, one_stat
     if failure.is_none()
         && let Err(e) = fields.flush(&mut tx).await
     {
-        failure = Some(Error::internal(e));
+        failure = Some(group_failure(&e));
     }
     let outcome = match failure {
         Some(e) => {
@@ -325,7 +352,12 @@ async fn commit_group(conn: &mut SqliteConnection, caches: &mut Caches, one_stat
     match outcome {
         Ok(()) => done.into_iter().for_each(Done::send),
         Err(e) => {
-            tracing::warn!(error = %e, "objects group commit failed");
+            // A full disk has its own (rate-limited) line; other failures are rare.
+            if matches!(e, Error::InsufficientStorage(_)) {
+                tracing::debug!(error = %e, "objects group commit failed");
+            } else {
+                tracing::warn!(error = %e, "objects group commit failed");
+            }
             // A rolled-back group may have cached ids of collections it created. The indexed
             // fields stay: only `index_field` changes them, after its own commit, and a
             // collection made by the rolled-back group had none.
@@ -458,7 +490,7 @@ async fn apply(
 ) -> (Done, Option<Error>) {
     fn check<T>(r: &Result<T>) -> Option<Error> {
         match r {
-            Err(e) if is_database_failure(e) => Some(Error::internal(e)),
+            Err(e) if is_database_failure(e) => Some(group_failure(e)),
             _ => None,
         }
     }
