@@ -16,6 +16,7 @@ mod scenarios;
 mod seed;
 mod server;
 mod startup;
+mod tls;
 
 use anyhow::Context;
 use clap::Parser;

@@ -49,7 +49,7 @@ impl ThroughputReport {
         Self {
             scenario: scenario.to_string(),
             params,
-            generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            generated_at: now(),
             measurements,
             thingline_over_reference: comparison,
         }
@@ -109,6 +109,11 @@ pub fn one_line(m: &Measurement) -> String {
         s.latency.max_ms,
         s.errors()
     )
+}
+
+/// The time a report is made, to the second (RFC 3339, UTC).
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 pub fn print_throughput(report: &ThroughputReport) {

@@ -1,9 +1,10 @@
 //! Spawning the servers under test as child processes, and stopping them.
 //!
 //! Thingline, the reference and the realtime floor (this executable's `reference` and
-//! `floor-server` commands) are started on port 0; their real address is read from their output
-//! (`listener=https addr=…` for Thingline, `listening addr=…` for the other two). Both pipes are drained for the whole
-//! life of the child so it never blocks on a full pipe; the last lines are kept to explain
+//! `floor-server` commands) and the Node socket.io reference are started on port 0; their real
+//! address is read from their output (`listener=https addr=…` for Thingline, `listening addr=…`
+//! for the bench's own two, `listening port=…` for the Node one). Both pipes are drained for the
+//! whole life of the child so it never blocks on a full pipe; the last lines are kept to explain
 //! a failed start. Children are stopped with SIGTERM, then killed after a grace period
 //! (and killed on drop if the bench itself bails out early).
 
@@ -33,6 +34,8 @@ enum AddrMarker {
     ThinglineHttps,
     /// The reference and the floor server: `listening addr=<ip:port>`.
     Reference,
+    /// The Node socket.io reference: `listening port=<port>` (on 127.0.0.1).
+    NodePort,
 }
 
 /// A running server child.
@@ -173,6 +176,30 @@ pub async fn spawn_floor(
     spawn_child("floor", command, AddrMarker::Reference, echo_log, timeout).await.context("starting the floor server")
 }
 
+/// Start the Node socket.io reference: `node SCRIPT refserver --cert C --key K --max-seconds S`.
+pub async fn spawn_node_reference(
+    node: &Path,
+    script: &Path,
+    cert: &Path,
+    key: &Path,
+    max_seconds: u64,
+    echo_log: bool,
+    timeout: Duration,
+) -> Result<ServerProcess> {
+    let mut command = Command::new(node);
+    command
+        .arg(script)
+        .arg("refserver")
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .args(["--max-seconds", &max_seconds.to_string()]);
+    spawn_child("reference", command, AddrMarker::NodePort, echo_log, timeout)
+        .await
+        .with_context(|| format!("starting {} {}", node.display(), script.display()))
+}
+
 async fn spawn_child(
     label: &'static str,
     mut command: Command,
@@ -252,6 +279,10 @@ async fn drain<R: AsyncRead + Unpin>(
             let parsed = match marker {
                 AddrMarker::ThinglineHttps => parse_https_listener(&line),
                 AddrMarker::Reference => line.strip_prefix("listening addr=").and_then(|rest| rest.trim().parse().ok()),
+                AddrMarker::NodePort => line
+                    .strip_prefix("listening port=")
+                    .and_then(|port| port.trim().parse().ok())
+                    .map(|port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
             };
             if let Some(addr) = parsed {
                 found = true;
