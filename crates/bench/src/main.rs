@@ -8,6 +8,7 @@ mod api;
 mod app;
 mod cli;
 mod driver;
+mod filesystem;
 mod floor;
 mod realtime;
 mod reference;

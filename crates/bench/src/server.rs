@@ -7,6 +7,9 @@
 //! whole life of the child so it never blocks on a full pipe; the last lines are kept to explain
 //! a failed start. Children are stopped with SIGTERM, then killed after a grace period
 //! (and killed on drop if the bench itself bails out early).
+//!
+//! Thingline runs with the bench's `--durability` (default `full`) on a data dir that must be
+//! on a disk: one on tmpfs or ramfs is refused unless `--allow-tmpfs` is given.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -20,7 +23,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use crate::cli::ServerArgs;
+use crate::cli::{Durability, ServerArgs};
+use crate::filesystem::Mount;
+use crate::report::StoreSetup;
 
 /// Lines of child output kept for error messages.
 const LOG_TAIL: usize = 60;
@@ -59,12 +64,29 @@ pub struct ThinglineSpec {
     pub panel_password: String,
     pub echo_log: bool,
     pub start_timeout: Duration,
+    pub durability: Durability,
+    /// The filesystem the data dir is on.
+    pub mount: Mount,
+    /// `--allow-tmpfs` was given.
+    pub allow_tmpfs: bool,
     /// More `thingline serve` flags (e.g. `--max-connections`).
     pub extra_args: Vec<String>,
 }
 
 impl ThinglineSpec {
+    /// Refuses a data dir (which must exist) on tmpfs or ramfs without `--allow-tmpfs`.
     pub fn new(args: &ServerArgs, data_dir: &Path) -> Result<Self> {
+        let mount = Mount::of(data_dir)?;
+        if mount.in_memory() && !args.allow_tmpfs {
+            bail!(
+                "the data dir {} is on {} (mounted at {}): figures from memory are not those of a disk. \
+                 Pass --data-dir on a disk (or set TMPDIR to a directory on one), or --allow-tmpfs to measure \
+                 it anyway (the report says so)",
+                data_dir.display(),
+                mount.fs_type,
+                mount.mount_point.display()
+            );
+        }
         Ok(Self {
             bin: locate_thingline_bin(args.thingline_bin.as_deref())?,
             data_dir: data_dir.to_path_buf(),
@@ -72,8 +94,22 @@ impl ThinglineSpec {
             panel_password: args.panel_password.clone(),
             echo_log: args.server_log,
             start_timeout: args.start_timeout(),
+            durability: args.durability,
+            mount,
+            allow_tmpfs: args.allow_tmpfs,
             extra_args: Vec::new(),
         })
+    }
+
+    /// What the reports say about Thingline's store.
+    pub fn store_setup(&self) -> StoreSetup {
+        StoreSetup {
+            durability: self.durability.as_str().to_string(),
+            data_dir: self.data_dir.display().to_string(),
+            filesystem: self.mount.fs_type.clone(),
+            mount_source: self.mount.source.clone(),
+            allow_tmpfs: self.allow_tmpfs,
+        }
     }
 }
 
@@ -125,6 +161,7 @@ pub async fn spawn_thingline(spec: &ThinglineSpec) -> Result<ServerProcess> {
         .args(["--mqtt-addr", "off"])
         .args(["--mqtts-addr", "off"])
         .args(["--coap-addr", "off"])
+        .args(["--durability", spec.durability.as_str()])
         .args(&spec.extra_args)
         .env("THINGLINE_PANEL_EMAIL", &spec.panel_email)
         .env("THINGLINE_PANEL_PASSWORD", &spec.panel_password)
@@ -139,6 +176,7 @@ pub async fn spawn_thingline(spec: &ThinglineSpec) -> Result<ServerProcess> {
         "THINGLINE_BUS_URL",
         "THINGLINE_DATA_DIR",
         "THINGLINE_HTTPS_ADDR",
+        "THINGLINE_DURABILITY",
     ] {
         command.env_remove(name);
     }

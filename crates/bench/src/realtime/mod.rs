@@ -41,6 +41,7 @@ use self::fixture::Fixture;
 use self::report::{MemoryReport, RealtimeReport};
 use self::targets::TargetSpec;
 use crate::cli::{RealtimeArgs, RealtimeCommon, RealtimeMemoryArgs, RealtimeTarget};
+use crate::report::StoreSetup;
 use crate::server::DataDir;
 
 /// The server allows at most this many realtime connections per app user.
@@ -57,12 +58,12 @@ pub async fn run(args: &RealtimeArgs) -> Result<()> {
         bail!("--seconds must be positive");
     }
     let common = &args.common;
-    let targets = run_command(common, args.subs, async |target, fixture, clients| {
+    let (targets, store) = run_command(common, args.subs, async |target, fixture, clients| {
         latency::measure(args, target, fixture, clients).await
     })
     .await?;
     let params = json!({"subs": args.subs, "rate": args.rate, "seconds": args.seconds, "warmup": args.warmup});
-    let report = RealtimeReport::new(with_common(params, common), targets);
+    let report = RealtimeReport::new(with_common(params, common), store, targets);
     report::print_report(&report);
     if let Some(path) = &common.json {
         crate::report::write_json(path, &report)?;
@@ -73,12 +74,12 @@ pub async fn run(args: &RealtimeArgs) -> Result<()> {
 /// `thingline-bench realtime-memory`.
 pub async fn run_memory(args: &RealtimeMemoryArgs) -> Result<()> {
     let common = &args.common;
-    let targets = run_command(common, args.conns, async |target, fixture, clients| {
+    let (targets, store) = run_command(common, args.conns, async |target, fixture, clients| {
         memory::measure_memory(args, target, fixture, clients).await
     })
     .await?;
     let params = json!({"conns": args.conns, "settleSecs": args.settle_secs, "settleTimeout": args.settle_timeout});
-    let report = MemoryReport::new(with_common(params, common), targets);
+    let report = MemoryReport::new(with_common(params, common), store, targets);
     report::print_memory_report(&report);
     if let Some(path) = &common.json {
         crate::report::write_json(path, &report)?;
@@ -87,12 +88,12 @@ pub async fn run_memory(args: &RealtimeMemoryArgs) -> Result<()> {
 }
 
 /// What both commands share: the checks, the clients' runtime, the data dir, and each selected
-/// target measured in turn by `measure_one`.
+/// target measured in turn by `measure_one`; also the store of the Thingline it spawned.
 async fn run_command<R>(
     common: &RealtimeCommon,
     sockets: usize,
     measure_one: impl AsyncFnMut(&TargetSpec<'_>, &Fixture, &Handle) -> Result<R>,
-) -> Result<Vec<R>> {
+) -> Result<(Vec<R>, Option<StoreSetup>)> {
     if sockets == 0 || common.client_threads == 0 || common.connect_concurrency == 0 {
         bail!("the socket count, --client-threads and --connect-concurrency must be at least 1");
     }

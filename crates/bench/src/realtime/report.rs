@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::driver::LatencySummary;
+use crate::report::StoreSetup;
 
 /// Results of one target.
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +66,8 @@ pub struct RealtimeReport {
     pub params: Value,
     pub generated_at: String,
     pub cpus: usize,
+    /// Thingline's store, when it was measured.
+    pub store: Option<StoreSetup>,
     pub targets: Vec<TargetReport>,
     /// thingline p99 / reference p99 (send→receipt), when both were measured.
     pub p99_thingline_over_reference: Option<f64>,
@@ -106,6 +109,8 @@ pub struct MemoryReport {
     pub params: Value,
     pub generated_at: String,
     pub cpus: usize,
+    /// Thingline's store, when it was measured.
+    pub store: Option<StoreSetup>,
     pub targets: Vec<MemoryTargetReport>,
     pub kb_thingline_over_reference: Option<f64>,
     pub kb_thingline_over_floor: Option<f64>,
@@ -113,7 +118,7 @@ pub struct MemoryReport {
 }
 
 impl RealtimeReport {
-    pub fn new(params: Value, targets: Vec<TargetReport>) -> Self {
+    pub fn new(params: Value, store: Option<StoreSetup>, targets: Vec<TargetReport>) -> Self {
         let p99: Vec<(&str, f64)> = targets.iter().map(|t| (t.target.as_str(), t.latency_from_send.p99_ms)).collect();
         let [over_reference, over_floor, reference_over_floor] = ratios(&p99);
         Self {
@@ -121,6 +126,7 @@ impl RealtimeReport {
             params,
             generated_at: crate::report::now(),
             cpus: cpus(),
+            store,
             p99_thingline_over_reference: over_reference,
             p99_thingline_over_floor: over_floor,
             p99_reference_over_floor: reference_over_floor,
@@ -130,7 +136,7 @@ impl RealtimeReport {
 }
 
 impl MemoryReport {
-    pub fn new(params: Value, targets: Vec<MemoryTargetReport>) -> Self {
+    pub fn new(params: Value, store: Option<StoreSetup>, targets: Vec<MemoryTargetReport>) -> Self {
         let kb: Vec<(&str, f64)> = targets.iter().map(|t| (t.target.as_str(), t.kb_per_connection)).collect();
         let [over_reference, over_floor, reference_over_floor] = ratios(&kb);
         Self {
@@ -138,6 +144,7 @@ impl MemoryReport {
             params,
             generated_at: crate::report::now(),
             cpus: cpus(),
+            store,
             kb_thingline_over_reference: over_reference,
             kb_thingline_over_floor: over_floor,
             kb_reference_over_floor: reference_over_floor,
@@ -171,6 +178,7 @@ fn ratio(figures: &[(&str, f64)], a: &str, b: &str) -> Option<f64> {
 pub fn print_report(report: &RealtimeReport) {
     let opt = |v: Option<f64>| v.map_or_else(|| "?".to_string(), |v| format!("{v:.2}"));
     println!();
+    print_store(report.store.as_ref());
     for t in &report.targets {
         let s = &t.latency_from_send;
         println!(
@@ -233,6 +241,7 @@ pub fn print_report(report: &RealtimeReport) {
 
 pub fn print_memory_report(report: &MemoryReport) {
     println!();
+    print_store(report.store.as_ref());
     for t in &report.targets {
         let flag = |settled: bool| if settled { "" } else { " (not settled)" };
         println!(
@@ -264,6 +273,13 @@ pub fn print_memory_report(report: &MemoryReport) {
 }
 
 /// Fail when a target lost more than 0.1 % of its deliveries or writes.
+/// The store line, when Thingline was measured (the bench always spawns it here).
+fn print_store(store: Option<&StoreSetup>) {
+    if store.is_some() {
+        println!("{}", crate::report::store_line(store));
+    }
+}
+
 pub fn check_loss(targets: &[TargetReport]) -> Result<()> {
     let mut bad = Vec::new();
     for t in targets {

@@ -13,6 +13,7 @@ use super::fixture::{Fixture, setup, synthetic_fixture};
 use crate::api::Api;
 use crate::cli::{RealtimeCommon, RealtimeTarget};
 use crate::driver::https_client;
+use crate::report::StoreSetup;
 use crate::server::{ThinglineSpec, spawn_floor, spawn_node_reference, spawn_thingline};
 
 /// The reference exits by itself after this long (realtime-bench.js `--max-seconds`).
@@ -35,7 +36,8 @@ fn max_connections(sockets: usize) -> usize {
 /// Each selected target in turn, as a child process that is stopped before the next starts:
 /// Thingline (with the fixture set up through its API), the Node reference, the floor server.
 /// The reference and the floor use Thingline's certificate (generated in the data dir when
-/// Thingline is not measured) and ignore the fixture's tokens.
+/// Thingline is not measured) and ignore the fixture's tokens. Returns the reports of
+/// `measure_one` and the store of Thingline, when it was measured.
 pub async fn run_targets<R>(
     common: &RealtimeCommon,
     sockets: usize,
@@ -44,24 +46,28 @@ pub async fn run_targets<R>(
     data_dir: &Path,
     clients: &Handle,
     mut measure_one: impl AsyncFnMut(&TargetSpec<'_>, &Fixture, &Handle) -> Result<R>,
-) -> Result<Vec<R>> {
+) -> Result<(Vec<R>, Option<StoreSetup>)> {
     let server = &common.server;
     let cert = data_dir.join("tls/cert.pem");
     let key = data_dir.join("tls/key.pem");
     let mut reports = Vec::new();
+    let mut store = None;
     let fixture = if targets.contains(&RealtimeTarget::Thingline) {
         let mut spec = ThinglineSpec::new(server, data_dir)?;
         spec.extra_args = vec!["--max-connections".into(), max_connections(sockets).to_string()];
+        store = Some(spec.store_setup());
         let setup_client = https_client(16, Duration::from_secs(120))?;
         let mut thingline = spawn_thingline(&spec).await?;
         let measured = async {
             let ready = thingline.wait_healthy(&setup_client, spec.start_timeout, Duration::from_millis(5)).await?;
             eprintln!(
-                "thingline: {} ready in {} ms ({}, data {})",
+                "thingline: {} ready in {} ms ({}, data {} on {}, durability {})",
                 thingline.base_url,
                 ready.as_millis(),
                 spec.bin.display(),
-                data_dir.display()
+                data_dir.display(),
+                spec.mount.fs_type,
+                spec.durability.as_str()
             );
             let api = Api::new(setup_client.clone(), &thingline.base_url);
             let fixture = setup(&api, server, sockets).await.context("setting up through Thingline's API")?;
@@ -116,7 +122,7 @@ pub async fn run_targets<R>(
         }
         reports.push(measured?);
     }
-    Ok(reports)
+    Ok((reports, store))
 }
 
 /// The Node reference needs its script and its `node_modules`.
