@@ -323,6 +323,7 @@ function refserver(args) {
   });
   server.listen(0, '127.0.0.1', () => { process.stdout.write(`listening port=${server.address().port}\n`); });
   process.on('disconnect', () => process.exit(0));
+  process.on('SIGTERM', () => process.exit(0)); // the bench stops its servers so and expects 0
   setTimeout(() => process.exit(0), args.maxSeconds * 1000).unref();
 }
 

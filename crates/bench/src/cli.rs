@@ -101,7 +101,8 @@ pub struct ServerArgs {
     /// <workspace>/target/release/thingline, else <workspace>/target/debug/thingline.
     #[arg(long)]
     pub thingline_bin: Option<PathBuf>,
-    /// Data dir for Thingline (reuse a seeded store). Default: a fresh temp dir.
+    /// Data dir for Thingline (reuse a seeded store); it must be on a disk (see --allow-tmpfs).
+    /// Default: a fresh dir in the system temp dir ($TMPDIR, else /tmp).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Keep the temp data dir instead of deleting it at the end.
@@ -119,6 +120,30 @@ pub struct ServerArgs {
     /// Echo the spawned servers' log lines to stderr.
     #[arg(long)]
     pub server_log: bool,
+    /// Thingline's `--durability`: `full` (its default: an acknowledged write survives power
+    /// loss) or `normal`. Recorded in every report.
+    #[arg(long, value_enum, default_value = "full")]
+    pub durability: Durability,
+    /// Let Thingline's data dir be on tmpfs or ramfs (refused otherwise: figures from memory are
+    /// not those of a disk). Recorded in the report.
+    #[arg(long)]
+    pub allow_tmpfs: bool,
+}
+
+/// Thingline's `--durability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Durability {
+    Full,
+    Normal,
+}
+
+impl Durability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Full => "full",
+            Durability::Normal => "normal",
+        }
+    }
 }
 
 impl ServerArgs {

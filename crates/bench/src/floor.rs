@@ -30,8 +30,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use rustls::ServerConnection;
+use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -137,10 +137,7 @@ impl Floor {
 
 /// The certificate chain and key of PEM files (Thingline's, so that the clients trust it).
 fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig> {
-    let certs = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("reading {}", cert.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("parsing {}", cert.display()))?;
+    let certs = crate::tls::read_certs(cert)?;
     let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
     rustls::ServerConfig::builder()
         .with_no_client_auth()

@@ -8,6 +8,7 @@ mod api;
 mod app;
 mod cli;
 mod driver;
+mod filesystem;
 mod floor;
 mod realtime;
 mod reference;
@@ -16,6 +17,7 @@ mod scenarios;
 mod seed;
 mod server;
 mod startup;
+mod tls;
 
 use anyhow::Context;
 use clap::Parser;

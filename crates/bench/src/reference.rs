@@ -76,8 +76,7 @@ async fn created(_body: Bytes) -> impl IntoResponse {
 
 /// A fresh self-signed certificate for localhost / 127.0.0.1.
 fn tls_config() -> Result<rustls::ServerConfig> {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .context("generating the self-signed certificate")?;
+    let certified = crate::tls::self_signed()?;
     let cert: CertificateDer<'static> = certified.cert.der().clone();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));
     let mut config = rustls::ServerConfig::builder()

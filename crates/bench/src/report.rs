@@ -1,5 +1,6 @@
 //! Results: the human table, the thingline/reference ratios, the JSON file, and the
-//! error-rate check that fails the run loudly.
+//! error-rate check that fails the run loudly; and how Thingline kept its data
+//! ([`StoreSetup`]), which every report records.
 
 use std::path::Path;
 
@@ -10,6 +11,41 @@ use crate::driver::{RunStats, median};
 
 /// Above this error rate (0.1 %) a run fails.
 pub const MAX_ERROR_RATE: f64 = 0.001;
+
+/// How Thingline kept its data during a run: the figures depend on it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreSetup {
+    /// `thingline serve --durability`: `full` or `normal`.
+    pub durability: String,
+    pub data_dir: String,
+    /// Filesystem type of the data dir: `ext4`, `xfs`, `btrfs`, `tmpfs`, `overlay`, …
+    pub filesystem: String,
+    /// What that filesystem is mounted from (a device, `tmpfs`, …).
+    pub mount_source: String,
+    /// `--allow-tmpfs` was given (a data dir in memory is refused without it).
+    pub allow_tmpfs: bool,
+}
+
+/// The line every printed report starts with: `store` is that of the Thingline the bench
+/// spawned, `None` when it spawned none.
+pub fn store_line(store: Option<&StoreSetup>) -> String {
+    match store {
+        Some(s) => format!(
+            "thingline store: durability {}, data dir {} on {} ({}){}",
+            s.durability,
+            s.data_dir,
+            s.filesystem,
+            s.mount_source,
+            if crate::filesystem::in_memory(&s.filesystem) {
+                ", IN MEMORY (allowed by --allow-tmpfs): not a disk measurement"
+            } else {
+                ""
+            }
+        ),
+        None => "thingline store: not spawned by the bench (durability and filesystem unknown)".to_string(),
+    }
+}
 
 /// One target measured once.
 #[derive(Debug, Clone, Serialize)]
@@ -38,18 +74,26 @@ pub struct ThroughputReport {
     pub scenario: String,
     pub params: serde_json::Value,
     pub generated_at: String,
+    /// Thingline's store, when the bench spawned it.
+    pub store: Option<StoreSetup>,
     pub measurements: Vec<Measurement>,
     /// Present when both the reference and Thingline were measured.
     pub thingline_over_reference: Option<Comparison>,
 }
 
 impl ThroughputReport {
-    pub fn new(scenario: &str, params: serde_json::Value, measurements: Vec<Measurement>) -> Self {
+    pub fn new(
+        scenario: &str,
+        params: serde_json::Value,
+        store: Option<StoreSetup>,
+        measurements: Vec<Measurement>,
+    ) -> Self {
         let comparison = compare(&measurements);
         Self {
             scenario: scenario.to_string(),
             params,
-            generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            generated_at: now(),
+            store,
             measurements,
             thingline_over_reference: comparison,
         }
@@ -111,9 +155,17 @@ pub fn one_line(m: &Measurement) -> String {
     )
 }
 
+/// The time a report is made, to the second (RFC 3339, UTC).
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 pub fn print_throughput(report: &ThroughputReport) {
     println!();
     println!("scenario {}  {}", report.scenario, report.params);
+    if report.measurements.iter().any(|m| m.target == "thingline") {
+        println!("{}", store_line(report.store.as_ref()));
+    }
     println!(
         "{:<10} {:>5} {:>10} {:>11} {:>12} {:>8} {:>8} {:>8} {:>8} {:>7}",
         "target", "round", "requests", "req/s", "values/s", "p50 ms", "p99 ms", "max ms", "errors", "RSS MB"

@@ -21,7 +21,7 @@ use crate::api::Api;
 use crate::app::{AppKind, AppScenario, ObjKind, ObjScenario};
 use crate::cli::{Only, RunArgs, ScenarioName, secs};
 use crate::driver::{DriverConfig, Req, Workload, https_client, run_load};
-use crate::report::{self, Measurement, ThroughputReport};
+use crate::report::{self, Measurement, StoreSetup, ThroughputReport};
 use crate::seed::{self, KEY, SeedPlan, ThingsFile};
 use crate::server::{DataDir, ServerProcess, ThinglineSpec, spawn_reference, spawn_thingline};
 
@@ -282,7 +282,7 @@ async fn measure(
     processes: &mut Vec<ServerProcess>,
     data_dir: &mut Option<DataDir>,
 ) -> Result<ThroughputReport> {
-    let targets = start_targets(args, processes, data_dir).await?;
+    let (targets, store) = start_targets(args, processes, data_dir).await?;
     let mut workloads = Vec::with_capacity(targets.len());
     for target in &targets {
         eprintln!("{}: setting up {}", target.label, scenario.name());
@@ -335,16 +335,17 @@ async fn measure(
         map.insert("warmup".into(), json!(args.warmup));
         map.insert("rounds".into(), json!(args.rounds));
     }
-    Ok(ThroughputReport::new(scenario.name(), params, measurements))
+    Ok(ThroughputReport::new(scenario.name(), params, store, measurements))
 }
 
 /// Spawn (or point at) the reference and Thingline, per `--only`, `--target-url` and
-/// `--thingline-url`, and wait until they are healthy.
+/// `--thingline-url`, and wait until they are healthy. Also returns the store of the Thingline
+/// it spawned.
 async fn start_targets(
     args: &RunArgs,
     processes: &mut Vec<ServerProcess>,
     data_dir: &mut Option<DataDir>,
-) -> Result<Vec<Target>> {
+) -> Result<(Vec<Target>, Option<StoreSetup>)> {
     let server = &args.server;
     let setup_client = https_client(16, Duration::from_secs(120))?;
     let target = |kind, label: &str, base_url: &str, data: Option<PathBuf>, pid| Target {
@@ -359,9 +360,10 @@ async fn start_targets(
     };
 
     if let Some(url) = &args.target_url {
-        return Ok(vec![target(TargetKind::Raw, "target", url, None, None)]);
+        return Ok((vec![target(TargetKind::Raw, "target", url, None, None)], None));
     }
     let mut targets = Vec::new();
+    let mut store = None;
     if args.only != Only::Thingline {
         let mut reference = spawn_reference(server.server_log, server.start_timeout()).await?;
         let ready = reference.wait_healthy(&setup_client, server.start_timeout(), Duration::from_millis(5)).await?;
@@ -373,10 +375,9 @@ async fn start_targets(
         if let Some(url) = &args.thingline_url {
             targets.push(target(TargetKind::Thingline, "thingline", url, server.data_dir.clone(), None));
         } else {
-            let dir = DataDir::from_args(server)?;
-            let spec = ThinglineSpec::new(server, &dir.path)?;
-            let path = dir.path.clone();
-            *data_dir = Some(dir);
+            let path = data_dir.insert(DataDir::from_args(server)?).path.clone();
+            let spec = ThinglineSpec::new(server, &path)?;
+            store = Some(spec.store_setup());
             let mut thingline = spawn_thingline(&spec).await?;
             let ready = thingline.wait_healthy(&setup_client, spec.start_timeout, Duration::from_millis(5)).await;
             let base_url = thingline.base_url.clone();
@@ -384,15 +385,17 @@ async fn start_targets(
             processes.push(thingline);
             let ready = ready?;
             eprintln!(
-                "thingline: {base_url} ready in {} ms ({}, data {})",
+                "thingline: {base_url} ready in {} ms ({}, data {} on {}, durability {})",
                 ready.as_millis(),
                 spec.bin.display(),
-                path.display()
+                path.display(),
+                spec.mount.fs_type,
+                spec.durability.as_str()
             );
             targets.push(target(TargetKind::Thingline, "thingline", &base_url, Some(path), Some(pid)));
         }
     }
-    Ok(targets)
+    Ok((targets, store))
 }
 
 #[cfg(test)]

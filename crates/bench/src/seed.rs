@@ -181,6 +181,7 @@ pub async fn run_command(args: &SeedArgs) -> Result<()> {
         bail!("{} already has {THINGS_FILE}; it is seeded (delete the data dir to reseed)", data_dir.path.display());
     }
     let spec = ThinglineSpec::new(&args.server, &data_dir.path)?;
+    eprintln!("seed: {}", crate::report::store_line(Some(&spec.store_setup())));
     let mut server = spawn_thingline(&spec).await?;
     let outcome = async {
         server.wait_healthy(&client, spec.start_timeout, Duration::from_millis(20)).await?;

@@ -1,11 +1,15 @@
 //! Spawning the servers under test as child processes, and stopping them.
 //!
 //! Thingline, the reference and the realtime floor (this executable's `reference` and
-//! `floor-server` commands) are started on port 0; their real address is read from their output
-//! (`listener=https addr=…` for Thingline, `listening addr=…` for the other two). Both pipes are drained for the whole
-//! life of the child so it never blocks on a full pipe; the last lines are kept to explain
+//! `floor-server` commands) and the Node socket.io reference are started on port 0; their real
+//! address is read from their output (`listener=https addr=…` for Thingline, `listening addr=…`
+//! for the bench's own two, `listening port=…` for the Node one). Both pipes are drained for the
+//! whole life of the child so it never blocks on a full pipe; the last lines are kept to explain
 //! a failed start. Children are stopped with SIGTERM, then killed after a grace period
 //! (and killed on drop if the bench itself bails out early).
+//!
+//! Thingline runs with the bench's `--durability` (default `full`) on a data dir that must be
+//! on a disk: one on tmpfs or ramfs is refused unless `--allow-tmpfs` is given.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -19,7 +23,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use crate::cli::ServerArgs;
+use crate::cli::{Durability, ServerArgs};
+use crate::filesystem::Mount;
+use crate::report::StoreSetup;
 
 /// Lines of child output kept for error messages.
 const LOG_TAIL: usize = 60;
@@ -33,6 +39,8 @@ enum AddrMarker {
     ThinglineHttps,
     /// The reference and the floor server: `listening addr=<ip:port>`.
     Reference,
+    /// The Node socket.io reference: `listening port=<port>` (on 127.0.0.1).
+    NodePort,
 }
 
 /// A running server child.
@@ -56,12 +64,29 @@ pub struct ThinglineSpec {
     pub panel_password: String,
     pub echo_log: bool,
     pub start_timeout: Duration,
+    pub durability: Durability,
+    /// The filesystem the data dir is on.
+    pub mount: Mount,
+    /// `--allow-tmpfs` was given.
+    pub allow_tmpfs: bool,
     /// More `thingline serve` flags (e.g. `--max-connections`).
     pub extra_args: Vec<String>,
 }
 
 impl ThinglineSpec {
+    /// Refuses a data dir (which must exist) on tmpfs or ramfs without `--allow-tmpfs`.
     pub fn new(args: &ServerArgs, data_dir: &Path) -> Result<Self> {
+        let mount = Mount::of(data_dir)?;
+        if mount.in_memory() && !args.allow_tmpfs {
+            bail!(
+                "the data dir {} is on {} (mounted at {}): figures from memory are not those of a disk. \
+                 Pass --data-dir on a disk (or set TMPDIR to a directory on one), or --allow-tmpfs to measure \
+                 it anyway (the report says so)",
+                data_dir.display(),
+                mount.fs_type,
+                mount.mount_point.display()
+            );
+        }
         Ok(Self {
             bin: locate_thingline_bin(args.thingline_bin.as_deref())?,
             data_dir: data_dir.to_path_buf(),
@@ -69,8 +94,22 @@ impl ThinglineSpec {
             panel_password: args.panel_password.clone(),
             echo_log: args.server_log,
             start_timeout: args.start_timeout(),
+            durability: args.durability,
+            mount,
+            allow_tmpfs: args.allow_tmpfs,
             extra_args: Vec::new(),
         })
+    }
+
+    /// What the reports say about Thingline's store.
+    pub fn store_setup(&self) -> StoreSetup {
+        StoreSetup {
+            durability: self.durability.as_str().to_string(),
+            data_dir: self.data_dir.display().to_string(),
+            filesystem: self.mount.fs_type.clone(),
+            mount_source: self.mount.source.clone(),
+            allow_tmpfs: self.allow_tmpfs,
+        }
     }
 }
 
@@ -122,6 +161,7 @@ pub async fn spawn_thingline(spec: &ThinglineSpec) -> Result<ServerProcess> {
         .args(["--mqtt-addr", "off"])
         .args(["--mqtts-addr", "off"])
         .args(["--coap-addr", "off"])
+        .args(["--durability", spec.durability.as_str()])
         .args(&spec.extra_args)
         .env("THINGLINE_PANEL_EMAIL", &spec.panel_email)
         .env("THINGLINE_PANEL_PASSWORD", &spec.panel_password)
@@ -136,6 +176,7 @@ pub async fn spawn_thingline(spec: &ThinglineSpec) -> Result<ServerProcess> {
         "THINGLINE_BUS_URL",
         "THINGLINE_DATA_DIR",
         "THINGLINE_HTTPS_ADDR",
+        "THINGLINE_DURABILITY",
     ] {
         command.env_remove(name);
     }
@@ -171,6 +212,30 @@ pub async fn spawn_floor(
         .arg(key)
         .args(["--broadcast-threads", &broadcast_threads.to_string()]);
     spawn_child("floor", command, AddrMarker::Reference, echo_log, timeout).await.context("starting the floor server")
+}
+
+/// Start the Node socket.io reference: `node SCRIPT refserver --cert C --key K --max-seconds S`.
+pub async fn spawn_node_reference(
+    node: &Path,
+    script: &Path,
+    cert: &Path,
+    key: &Path,
+    max_seconds: u64,
+    echo_log: bool,
+    timeout: Duration,
+) -> Result<ServerProcess> {
+    let mut command = Command::new(node);
+    command
+        .arg(script)
+        .arg("refserver")
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .args(["--max-seconds", &max_seconds.to_string()]);
+    spawn_child("reference", command, AddrMarker::NodePort, echo_log, timeout)
+        .await
+        .with_context(|| format!("starting {} {}", node.display(), script.display()))
 }
 
 async fn spawn_child(
@@ -252,6 +317,10 @@ async fn drain<R: AsyncRead + Unpin>(
             let parsed = match marker {
                 AddrMarker::ThinglineHttps => parse_https_listener(&line),
                 AddrMarker::Reference => line.strip_prefix("listening addr=").and_then(|rest| rest.trim().parse().ok()),
+                AddrMarker::NodePort => line
+                    .strip_prefix("listening port=")
+                    .and_then(|port| port.trim().parse().ok())
+                    .map(|port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
             };
             if let Some(addr) = parsed {
                 found = true;

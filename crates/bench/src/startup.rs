@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::cli::{Only, RunArgs, ServerArgs, secs};
 use crate::driver::{https_client, median};
-use crate::report;
+use crate::report::{self, StoreSetup};
 use crate::server::{DataDir, ServerProcess, ThinglineSpec, spawn_reference, spawn_thingline};
 
 const POLL: Duration = Duration::from_millis(5);
@@ -38,7 +38,8 @@ pub struct StartupReport {
     pub scenario: &'static str,
     pub runs: usize,
     pub idle_secs: f64,
-    pub data_dir: Option<String>,
+    /// Thingline's store (None when only the reference was measured).
+    pub store: Option<StoreSetup>,
     pub targets: Vec<StartupTarget>,
 }
 
@@ -46,7 +47,7 @@ pub async fn run(args: &RunArgs) -> Result<()> {
     let runs = args.runs.max(1);
     let idle = secs(args.idle_secs);
     let mut targets = Vec::new();
-    let mut data_dir_shown = None;
+    let mut store = None;
 
     if args.only != Only::Thingline {
         let server = args.server.clone();
@@ -60,17 +61,22 @@ pub async fn run(args: &RunArgs) -> Result<()> {
             eprintln!("note: no --data-dir: measuring on an empty store (the first start also creates it)");
         }
         let dir = DataDir::from_args(&args.server)?;
-        data_dir_shown = Some(dir.path.display().to_string());
-        let spec = ThinglineSpec::new(&args.server, &dir.path)?;
-        let outcome = measure("thingline", runs, idle, &args.server, || spawn_thingline(&spec)).await;
+        let outcome = async {
+            let spec = ThinglineSpec::new(&args.server, &dir.path)?;
+            store = Some(spec.store_setup());
+            measure("thingline", runs, idle, &args.server, || spawn_thingline(&spec)).await
+        }
+        .await;
         dir.finish();
         targets.push(outcome?);
     }
 
-    let report =
-        StartupReport { scenario: "startup", runs, idle_secs: args.idle_secs, data_dir: data_dir_shown, targets };
+    let report = StartupReport { scenario: "startup", runs, idle_secs: args.idle_secs, store, targets };
     println!();
     println!("scenario startup  runs={} idle={}s", report.runs, report.idle_secs);
+    if args.only != Only::Reference {
+        println!("{}", report::store_line(report.store.as_ref()));
+    }
     println!("{:<10} {:>16} {:>14} {:>30}", "target", "median ready ms", "median RSS MB", "ready ms per run");
     for t in &report.targets {
         let each: Vec<String> = t.samples.iter().map(|s| format!("{:.0}", s.ready_ms)).collect();

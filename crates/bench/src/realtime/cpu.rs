@@ -1,0 +1,91 @@
+//! CPU time over a measured window: the server's (`/proc/<pid>/stat`), this whole process's
+//! (getrusage) and the client runtime's threads alone (`/proc/self/task`).
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow};
+
+use super::sockets::CLIENT_THREAD;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuSnapshot {
+    pub server: Option<f64>,
+    pub process: Option<f64>,
+    pub client_threads: Option<f64>,
+}
+
+impl CpuSnapshot {
+    pub fn take(server_pid: u32) -> Self {
+        Self {
+            server: stat_cpu_seconds(Path::new(&format!("/proc/{server_pid}/stat"))).ok(),
+            process: own_cpu_seconds(),
+            client_threads: client_threads_cpu_seconds().ok(),
+        }
+    }
+}
+
+/// utime + stime of a `/proc/.../stat` file, in seconds.
+fn stat_cpu_seconds(path: &Path) -> Result<f64> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_stat_cpu(&text).ok_or_else(|| anyhow!("unexpected format of {}", path.display()))
+}
+
+fn parse_stat_cpu(text: &str) -> Option<f64> {
+    // Fields after "pid (comm) ": state is field 3, utime 14, stime 15.
+    let after = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+/// getrusage(RUSAGE_SELF): user + system time of this whole process.
+fn own_cpu_seconds() -> Option<f64> {
+    // SAFETY: an all-zero rusage is a valid value; getrusage only writes into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage we own.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    if rc != 0 {
+        return None;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(secs(usage.ru_utime) + secs(usage.ru_stime))
+}
+
+/// Sum over this process's threads named [`CLIENT_THREAD`].
+fn client_threads_cpu_seconds() -> Result<f64> {
+    let mut total = 0.0;
+    for entry in std::fs::read_dir("/proc/self/task").context("listing /proc/self/task")? {
+        let dir = entry.context("reading /proc/self/task")?.path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else { continue };
+        if comm.trim_end() == CLIENT_THREAD {
+            // A thread may exit between the listing and the read.
+            total += stat_cpu_seconds(&dir.join("stat")).unwrap_or(0.0);
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_stat() {
+        let line = "42 (thing line) S 1 2 3 4 5 6 7 8 9 10 300 200 0 0 20 0 1 0 100 0 0";
+        let ticks = clock_ticks();
+        let cpu = parse_stat_cpu(line).expect("parsed");
+        assert!((cpu - 500.0 / ticks).abs() < 1e-9);
+    }
+
+    #[test]
+    fn own_cpu_is_readable() {
+        assert!(own_cpu_seconds().is_some());
+    }
+}
