@@ -203,10 +203,13 @@ impl Platform {
             // (objects already stored included) and drops fields no longer declared.
             app.indexes = IndexDeclarations::from_json(indexes)?;
         }
-        if !self.store.update_app(&app).await? {
+        let updated = self.store.update_app(&app).await;
+        // Also after a failure: the store may have committed the app before failing to bring
+        // its shared collections in line with a new index declaration.
+        self.app_changed(&app.id);
+        if !updated? {
             return Err(not_found("App"));
         }
-        self.app_changed(&app.id);
         Ok(app)
     }
 

@@ -652,7 +652,7 @@ async fn ensure_indexed(
             if let Some((param, name)) = names.iter().find(|(_, name)| !wanted.contains(name)) {
                 return Err(undeclared(param, &c.path, name));
             }
-            reconcile(conn, caches, cid, wanted).await
+            reconcile(conn, caches, cid, wanted).await.map(|_changed| ())
         }
     }
 }
@@ -683,13 +683,13 @@ async fn index_field(conn: &mut SqliteConnection, caches: &mut Caches, cid: i64,
 
 /// Makes the indexed fields of collection `cid` exactly `wanted`, in one transaction: fields no
 /// longer wanted are dropped (their index rows go), new ones indexed (objects already stored
-/// included). Nothing is written when they already are.
-async fn reconcile(conn: &mut SqliteConnection, caches: &mut Caches, cid: i64, wanted: &[String]) -> Result<()> {
+/// included). Nothing is written when they already are; true when something changed.
+async fn reconcile(conn: &mut SqliteConnection, caches: &mut Caches, cid: i64, wanted: &[String]) -> Result<bool> {
     let indexed = indexed_of(conn, caches, cid).await?;
     let gone: Vec<&String> = indexed.iter().filter(|name| !wanted.contains(name)).collect();
     let added: Vec<String> = wanted.iter().filter(|name| !indexed.contains(*name)).cloned().collect();
     if gone.is_empty() && added.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
     for name in &gone {
@@ -698,8 +698,8 @@ async fn reconcile(conn: &mut SqliteConnection, caches: &mut Caches, cid: i64, w
     sql::index_fields(&mut tx, cid, &added).await?;
     tx.commit().await.map_err(db_err)?;
     caches.indexed.set(cid, Arc::new(wanted.iter().cloned().collect()));
-    tracing::info!(cid, dropped = ?gone, indexed = ?added, "objects: shared collection indexes follow the declaration");
-    Ok(())
+    tracing::debug!(cid, dropped = ?gone, indexed = ?added, "objects: shared collection indexes follow the declaration");
+    Ok(true)
 }
 
 /// Reads the app's declaration anew and brings each of its shared collections in line with it,
@@ -707,9 +707,12 @@ async fn reconcile(conn: &mut SqliteConnection, caches: &mut Caches, cid: i64, w
 async fn sync_shared(conn: &mut SqliteConnection, caches: &mut Caches, gate: &CommitGate, app_id: &str) -> Result<()> {
     let declared = Arc::new(sql::app_indexes(conn, app_id).await?);
     set_declared(caches, app_id, Arc::clone(&declared));
+    let (mut seen, mut changed) = (0, 0);
     for (cid, path) in sql::shared_collections(conn, app_id).await? {
         let _open = gate.open().await;
-        reconcile(conn, caches, cid, declared.fields_of(&path)).await?;
+        seen += 1;
+        changed += usize::from(reconcile(conn, caches, cid, declared.fields_of(&path)).await?);
     }
+    tracing::info!(app_id, shared_collections = seen, changed, "objects: indexes follow the app's declaration");
     Ok(())
 }
