@@ -7,9 +7,14 @@
 //! - [`prepare_object`] / [`merge_object`]: validation (size, depth, field count) and the stored
 //!   text of an object, plus its indexable top-level scalar fields ([`Scalar`]).
 //! - [`ListQuery`]: `limit`, `skip`, `after`, `where` and `sort` of a collection read.
+//! - [`IndexDeclarations`]: the fields an app's operator declared filterable and sortable in the
+//!   app's shared collections, and [`check_declared`], the rule that a read of a shared
+//!   collection names no other field.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::{Error, Result, ids, query, time};
@@ -27,9 +32,12 @@ pub const MAX_OBJECT_BYTES: usize = 256 * 1024;
 pub use crate::json::MAX_DEPTH;
 /// Most top-level fields of one object.
 pub const MAX_TOP_LEVEL_FIELDS: usize = 256;
-/// Most indexed fields of one collection (a field is indexed from the first `where` or `sort`
-/// naming it; indexing one reads the whole collection once, so the count is bounded).
+/// Most indexed fields of one collection (a field of a `/classes/me` collection is indexed from
+/// the first `where` or `sort` naming it; indexing one reads the whole collection once, so the
+/// count is bounded). Also the most fields an operator may declare for one shared collection name.
 pub const MAX_INDEXED_FIELDS: usize = 64;
+/// Most collection names one app may declare indexed fields for ([`IndexDeclarations`]).
+pub const MAX_DECLARED_COLLECTIONS: usize = 256;
 /// Longest top-level field name that is indexed (and may be filtered or sorted on), bytes.
 pub const MAX_INDEXED_NAME: usize = 128;
 /// Longest string value that is indexed (and may be a filter value), bytes.
@@ -387,6 +395,18 @@ impl ListQuery {
     }
 }
 
+impl ListQuery {
+    /// The fields the read filters or sorts on (`where` fields, then a field `sort`), in that
+    /// order; `_id` order names none.
+    pub fn field_names(&self) -> impl Iterator<Item = &str> {
+        let sort = match &self.order {
+            ListOrder::Field { name, .. } => Some(name.as_str()),
+            _ => None,
+        };
+        self.filters.iter().map(|(name, _)| name.as_str()).chain(sort)
+    }
+}
+
 /// Parses `where`: a JSON object of top-level field → scalar value (string, number, boolean or
 /// null), every pair must be equal.
 pub fn parse_where(raw: &str) -> Result<Vec<(String, Scalar)>> {
@@ -444,6 +464,131 @@ fn validate_field_name(param: &str, name: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The name of a collection path: its last collection (`Songs` for `Playlists/25/Songs`).
+pub fn collection_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// The fields an app's operator declared filterable and sortable in the app's shared
+/// (`/classes/app`) collections, by collection name: the fields of `Songs` apply to every shared
+/// collection of that name (`Songs`, `Playlists/25/Songs`, …). A shared collection is filtered
+/// and sorted only on `_id` and its declared fields ([`check_declared`]), and the store keeps
+/// exactly these fields indexed in it. Serialized as the panel shows it:
+/// `{"Tracks":["genre","rank"]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IndexDeclarations(BTreeMap<String, Vec<String>>);
+
+impl IndexDeclarations {
+    /// Validates a declaration as the panel receives it: an object of collection name → array of
+    /// distinct field names; at most [`MAX_DECLARED_COLLECTIONS`] names, at most
+    /// [`MAX_INDEXED_FIELDS`] fields each, field names as `where` and `sort` take them (not `_id`,
+    /// which needs none).
+    pub fn from_json(v: &Value) -> Result<IndexDeclarations> {
+        let Value::Object(map) = v else {
+            return Err(Error::bad_request(
+                "indexes must be an object of collection name to field names, such as {\"Tracks\":[\"genre\",\"rank\"]}",
+            ));
+        };
+        if map.len() > MAX_DECLARED_COLLECTIONS {
+            return Err(Error::bad_request(format!(
+                "indexes: at most {MAX_DECLARED_COLLECTIONS} collection names per app, got {}",
+                map.len()
+            )));
+        }
+        let mut out = BTreeMap::new();
+        for (name, fields) in map {
+            validate_collection_name(name)
+                .map_err(|e| Error::bad_request(format!("indexes: {}", e.public_message())))?;
+            let list = fields.as_array().ok_or_else(|| {
+                Error::bad_request(format!(
+                    "indexes: the fields of {} must be an array of field names",
+                    time::echo(name)
+                ))
+            })?;
+            if list.len() > MAX_INDEXED_FIELDS {
+                return Err(Error::bad_request(format!(
+                    "indexes: at most {MAX_INDEXED_FIELDS} fields per collection, {} has {}",
+                    time::echo(name),
+                    list.len()
+                )));
+            }
+            let mut names: Vec<String> = Vec::with_capacity(list.len());
+            for f in list {
+                let Some(field) = f.as_str() else {
+                    return Err(Error::bad_request(format!(
+                        "indexes: the fields of {} must be strings",
+                        time::echo(name)
+                    )));
+                };
+                if field == "_id" {
+                    return Err(Error::bad_request(
+                        "indexes: _id needs no declaration (sort=_id and -_id always work)",
+                    ));
+                }
+                validate_field_name("indexes", field)?;
+                if names.iter().any(|n| n == field) {
+                    return Err(Error::bad_request(format!(
+                        "indexes: field {} of {} is declared twice",
+                        time::echo(field),
+                        time::echo(name)
+                    )));
+                }
+                names.push(field.to_owned());
+            }
+            out.insert(name.clone(), names);
+        }
+        Ok(IndexDeclarations(out))
+    }
+
+    /// The declared fields of the shared collection at `path` (those of its name), in the order
+    /// declared; empty when none.
+    pub fn fields_of(&self, path: &str) -> &[String] {
+        self.0.get(collection_name(path)).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Collection name → declared fields, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Vec<String>)> {
+        self.0.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The rule of shared collections: a read of the shared collection at `path` may filter and sort
+/// only on `_id` and the fields `declared` for its name. Anything else is a 400 that says how the
+/// operator declares the field. (A `/classes/me` collection is private to one user, who alone
+/// pays for its indexes: any field, indexed on first use, up to [`MAX_INDEXED_FIELDS`].)
+pub fn check_declared(declared: &IndexDeclarations, path: &str, query: &ListQuery) -> Result<()> {
+    let fields = declared.fields_of(path);
+    let sort = match &query.order {
+        ListOrder::Field { name, .. } => Some(("sort", name.as_str())),
+        _ => None,
+    };
+    let named = query.filters.iter().map(|(name, _)| ("where", name.as_str())).chain(sort);
+    for (param, field) in named {
+        if !fields.iter().any(|f| f == field) {
+            return Err(undeclared(param, path, field));
+        }
+    }
+    Ok(())
+}
+
+/// The 400 of a read naming a field not declared for a shared collection.
+pub fn undeclared(param: &str, path: &str, field: &str) -> Error {
+    let name = collection_name(path);
+    let example = serde_json::json!({ name: [field] });
+    Error::bad_request(format!(
+        "{param}: field {} is not declared for the shared collection {}: shared (/classes/app) collections \
+         are filtered and sorted only on _id and the fields the app's operator declares in the panel \
+         (PUT /v2/panel/apps/{{appId}} with {{\"indexes\":{example}}}, added to the app's other declarations)",
+        time::echo(field),
+        time::echo(name),
+    ))
 }
 
 #[cfg(test)]
@@ -546,5 +691,49 @@ mod tests {
         assert_eq!(c.topic_key(), "app/A/7/P/1/S");
         let c = Collection { owner: Owner::App, ..c };
         assert_eq!(c.topic_key(), "app/A/app/P/1/S");
+    }
+
+    #[test]
+    fn index_declarations() {
+        let d = IndexDeclarations::from_json(&json!({"Tracks": ["genre", "rank"], "Songs": []})).unwrap();
+        assert_eq!(serde_json::to_value(&d).unwrap(), json!({"Songs": [], "Tracks": ["genre", "rank"]}));
+        assert_eq!(d.fields_of("Tracks"), ["genre", "rank"]);
+        assert_eq!(d.fields_of("Albums/3/Tracks"), ["genre", "rank"], "by collection name, at any depth");
+        assert!(d.fields_of("Tracks/3/Notes").is_empty());
+        let too_many: Vec<String> = (0..=MAX_INDEXED_FIELDS).map(|i| format!("f{i}")).collect();
+        let names: Map<String, Value> = (0..=MAX_DECLARED_COLLECTIONS).map(|i| (format!("C{i}"), json!([]))).collect();
+        for bad in [
+            json!(["genre"]),
+            json!({"Bad Name": ["a"]}),
+            json!({"Tracks": "genre"}),
+            json!({"Tracks": [1]}),
+            json!({"Tracks": ["_id"]}),
+            json!({"Tracks": [""]}),
+            json!({"Tracks": ["x".repeat(MAX_INDEXED_NAME + 1)]}),
+            json!({"Tracks": ["a", "a"]}),
+            json!({ "Tracks": too_many }),
+            Value::Object(names),
+        ] {
+            assert_eq!(IndexDeclarations::from_json(&bad).unwrap_err().status(), 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn shared_reads_name_only_declared_fields() {
+        let d = IndexDeclarations::from_json(&json!({"Tracks": ["genre", "rank"]})).unwrap();
+        let q = |w: Option<&str>, s: Option<&str>| ListQuery::from_params(None, None, None, w, s).unwrap();
+        for ok in [q(None, None), q(None, Some("-_id")), q(Some(r#"{"genre":"jazz"}"#), Some("-rank"))] {
+            check_declared(&d, "Tracks", &ok).unwrap();
+            check_declared(&d, "Albums/1/Tracks", &ok).unwrap();
+        }
+        let e = check_declared(&d, "Tracks", &q(Some(r#"{"genre":"jazz","mood":"calm"}"#), None)).unwrap_err();
+        assert_eq!(e.status(), 400);
+        let m = e.public_message();
+        assert!(m.starts_with(r#"where: field "mood" is not declared for the shared collection "Tracks""#), "{m}");
+        assert!(m.contains(r#"{"indexes":{"Tracks":["mood"]}}"#), "{m}");
+        let e = check_declared(&d, "Notes", &q(None, Some("genre"))).unwrap_err();
+        assert!(e.public_message().starts_with("sort: field \"genre\""), "{}", e.public_message());
+        let three = q(Some(r#"{"a":1,"b":2}"#), Some("-c"));
+        assert_eq!(three.field_names().collect::<Vec<_>>(), ["a", "b", "c"]);
     }
 }

@@ -46,6 +46,9 @@ pub struct App {
     pub name: String,
     /// Resource keys the app asks for.
     pub resources: Vec<String>,
+    /// The fields its shared (`/classes/app`) collections may be filtered and sorted on, by
+    /// collection name; the store keeps exactly these indexed.
+    pub indexes: crate::classes::IndexDeclarations,
     pub created_ms: i64,
 }
 

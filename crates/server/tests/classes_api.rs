@@ -371,6 +371,75 @@ async fn fields_are_indexed_on_first_use_and_kept_after_a_restart() {
     s.stop().await;
 }
 
+/// `where` and `sort` on shared collections name only the fields the operator declared for the
+/// collection's name. A declaration added later indexes the objects already stored (in every
+/// shared collection of that name), one removed drops the field, and both hold after a restart.
+#[tokio::test]
+async fn shared_collections_follow_the_operators_declaration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TestServer::start_in(dir.path().to_path_buf(), |_| {}).await;
+    let panel = s.panel_token().await;
+    let app = s.app(&panel, &[]).await;
+    let alice = s.app_user(&app, "alice@example.com").await;
+    let bob = s.app_user(&app, "bob@example.com").await;
+    let collections = ["Tracks", "Albums/7/Tracks"];
+    for c in collections {
+        let path = format!("/v2/classes/app/{c}");
+        let creates = (1..=30).map(|i| {
+            let body = json!({"_id": i, "genre": if i % 3 == 0 { "jazz" } else { "rock" }, "rank": 100 - i});
+            call(&s, &alice, Method::POST, &path, Some(body))
+        });
+        for r in futures_util::future::join_all(creates).await {
+            assert_eq!(r.status(), StatusCode::CREATED);
+        }
+    }
+    let jazz_by_rank =
+        |c: &str| format!("/v2/classes/app/{c}?sort=rank&limit=4&where={}", common::urlencode(r#"{"genre":"jazz"}"#));
+    let e = assert_envelope(call(&s, &bob, Method::GET, &jazz_by_rank("Tracks"), None).await, 400).await;
+    let m = e["message"].as_str().expect("message");
+    assert!(m.contains(r#"field "genre" is not declared for the shared collection "Tracks""#), "{m}");
+    assert!(m.contains(r#"{"indexes":{"Tracks":["genre"]}}"#), "{m}");
+
+    // The operator declares genre and rank for every shared "Tracks": the stored objects are found.
+    let app_path = format!("/v2/panel/apps/{app}");
+    let declare = |indexes: Value| call(&s, &panel, Method::PUT, &app_path, Some(json!({ "indexes": indexes })));
+    let v = ok_json(declare(json!({"Tracks": ["genre", "rank"]})).await, StatusCode::OK).await;
+    assert_eq!(v["app"]["indexes"], json!({"Tracks": ["genre", "rank"]}));
+    for c in collections {
+        assert_eq!(ids(&results(&s, &bob, &jazz_by_rank(c)).await), ["30", "27", "24", "21"], "{c}");
+    }
+    // Writes after it keep the indexes right; a new shared collection of that name has them too.
+    call(&s, &bob, Method::PUT, "/v2/classes/app/Tracks/27", Some(json!({"genre": "rock"}))).await;
+    call(&s, &bob, Method::DELETE, "/v2/classes/app/Tracks/30", None).await;
+    let r =
+        call(&s, &bob, Method::POST, "/v2/classes/app/Tracks", Some(json!({"_id": "x", "genre": "jazz", "rank": 1})))
+            .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(ids(&results(&s, &alice, &jazz_by_rank("Tracks")).await), ["x", "24", "21", "18"]);
+    let r =
+        call(&s, &bob, Method::POST, "/v2/classes/app/Albums/8/Tracks/1", Some(json!({"genre": "jazz", "rank": 5})))
+            .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(ids(&results(&s, &alice, &jazz_by_rank("Albums/8/Tracks")).await), ["1"]);
+    // Another name, and sorting by _id, need no declaration; private collections are unaffected.
+    let r = call(&s, &bob, Method::GET, "/v2/classes/app/Notes?sort=rank", None).await;
+    assert_envelope(r, 400).await;
+    assert_eq!(ids(&results(&s, &bob, "/v2/classes/app/Tracks?sort=_id&limit=2").await), ["1", "2"]);
+    assert!(results(&s, &bob, "/v2/classes/me/Tracks?sort=anything").await.is_empty());
+
+    // A field no longer declared is refused again; the declaration survives a restart.
+    ok_json(declare(json!({"Tracks": ["rank"]})).await, StatusCode::OK).await;
+    assert_envelope(call(&s, &bob, Method::GET, &jazz_by_rank("Tracks"), None).await, 400).await;
+    s.stop().await;
+    let s = TestServer::start_in(dir.path().to_path_buf(), |_| {}).await;
+    assert_envelope(call(&s, &bob, Method::GET, &jazz_by_rank("Tracks"), None).await, 400).await;
+    assert_eq!(ids(&results(&s, &bob, "/v2/classes/app/Tracks?sort=-rank&limit=3").await), ["1", "2", "3"]);
+    let r = call(&s, &bob, Method::POST, "/v2/classes/app/Albums/9/Tracks/1", Some(json!({"rank": 5}))).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(ids(&results(&s, &alice, "/v2/classes/app/Albums/9/Tracks?sort=rank").await), ["1"]);
+    s.stop().await;
+}
+
 /// Deleting an app user (panel) removes the user's private objects; a user registered after it
 /// never sees them, and the shared collection stays.
 #[tokio::test]

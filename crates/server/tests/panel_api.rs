@@ -220,3 +220,67 @@ async fn accounts_do_not_see_each_other() {
     assert_envelope(r, 400).await;
     s.stop().await;
 }
+
+/// An app's index declaration (`indexes`: fields of its shared collections that may be filtered
+/// and sorted on, by collection name) round-trips through create, get, list and update; an update
+/// without it keeps it; a bad one is a 400 that changes nothing.
+#[tokio::test]
+async fn app_index_declarations_round_trip() {
+    let s = TestServer::start().await;
+    let panel = s.panel_token().await;
+    let send = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let mut rb = s.req(method, &path, &panel);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        async move { rb.send().await.expect("send") }
+    };
+    let get_app = |app: String| {
+        let r = send(reqwest::Method::GET, format!("/v2/panel/apps/{app}"), None);
+        async move {
+            let r = r.await;
+            assert_eq!(r.status(), StatusCode::OK);
+            r.json::<Value>().await.expect("json")["app"].clone()
+        }
+    };
+    let declared = json!({"Tracks": ["genre", "rank"], "Playlists": ["name"]});
+    let app = common::Api { client: &s.client, base: &s.https }.app_with_indexes(&panel, declared.clone()).await;
+    assert_eq!(get_app(app.clone()).await["indexes"], declared);
+    let plain = s.app(&panel, &[]).await;
+    assert_eq!(get_app(plain).await["indexes"], json!({}), "none declared");
+    let list: Value = send(reqwest::Method::GET, "/v2/panel/apps".into(), None).await.json().await.expect("json");
+    let listed = list["apps"].as_array().expect("apps").iter().find(|a| a["appId"] == app).expect("listed").clone();
+    assert_eq!(listed["indexes"], declared);
+
+    // An update without "indexes" keeps them; with it, the whole declaration is replaced.
+    let path = format!("/v2/panel/apps/{app}");
+    let r = send(reqwest::Method::PUT, path.clone(), Some(json!({"name": "renamed"}))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(get_app(app.clone()).await["indexes"], declared);
+    let replaced = json!({"Tracks": ["rank"]});
+    let r = send(reqwest::Method::PUT, path.clone(), Some(json!({"indexes": replaced}))).await;
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["app"]["indexes"], replaced, "{v}");
+    assert_eq!(get_app(app.clone()).await["indexes"], replaced);
+
+    // Bad declarations: 400, nothing changes.
+    let too_many: Vec<String> = (0..65).map(|i| format!("f{i}")).collect();
+    for bad in [
+        json!(["genre"]),
+        json!({"Bad Name": ["genre"]}),
+        json!({"Tracks": "genre"}),
+        json!({"Tracks": [5]}),
+        json!({"Tracks": ["_id"]}),
+        json!({"Tracks": [""]}),
+        json!({"Tracks": ["genre", "genre"]}),
+        json!({ "Tracks": too_many }),
+    ] {
+        let r = send(reqwest::Method::PUT, path.clone(), Some(json!({"indexes": bad}))).await;
+        let e = assert_envelope(r, 400).await;
+        assert!(e["message"].as_str().is_some_and(|m| m.starts_with("indexes")), "{bad}: {e}");
+        let r = send(reqwest::Method::POST, "/v2/panel/apps".into(), Some(json!({"name": "x", "indexes": bad}))).await;
+        assert_envelope(r, 400).await;
+    }
+    assert_eq!(get_app(app).await["indexes"], replaced);
+    s.stop().await;
+}

@@ -197,7 +197,14 @@ async fn settings_documents(store: &dyn Store, seq: i64) {
 async fn app_users_sessions_links_grants(store: &dyn Store) {
     use thingline_core::model::App;
     let owner = store.panel_user_by_email("ops@example.com").await.expect("user").expect("exists").id;
-    let app = App { id: "app-1".into(), owner_id: owner, name: "a".into(), resources: vec![], created_ms: 1 };
+    let app = App {
+        id: "app-1".into(),
+        owner_id: owner,
+        name: "a".into(),
+        resources: vec![],
+        indexes: Default::default(),
+        created_ms: 1,
+    };
     store.create_app(&app).await.expect("app");
     let alice = store.create_app_user("app-1", "alice@example.com", "$argon2id$a", 1).await.expect("alice");
     let dup = store.create_app_user("app-1", "alice@example.com", "$argon2id$b", 1).await.expect_err("duplicate");

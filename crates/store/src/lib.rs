@@ -46,9 +46,14 @@ pub trait CatalogStore: Send + Sync {
     async fn delete_product(&self, id: &str) -> Result<bool>;
     async fn create_activation_codes(&self, product_id: &str, codes: &[String], now_ms: i64) -> Result<()>;
     async fn activation_codes(&self, product_id: &str) -> Result<Vec<ActivationCode>>;
+    /// Creates an app; its index declaration applies to the shared collections it will have.
     async fn create_app(&self, app: &App) -> Result<()>;
     async fn app(&self, id: &str) -> Result<Option<App>>;
     async fn apps_of(&self, owner_id: i64) -> Result<Vec<App>>;
+    /// Replaces name, resources and index declaration; false when there is no such app. A changed
+    /// declaration is applied to every shared collection of the app before it returns (declared
+    /// fields indexed with the objects already stored, others dropped; see
+    /// [`ObjectStore::list_objects`]).
     async fn update_app(&self, app: &App) -> Result<bool>;
     async fn delete_app(&self, id: &str) -> Result<bool>;
 }

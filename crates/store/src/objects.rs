@@ -31,6 +31,21 @@ pub trait ObjectStore: Send + Sync {
     async fn object(&self, collection: &Collection, id: &str) -> Result<Option<String>>;
     /// A page of a collection as JSON texts, in the query's order. An unknown collection is empty.
     /// `BadRequest` when `after` names an object that is absent (or, for a field order, lacks the
-    /// field).
+    /// field), and when the query filters or sorts on a field that cannot be indexed: in a private
+    /// collection ([`Owner::User`]) any field is indexed on first use, up to
+    /// [`MAX_INDEXED_FIELDS`](thingline_core::classes::MAX_INDEXED_FIELDS); in a shared one
+    /// ([`Owner::App`]) only the fields its app declares (below).
+    ///
+    /// Index declarations: an app's `indexes` ([`App::indexes`]) name, per collection name, the
+    /// fields of its shared collections that are indexed; every backend keeps exactly those
+    /// indexed in each shared collection of that name — from the collection's first object on,
+    /// and, once `create_app`/`update_app` returns, for a changed declaration too (declared
+    /// fields indexed with the objects already stored, fields no longer declared dropped).
+    ///
+    /// [`Owner::User`]: thingline_core::classes::Owner::User
+    /// [`Owner::App`]: thingline_core::classes::Owner::App
+    /// [`App::indexes`]: thingline_core::model::App::indexes
     async fn list_objects(&self, collection: &Collection, query: &ListQuery) -> Result<Vec<String>>;
+    /// The indexed fields of a collection, sorted (none for an unknown collection).
+    async fn indexed_fields(&self, collection: &Collection) -> Result<Vec<String>>;
 }

@@ -26,7 +26,14 @@ async fn objects_speed() {
             .expect("open");
     let owner = store.create_panel_user("ops@example.com", "x").await.expect("user").id;
     store
-        .create_app(&App { id: "app".into(), owner_id: owner, name: "a".into(), resources: vec![], created_ms: 1 })
+        .create_app(&App {
+            id: "app".into(),
+            owner_id: owner,
+            name: "a".into(),
+            resources: vec![],
+            indexes: Default::default(),
+            created_ms: 1,
+        })
         .await
         .expect("app");
     let coll = |i: usize| Collection {

@@ -48,7 +48,13 @@ fn product_json(p: &Product) -> Value {
 }
 
 fn app_json(a: &App) -> Value {
-    json!({"appId": a.id, "name": a.name, "resources": a.resources, "createdAt": format_datetime(a.created_ms)})
+    json!({
+        "appId": a.id,
+        "name": a.name,
+        "resources": a.resources,
+        "indexes": a.indexes,
+        "createdAt": format_datetime(a.created_ms),
+    })
 }
 
 fn thing_json(t: &Thing) -> Value {

@@ -5,6 +5,11 @@
 //!
 //! Privacy: `/classes/me/…` collections are keyed by (app, user), `/classes/app/…` by the app
 //! alone; a session can only ever name collections of its own app, so nothing crosses apps.
+//!
+//! Indexes: a read of a shared collection filters and sorts only on `_id` and the fields the
+//! app's operator declared for its name (`classes::check_declared`, from the cached app view),
+//! so no user can spend a shared collection's index budget; a private collection indexes any
+//! field on first use, for its owner alone.
 
 use std::sync::Arc;
 
@@ -118,8 +123,16 @@ impl Platform {
         self.store.object(collection, id).await?.ok_or_else(not_found)
     }
 
-    /// A page of a collection, as JSON texts.
+    /// A page of a collection, as JSON texts. A read of a shared collection naming a field its
+    /// app does not declare is a 400 (answered from memory, before the store).
     pub async fn list_objects(&self, collection: &Collection, query: &ListQuery) -> Result<Vec<String>> {
+        if collection.owner == Owner::App && query.field_names().next().is_some() {
+            let app = self
+                .app_view(&collection.app_id)
+                .await?
+                .ok_or_else(|| Error::Unauthorized("Invalid session token".into()))?;
+            classes::check_declared(&app.indexes, &collection.path, query)?;
+        }
         self.store.list_objects(collection, query).await
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use serde::Deserialize;
+use thingline_core::classes::IndexDeclarations;
 use thingline_core::ids::{new_activation_code, new_id};
 use thingline_core::keys::validate_key;
 use thingline_core::model::{ActivationCode, App, PanelUser, Product, ResourceDecl, Thing};
@@ -30,6 +31,9 @@ pub struct ProductInput {
 pub struct AppInput {
     pub name: Option<String>,
     pub resources: Option<Vec<String>>,
+    /// Fields of the app's shared collections that may be filtered and sorted on, by collection
+    /// name: `{"Tracks":["genre","rank"]}` (validated by [`IndexDeclarations::from_json`]).
+    pub indexes: Option<serde_json::Value>,
 }
 
 fn check_name(name: &str) -> Result<String> {
@@ -169,7 +173,8 @@ impl Platform {
     pub async fn create_app(&self, owner: &PanelUser, input: AppInput) -> Result<App> {
         let name = check_name(input.name.as_deref().ok_or_else(|| Error::bad_request("name is required"))?)?;
         let resources = self.check_app_resources(owner, input.resources.unwrap_or_default()).await?;
-        let app = App { id: new_id(), owner_id: owner.id, name, resources, created_ms: now_ms() };
+        let indexes = input.indexes.as_ref().map(IndexDeclarations::from_json).transpose()?.unwrap_or_default();
+        let app = App { id: new_id(), owner_id: owner.id, name, resources, indexes, created_ms: now_ms() };
         self.store.create_app(&app).await?;
         Ok(app)
     }
@@ -190,10 +195,18 @@ impl Platform {
         if let Some(resources) = input.resources {
             app.resources = self.check_app_resources(owner, resources).await?;
         }
-        if !self.store.update_app(&app).await? {
+        if let Some(indexes) = &input.indexes {
+            // Replaces the whole declaration; the store indexes the shared collections anew
+            // (objects already stored included) and drops fields no longer declared.
+            app.indexes = IndexDeclarations::from_json(indexes)?;
+        }
+        let updated = self.store.update_app(&app).await;
+        // Also after a failure: the store may have committed the app before failing to bring
+        // its shared collections in line with a new index declaration.
+        self.app_changed(&app.id);
+        if !updated? {
             return Err(not_found("App"));
         }
-        self.app_changed(&app.id);
         Ok(app)
     }
 

@@ -7,7 +7,7 @@
 //!
 //! Hot path: everything here answers from memory. Three caches, each filled from the store on a
 //! miss and invalidated when what it mirrors changes:
-//! - apps (id → requested keys), cleared by [`Platform::app_changed`];
+//! - apps (id → requested keys and index declarations), cleared by [`Platform::app_changed`];
 //! - products (id → public keys), cleared by [`Platform::product_changed`];
 //! - user access (user id → linked and granted things with their grants), cleared on link,
 //!   unlink, grant, and [`Platform::thing_removed`].
@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::RwLock;
 use serde_json::{Map, Value, json};
 use thingline_core::Result;
+use thingline_core::classes::IndexDeclarations;
 use thingline_core::keys::base_key;
 use thingline_core::model::Thing;
 
@@ -50,13 +51,15 @@ pub mod perm {
     }
 }
 
-/// An app as the permission check needs it.
+/// An app as the permission check (and the objects code) needs it.
 #[derive(Debug)]
 pub struct AppView {
     pub id: String,
     pub owner_id: i64,
     /// Requested keys, in the order the panel gave them.
     pub resources: Vec<String>,
+    /// The fields its shared collections may be filtered and sorted on, by collection name.
+    pub indexes: IndexDeclarations,
     asked: HashSet<String>,
 }
 
@@ -148,6 +151,7 @@ impl Platform {
             id: app.id,
             owner_id: app.owner_id,
             resources: app.resources,
+            indexes: app.indexes,
         });
         put(&caches.apps, app_id.to_owned(), Arc::clone(&view), caches, generation);
         Ok(Some(view))

@@ -318,6 +318,28 @@ impl Api<'_> {
         v["appId"].as_str().expect("appId").to_owned()
     }
 
+    /// Creates an app asking for no resources that declares `indexes` for its shared
+    /// collections (`{"Tracks":["genre"]}`); returns the appId.
+    pub async fn app_with_indexes(&self, panel: &str, indexes: Value) -> String {
+        let body = json!({"name": "test app", "resources": [], "indexes": indexes});
+        let v = self.panel_create(panel, "/v2/panel/apps", body).await;
+        v["appId"].as_str().expect("appId").to_owned()
+    }
+
+    /// Registers a user of `app` with [`APP_USER_PASSWORD`] (201); returns its session token.
+    pub async fn app_user(&self, app: &str, email: &str) -> String {
+        let r = self
+            .client
+            .post(self.url("/v2/register"))
+            .json(&json!({"email": email, "password": APP_USER_PASSWORD, "app": app}))
+            .send()
+            .await
+            .expect("register");
+        let (status, v) = json_of(r).await;
+        assert_eq!(status, StatusCode::CREATED, "register: {v}");
+        v["token"].as_str().expect("token").to_owned()
+    }
+
     pub async fn activate(&self, code: &str) -> Response {
         self.client.post(self.url("/v2/things")).json(&json!({"activationCode": code})).send().await.expect("activate")
     }

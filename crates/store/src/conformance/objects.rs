@@ -1,9 +1,10 @@
 //! Conformance checks for app objects ([`crate::ObjectStore`]): create/409, get, merge, delete,
 //! ordering by primary key, paging (limit, skip, cursor), filters, sort by field, isolation of
-//! collections, and concurrent (group-committed) creates.
+//! collections, concurrent (group-committed) creates, and the indexes of shared collections
+//! following their app's declaration.
 
 use serde_json::{Value, json};
-use thingline_core::classes::{Collection, ListOrder, ListQuery, Owner, Scalar, prepare_object};
+use thingline_core::classes::{Collection, IndexDeclarations, ListOrder, ListQuery, Owner, Scalar, prepare_object};
 
 use crate::Store;
 use thingline_core::model::App;
@@ -26,7 +27,14 @@ fn query(limit: u32) -> ListQuery {
 pub(super) async fn objects_in_collections(store: &dyn Store) {
     let owner = store.panel_user_by_email("ops@example.com").await.expect("user").expect("exists").id;
     for id in ["obj-app-1", "obj-app-2"] {
-        let app = App { id: id.into(), owner_id: owner, name: id.into(), resources: vec![], created_ms: 1 };
+        let app = App {
+            id: id.into(),
+            owner_id: owner,
+            name: id.into(),
+            resources: vec![],
+            indexes: Default::default(),
+            created_ms: 1,
+        };
         store.create_app(&app).await.expect("app");
     }
     let c = Collection { app_id: "obj-app-1".into(), owner: Owner::User(1), path: "Playlists".into() };
@@ -136,4 +144,95 @@ pub(super) async fn objects_in_collections(store: &dyn Store) {
     assert_eq!(ids(&store.list_objects(&many, &sorted).await.expect("list")), want[..5]);
     let next = ListQuery { after: Some(want[4].clone()), skip: 1, ..sorted };
     assert_eq!(ids(&store.list_objects(&many, &next).await.expect("list")), want[6..11]);
+
+    shared_collections_follow_declarations(store, owner).await;
+}
+
+fn declared(v: Value) -> IndexDeclarations {
+    IndexDeclarations::from_json(&v).expect("valid declaration")
+}
+
+fn sorted_by(name: &str) -> ListQuery {
+    ListQuery { order: ListOrder::Field { name: name.into(), desc: false }, ..query(100) }
+}
+
+fn filtered(name: &str, v: Scalar) -> ListQuery {
+    ListQuery { filters: vec![(name.into(), v)], ..query(100) }
+}
+
+/// A shared collection is indexed on exactly the fields its app declares for its name: from its
+/// first object on, and, once `update_app` returns, after a change (objects already stored
+/// included; fields no longer declared dropped). Reads naming another field are a 400 and index
+/// nothing. Private collections and other names are not touched.
+async fn shared_collections_follow_declarations(store: &dyn Store, owner: i64) {
+    let mut app = App {
+        id: "obj-app-3".into(),
+        owner_id: owner,
+        name: "declared".into(),
+        resources: vec![],
+        indexes: declared(json!({"Tracks": ["genre"]})),
+        created_ms: 1,
+    };
+    store.create_app(&app).await.expect("app");
+    assert_eq!(store.app("obj-app-3").await.expect("get").as_ref(), Some(&app), "indexes round trip");
+    let shared = |path: &str| Collection { app_id: "obj-app-3".into(), owner: Owner::App, path: path.into() };
+    let (tracks, nested, notes) = (shared("Tracks"), shared("Albums/1/Tracks"), shared("Notes"));
+    let mine = Collection { owner: Owner::User(7), ..tracks.clone() };
+    for (i, c) in [&tracks, &nested, &notes, &mine].into_iter().enumerate() {
+        for id in 0..3i64 {
+            let o =
+                obj(&id.to_string(), json!({"genre": if id == 1 { "jazz" } else { "rock" }, "rank": 10 - id, "i": i}));
+            store.create_object(c, o).await.expect("create");
+        }
+    }
+    let indexed = |c: Collection| async move { store.indexed_fields(&c).await.expect("indexed fields") };
+    assert_eq!(indexed(tracks.clone()).await, ["genre"], "a new shared collection has its declared fields");
+    assert_eq!(indexed(nested.clone()).await, ["genre"], "by collection name, at any depth");
+    assert!(indexed(notes.clone()).await.is_empty(), "another name");
+    assert!(indexed(mine.clone()).await.is_empty(), "declarations are for shared collections only");
+    let jazz = filtered("genre", Scalar::Text("jazz".into()));
+    assert_eq!(ids(&store.list_objects(&tracks, &jazz).await.expect("list")), ["1"]);
+
+    // An undeclared field of a shared collection: 400, nothing indexed. A private collection
+    // indexes it on first use.
+    let e = store.list_objects(&tracks, &sorted_by("rank")).await.expect_err("undeclared");
+    assert_eq!(e.status(), 400, "{e}");
+    assert_eq!(indexed(tracks.clone()).await, ["genre"]);
+    assert_eq!(ids(&store.list_objects(&mine, &sorted_by("rank")).await.expect("list")), ["2", "1", "0"]);
+    assert_eq!(indexed(mine.clone()).await, ["rank"]);
+
+    // The declaration changes: rank is indexed with the objects already stored, genre dropped.
+    app.indexes = declared(json!({"Tracks": ["rank"], "Notes": ["genre", "i"]}));
+    assert!(store.update_app(&app).await.expect("update"));
+    assert_eq!(store.app("obj-app-3").await.expect("get").as_ref(), Some(&app));
+    for c in [&tracks, &nested] {
+        assert_eq!(indexed(c.clone()).await, ["rank"], "{c:?}");
+        assert_eq!(ids(&store.list_objects(c, &sorted_by("rank")).await.expect("list")), ["2", "1", "0"]);
+        let e = store.list_objects(c, &jazz).await.expect_err("no longer declared");
+        assert_eq!(e.status(), 400);
+    }
+    assert_eq!(indexed(notes.clone()).await, ["genre", "i"]);
+    assert_eq!(ids(&store.list_objects(&notes, &jazz).await.expect("list")), ["1"]);
+    assert_eq!(indexed(mine.clone()).await, ["rank"], "private collections keep their own indexes");
+
+    // Writes after the change keep the declared index right.
+    let patch = json!({"rank": 0}).as_object().cloned().unwrap_or_default();
+    store.update_object(&tracks, "0", patch).await.expect("update").expect("exists");
+    store.create_object(&tracks, obj("3", json!({"rank": 9}))).await.expect("create");
+    assert!(store.delete_object(&tracks, "1").await.expect("delete"));
+    assert_eq!(ids(&store.list_objects(&tracks, &sorted_by("rank")).await.expect("list")), ["0", "2", "3"]);
+    let rank_8 = filtered("rank", Scalar::Int(8));
+    assert_eq!(ids(&store.list_objects(&tracks, &rank_8).await.expect("list")), ["2"]);
+
+    // An update that leaves the declaration alone leaves the indexes alone; an empty one drops them.
+    app.name = "renamed".into();
+    assert!(store.update_app(&app).await.expect("update"));
+    assert_eq!(indexed(tracks.clone()).await, ["rank"]);
+    app.indexes = IndexDeclarations::default();
+    assert!(store.update_app(&app).await.expect("update"));
+    for c in [&tracks, &nested, &notes] {
+        assert!(indexed(c.clone()).await.is_empty(), "{c:?}");
+    }
+    assert_eq!(store.list_objects(&tracks, &rank_8).await.expect_err("dropped").status(), 400);
+    assert!(!store.update_app(&App { id: "nope".into(), ..app }).await.expect("unknown app"));
 }

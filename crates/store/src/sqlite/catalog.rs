@@ -1,4 +1,6 @@
-//! Products, activation codes and apps on SQLite. Resource lists are stored as JSON text.
+//! Products, activation codes and apps on SQLite. Resource lists and an app's index declarations
+//! are stored as JSON text. Writing an app whose index declaration changed brings its shared
+//! collections' indexes in line (through the objects writer) before the call returns.
 
 use async_trait::async_trait;
 use sqlx::Row;
@@ -6,6 +8,7 @@ use thingline_core::{Error, Result};
 
 use super::{SqliteStore, db_err, is_unique_violation};
 use crate::CatalogStore;
+use thingline_core::classes::IndexDeclarations;
 use thingline_core::model::{ActivationCode, App, Product, ResourceDecl};
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
@@ -13,7 +16,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| Error::internal(format!("corrupt resource list: {e}")))
+    serde_json::from_str(s).map_err(|e| Error::internal(format!("corrupt JSON column: {e}")))
 }
 
 fn product_from(row: &sqlx::sqlite::SqliteRow) -> Result<Product> {
@@ -29,11 +32,13 @@ fn product_from(row: &sqlx::sqlite::SqliteRow) -> Result<Product> {
 
 fn app_from(row: &sqlx::sqlite::SqliteRow) -> Result<App> {
     let resources: String = row.try_get("resources").map_err(db_err)?;
+    let indexes: String = row.try_get("indexes").map_err(db_err)?;
     Ok(App {
         id: row.try_get("id").map_err(db_err)?,
         owner_id: row.try_get("owner_id").map_err(db_err)?,
         name: row.try_get("name").map_err(db_err)?,
         resources: from_json::<Vec<String>>(&resources)?,
+        indexes: from_json::<IndexDeclarations>(&indexes)?,
         created_ms: row.try_get("created_ms").map_err(db_err)?,
     })
 }
@@ -154,20 +159,24 @@ impl CatalogStore for SqliteStore {
     }
 
     async fn create_app(&self, a: &App) -> Result<()> {
-        sqlx::query("INSERT INTO apps (id, owner_id, name, resources, created_ms) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO apps (id, owner_id, name, resources, indexes, created_ms) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(&a.id)
             .bind(a.owner_id)
             .bind(&a.name)
             .bind(to_json(&a.resources)?)
+            .bind(to_json(&a.indexes)?)
             .bind(a.created_ms)
             .execute(&self.write)
             .await
             .map_err(db_err)?;
+        if !a.indexes.is_empty() {
+            self.objects.sync_shared_indexes(&a.id).await?;
+        }
         Ok(())
     }
 
     async fn app(&self, id: &str) -> Result<Option<App>> {
-        let row = sqlx::query("SELECT id, owner_id, name, resources, created_ms FROM apps WHERE id = ?")
+        let row = sqlx::query("SELECT id, owner_id, name, resources, indexes, created_ms FROM apps WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.read)
             .await
@@ -176,9 +185,10 @@ impl CatalogStore for SqliteStore {
     }
 
     async fn apps_of(&self, owner_id: i64) -> Result<Vec<App>> {
-        let rows = sqlx::query(
-            "SELECT id, owner_id, name, resources, created_ms FROM apps WHERE owner_id = ? ORDER BY created_ms, id",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT id, owner_id, name, resources, indexes, created_ms FROM apps ",
+            "WHERE owner_id = ? ORDER BY created_ms, id"
+        ))
         .bind(owner_id)
         .fetch_all(&self.read)
         .await
@@ -187,15 +197,29 @@ impl CatalogStore for SqliteStore {
     }
 
     async fn update_app(&self, a: &App) -> Result<bool> {
-        let n = sqlx::query("UPDATE apps SET name = ?, resources = ? WHERE id = ?")
+        let indexes = to_json(&a.indexes)?;
+        // The declaration before and after, in one write transaction: concurrent updates are
+        // ordered, so the last one to change it also brings the collections in line.
+        let mut tx = self.begin_write().await.map_err(db_err)?;
+        let before: Option<String> = sqlx::query_scalar("SELECT indexes FROM apps WHERE id = ?")
+            .bind(&a.id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let Some(before) = before else { return Ok(false) };
+        sqlx::query("UPDATE apps SET name = ?, resources = ?, indexes = ? WHERE id = ?")
             .bind(&a.name)
             .bind(to_json(&a.resources)?)
+            .bind(&indexes)
             .bind(&a.id)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await
-            .map_err(db_err)?
-            .rows_affected();
-        Ok(n > 0)
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        if before != indexes {
+            self.objects.sync_shared_indexes(&a.id).await?;
+        }
+        Ok(true)
     }
 
     async fn delete_app(&self, id: &str) -> Result<bool> {

@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/sqlite/0002_app_users.sql")),
     (3, include_str!("../../migrations/sqlite/0003_objects.sql")),
     (4, include_str!("../../migrations/sqlite/0004_object_indexes.sql")),
+    (5, include_str!("../../migrations/sqlite/0005_app_object_indexes.sql")),
 ];
 
 /// Options only the SQLite backend reads.

@@ -4,7 +4,8 @@
 //! Tables (migration 0003): `object_collections` maps (app, owner, path) to a small integer `cid`;
 //! `objects` is clustered by (cid, k) where `k` is the sortable form of `_id`; `object_fields`
 //! indexes top-level scalar fields by (cid, name, v, k), for the fields of each collection listed
-//! in `object_indexes` (migration 0004): those a `where` or `sort` has named. See
+//! in `object_indexes` (migration 0004): in a private collection those a `where` or `sort` has
+//! named, in a shared one those its app declares (`apps.indexes`, migration 0005). See
 //! docs/objects-api.md.
 
 mod sql;
@@ -59,17 +60,32 @@ impl ObjectStore for SqliteStore {
         let Some(cid) = sql::collection_id(&mut conn, collection).await? else {
             return Ok(Vec::new());
         };
-        // The fields this read filters or sorts on must be indexed (a field named for the first
-        // time is indexed now, by the writer): the read connection is not held meanwhile.
-        let mut names: Vec<&str> = query.filters.iter().map(|(name, _)| name.as_str()).collect();
+        // The fields this read filters or sorts on must be indexed (by the writer: a field of a
+        // private collection named for the first time is indexed now, one a shared collection's
+        // app does not declare is refused): the read connection is not held meanwhile.
+        let mut names: Vec<(&'static str, &str)> =
+            query.filters.iter().map(|(name, _)| ("where", name.as_str())).collect();
         if let ListOrder::Field { name, .. } = &query.order {
-            names.push(name);
+            names.push(("sort", name));
         }
         if !self.objects.all_indexed(cid, &names) {
             drop(conn);
-            self.objects.ensure_indexed(cid, &names).await?;
+            self.objects.ensure_indexed(collection, cid, &names).await?;
             conn = self.read.acquire().await.map_err(db_err)?;
         }
         sql::list(&mut conn, cid, query).await
+    }
+
+    async fn indexed_fields(&self, collection: &Collection) -> Result<Vec<String>> {
+        sqlx::query_scalar(concat!(
+            "SELECT i.name FROM object_collections c JOIN object_indexes i ON i.cid = c.id ",
+            "WHERE c.app_id = ? AND c.owner = ? AND c.path = ? ORDER BY i.name"
+        ))
+        .bind(&collection.app_id)
+        .bind(collection.owner.as_i64())
+        .bind(&collection.path)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)
     }
 }

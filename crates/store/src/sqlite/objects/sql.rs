@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection};
 use sqlx::{Row, Sqlite};
 use thingline_core::classes::{
-    Collection, ListOrder, ListQuery, PreparedObject, Scalar, indexed_fields, sort_key, stored_fields,
+    Collection, IndexDeclarations, ListOrder, ListQuery, PreparedObject, SHARED_OWNER, Scalar, indexed_fields,
+    sort_key, stored_fields,
 };
 use thingline_core::{Error, Result};
 
@@ -314,20 +315,18 @@ pub(super) async fn indexed_names(conn: &mut SqliteConnection, cid: i64) -> Resu
     Ok(names.into_iter().collect())
 }
 
-/// Objects read per step while indexing a field of an existing collection.
+/// Objects read per step while indexing fields of an existing collection.
 const BACKFILL_PAGE: i64 = 400;
 
-/// Makes `name` an indexed field of collection `cid` (call inside a transaction): records it and
-/// writes the index rows of every object already stored, a page of objects at a time, with the
-/// values computed exactly as a create computes them.
-pub(super) async fn index_field(conn: &mut SqliteConnection, cid: i64, name: &str) -> Result<()> {
-    sqlx::query("INSERT OR IGNORE INTO object_indexes (cid, name) VALUES (?, ?)")
-        .bind(cid)
-        .bind(name.to_owned())
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    let only = HashSet::from([name.to_owned()]);
+/// Makes `names` indexed fields of collection `cid` (call inside a transaction): records them and
+/// writes their index rows for every object already stored, a page of objects at a time (one
+/// pass however many fields), with the values computed exactly as a create computes them.
+pub(super) async fn index_fields(conn: &mut SqliteConnection, cid: i64, names: &[String]) -> Result<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    record_indexes(conn, cid, names).await?;
+    let only: HashSet<String> = names.iter().cloned().collect();
     let mut after = String::new();
     loop {
         let page: Vec<(String, String)> =
@@ -342,14 +341,67 @@ pub(super) async fn index_field(conn: &mut SqliteConnection, cid: i64, name: &st
         after = last.clone();
         let mut values = Vec::new();
         for (k, body) in &page {
-            values.extend(index_rows_of(body, &only)?.into_iter().map(|(_, v)| (k.as_str(), v)));
+            values.extend(index_rows_of(body, &only)?.into_iter().map(|(name, v)| (name, v, k.as_str())));
         }
-        let rows: Vec<(&str, &Scalar, &str)> = values.iter().map(|(k, v)| (name, v, *k)).collect();
-        insert_index_rows(conn, cid, &rows).await?;
+        // 4 bound parameters per row: 1000 rows stay well under SQLite's 32,766.
+        for chunk in values.chunks(1000) {
+            let rows: Vec<(&str, &Scalar, &str)> = chunk.iter().map(|(name, v, k)| (name.as_str(), v, *k)).collect();
+            insert_index_rows(conn, cid, &rows).await?;
+        }
         if page.len() < BACKFILL_PAGE as usize {
             return Ok(());
         }
     }
+}
+
+/// Records `names` as indexed fields of collection `cid` without writing index rows (for a
+/// collection with no objects yet, or inside [`index_fields`]).
+pub(super) async fn record_indexes(conn: &mut SqliteConnection, cid: i64, names: &[String]) -> Result<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let names = serde_json::to_string(names).map_err(Error::internal)?;
+    sqlx::query("INSERT OR IGNORE INTO object_indexes (cid, name) SELECT ?, value FROM json_each(?)")
+        .bind(cid)
+        .bind(names)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// Stops indexing field `name` of collection `cid`: its record and every index row go.
+pub(super) async fn drop_index(conn: &mut SqliteConnection, cid: i64, name: &str) -> Result<()> {
+    for sql in [
+        "DELETE FROM object_fields WHERE cid = ? AND name = ?",
+        "DELETE FROM object_indexes WHERE cid = ? AND name = ?",
+    ] {
+        sqlx::query(sql).bind(cid).bind(name.to_owned()).execute(&mut *conn).await.map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// The index declarations of an app (none for an unknown app).
+pub(super) async fn app_indexes(conn: &mut SqliteConnection, app_id: &str) -> Result<IndexDeclarations> {
+    let text: Option<String> = sqlx::query_scalar("SELECT indexes FROM apps WHERE id = ?")
+        .bind(app_id.to_owned())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    match text {
+        Some(t) => serde_json::from_str(&t).map_err(|e| Error::internal(format!("corrupt apps.indexes: {e}"))),
+        None => Ok(IndexDeclarations::default()),
+    }
+}
+
+/// The shared collections of an app: (id, path).
+pub(super) async fn shared_collections(conn: &mut SqliteConnection, app_id: &str) -> Result<Vec<(i64, String)>> {
+    sqlx::query_as("SELECT id, path FROM object_collections WHERE app_id = ? AND owner = ? ORDER BY id")
+        .bind(app_id.to_owned())
+        .bind(SHARED_OWNER)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)
 }
 
 /// A value bound into the read.

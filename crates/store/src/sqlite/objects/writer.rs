@@ -10,8 +10,13 @@
 //! failure.
 //!
 //! The writer also owns which fields of each collection are indexed ([`IndexedFields`]): it keeps
-//! the index rows of exactly those fields, and indexes a new one (objects already stored
-//! included) in its own transaction between two groups when a read asks for it.
+//! the index rows of exactly those fields, and changes the set in its own transaction between two
+//! groups. A private (`/classes/me`) collection gets a field indexed (objects already stored
+//! included) when a read first asks for it, up to [`MAX_INDEXED_FIELDS`]. A shared (`/classes/app`)
+//! collection has exactly the fields its app declares for its name ([`IndexDeclarations`], the
+//! `apps.indexes` column): from its creation, and again whenever the declaration changes
+//! ([`ObjectWriter::sync_shared_indexes`]: declared fields are indexed, others dropped); a read
+//! naming another field of it is a 400.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -21,7 +26,9 @@ use serde_json::{Map, Value};
 use sqlx::sqlite::SqliteConnection;
 
 use sqlx::Connection;
-use thingline_core::classes::{Collection, MAX_INDEXED_FIELDS, PreparedObject, merge_object, sort_key};
+use thingline_core::classes::{
+    Collection, IndexDeclarations, MAX_INDEXED_FIELDS, Owner, PreparedObject, merge_object, sort_key, undeclared,
+};
 use thingline_core::{Error, Result};
 use tokio::sync::{mpsc, oneshot};
 
@@ -36,6 +43,8 @@ const MAX_OPS_PER_COMMIT: usize = 256;
 const QUEUE: usize = 4096;
 /// Collection ids remembered by the writer before the cache is emptied.
 const MAX_CACHED_COLLECTIONS: usize = 100_000;
+/// Apps whose index declarations the writer remembers before that cache is emptied.
+const MAX_CACHED_APPS: usize = 10_000;
 
 /// What the writer remembers between groups; emptied whenever a transaction does not commit.
 struct Caches {
@@ -44,6 +53,9 @@ struct Caches {
     cids: HashMap<Collection, i64>,
     /// The indexed fields of each collection (shared with the readers).
     indexed: Arc<IndexedFields>,
+    /// App → its index declarations (`apps.indexes`), for the shared collections it creates and
+    /// indexes; refreshed from the database by every [`Op::SyncShared`].
+    declared: HashMap<String, Arc<IndexDeclarations>>,
 }
 
 /// Which top-level fields of each collection are indexed (`object_indexes`): the writer keeps
@@ -71,14 +83,27 @@ impl IndexedFields {
         }
         map.insert(cid, names);
     }
+
+    /// Forgets everything (reloaded from the database on use): after a transaction that set the
+    /// fields of a collection it created did not commit.
+    fn clear(&self) {
+        self.by_cid.write().clear();
+    }
 }
 
 enum Op {
     Work(Work),
-    /// Index field `name` of collection `cid` (its own transaction, after the current group).
+    /// Make the fields a read names (`where`/`sort`, field) indexed in collection `c` (id `cid`),
+    /// or refuse them (its own transaction, after the current group).
     Index {
+        c: Collection,
         cid: i64,
-        name: String,
+        names: Vec<(&'static str, String)>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// Bring every shared collection of the app in line with its declaration, read anew.
+    SyncShared {
+        app_id: String,
         reply: oneshot::Sender<Result<()>>,
     },
     Close {
@@ -150,23 +175,32 @@ impl ObjectWriter {
         rx.await.map_err(|_| closed())?
     }
 
-    /// Whether every field of `names` is known to be indexed in collection `cid`.
-    pub(crate) fn all_indexed(&self, cid: i64, names: &[&str]) -> bool {
-        names.iter().all(|name| self.indexed.covers(cid, name))
+    /// Whether every field a read names (`where`/`sort`, field) is known to be indexed in
+    /// collection `cid`.
+    pub(crate) fn all_indexed(&self, cid: i64, names: &[(&'static str, &str)]) -> bool {
+        names.iter().all(|(_, name)| self.indexed.covers(cid, name))
     }
 
-    /// Makes sure every field of `names` is indexed in collection `cid` (a field named for the
-    /// first time is indexed now, objects already stored included).
-    pub(crate) async fn ensure_indexed(&self, cid: i64, names: &[&str]) -> Result<()> {
-        for name in names {
-            if self.indexed.covers(cid, name) {
-                continue;
-            }
-            let (reply, rx) = oneshot::channel();
-            self.tx.send(Op::Index { cid, name: (*name).to_owned(), reply }).await.map_err(|_| closed())?;
-            rx.await.map_err(|_| closed())??;
+    /// Makes sure every field a read names is indexed in collection `c` (id `cid`): in a private
+    /// collection a field named for the first time is indexed now (objects already stored
+    /// included); in a shared one a field its app does not declare is a 400.
+    pub(crate) async fn ensure_indexed(&self, c: &Collection, cid: i64, names: &[(&'static str, &str)]) -> Result<()> {
+        if self.all_indexed(cid, names) {
+            return Ok(());
         }
-        Ok(())
+        let names = names.iter().map(|(param, name)| (*param, (*name).to_owned())).collect();
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Op::Index { c: c.clone(), cid, names, reply }).await.map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// Brings the indexes of every shared collection of `app_id` in line with the app's
+    /// declaration as now stored: declared fields are indexed (objects already stored included),
+    /// fields no longer declared are dropped. Returns once done.
+    pub(crate) async fn sync_shared_indexes(&self, app_id: &str) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Op::SyncShared { app_id: app_id.to_owned(), reply }).await.map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
     }
 
     /// Commits what is queued, then stops the writer.
@@ -200,7 +234,7 @@ async fn prepare_one_statement(conn: &mut SqliteConnection) -> bool {
 /// `gate` is passed before each transaction: a forced WAL checkpoint holds the writer there.
 /// Before each, too, a connection that a failed transaction left unusable is replaced.
 async fn run(mut conn: OwnedConnection, gate: CommitGate, mut rx: mpsc::Receiver<Op>, indexed: Arc<IndexedFields>) {
-    let mut caches = Caches { cids: HashMap::new(), indexed };
+    let mut caches = Caches { cids: HashMap::new(), indexed, declared: HashMap::new() };
     let mut one_statement = prepare_one_statement(conn.get()).await;
     let mut close_reply = None;
     let mut index_ops = Vec::new();
@@ -214,7 +248,7 @@ async fn run(mut conn: OwnedConnection, gate: CommitGate, mut rx: mpsc::Receiver
                     break;
                 }
                 Op::Work(w) => group.push(w),
-                Op::Index { cid, name, reply } => index_ops.push((cid, name, reply)),
+                op @ (Op::Index { .. } | Op::SyncShared { .. }) => index_ops.push(op),
             }
             if group.len() + index_ops.len() >= MAX_OPS_PER_COMMIT {
                 break;
@@ -226,10 +260,19 @@ async fn run(mut conn: OwnedConnection, gate: CommitGate, mut rx: mpsc::Receiver
             let c = ready(&mut conn, &mut one_statement).await;
             commit_group(c, &mut caches, one_statement, group).await;
         }
-        for (cid, name, reply) in index_ops.drain(..) {
-            let _open = gate.open().await;
-            let c = ready(&mut conn, &mut one_statement).await;
-            let _ = reply.send(index_field(c, &mut caches, cid, &name).await);
+        for op in index_ops.drain(..) {
+            match op {
+                Op::Index { c: collection, cid, names, reply } => {
+                    let _open = gate.open().await;
+                    let c = ready(&mut conn, &mut one_statement).await;
+                    let _ = reply.send(ensure_indexed(c, &mut caches, &collection, cid, &names).await);
+                }
+                Op::SyncShared { app_id, reply } => {
+                    let c = ready(&mut conn, &mut one_statement).await;
+                    let _ = reply.send(sync_shared(c, &mut caches, &gate, &app_id).await);
+                }
+                Op::Work(_) | Op::Close { .. } => {}
+            }
         }
         if close_reply.is_some() {
             break;
@@ -241,7 +284,7 @@ async fn run(mut conn: OwnedConnection, gate: CommitGate, mut rx: mpsc::Receiver
         match op {
             Op::Close { reply } => drop(reply.send(())),
             Op::Work(w) => rest.push(w),
-            Op::Index { reply, .. } => drop(reply.send(Err(closed()))),
+            Op::Index { reply, .. } | Op::SyncShared { reply, .. } => drop(reply.send(Err(closed()))),
         }
     }
     if !rest.is_empty() {
@@ -358,10 +401,10 @@ async fn commit_group(conn: &mut SqliteConnection, caches: &mut Caches, one_stat
             } else {
                 tracing::warn!(error = %e, "objects group commit failed");
             }
-            // A rolled-back group may have cached ids of collections it created. The indexed
-            // fields stay: only `index_field` changes them, after its own commit, and a
-            // collection made by the rolled-back group had none.
+            // A rolled-back group may have cached ids of collections it created, and the
+            // declared fields of shared ones among them (their ids may be given again).
             caches.cids.clear();
+            caches.indexed.clear();
             for d in done {
                 d.fail(&e);
             }
@@ -546,8 +589,16 @@ async fn prepare_create(
     let cid = match known_collection(conn, caches, c).await? {
         Some(id) => id,
         None => {
+            // A new collection (the writer alone creates them): a shared one is indexed on the
+            // fields its app declares for its name from the start, a private one on none.
+            let declared = match c.owner {
+                Owner::App => declared_of(conn, caches, &c.app_id).await?.fields_of(&c.path).to_vec(),
+                Owner::User(_) => Vec::new(),
+            };
             let id = sql::ensure_collection(conn, c).await?;
+            sql::record_indexes(conn, id, &declared).await?;
             caches.cids.insert(c.clone(), id);
+            caches.indexed.set(id, Arc::new(declared.into_iter().collect()));
             id
         }
     };
@@ -594,8 +645,54 @@ async fn delete(conn: &mut SqliteConnection, caches: &mut Caches, c: &Collection
     Ok(true)
 }
 
-/// Indexes field `name` of collection `cid` in its own transaction (objects already stored
-/// included); the set of indexed fields changes only once that commits.
+/// The index declarations of an app, from the cache or the database.
+async fn declared_of(conn: &mut SqliteConnection, caches: &mut Caches, app_id: &str) -> Result<Arc<IndexDeclarations>> {
+    if let Some(d) = caches.declared.get(app_id) {
+        return Ok(Arc::clone(d));
+    }
+    let d = Arc::new(sql::app_indexes(conn, app_id).await?);
+    set_declared(caches, app_id, Arc::clone(&d));
+    Ok(d)
+}
+
+fn set_declared(caches: &mut Caches, app_id: &str, d: Arc<IndexDeclarations>) {
+    if caches.declared.len() >= MAX_CACHED_APPS {
+        caches.declared.clear();
+    }
+    caches.declared.insert(app_id.to_owned(), d);
+}
+
+/// Makes the fields a read names indexed in collection `c`, or refuses them: a private
+/// collection indexes each new one ([`index_field`]); a shared one takes only the fields its app
+/// declares (and, should its indexes differ from the declaration, is brought in line first).
+async fn ensure_indexed(
+    conn: &mut SqliteConnection,
+    caches: &mut Caches,
+    c: &Collection,
+    cid: i64,
+    names: &[(&'static str, String)],
+) -> Result<()> {
+    match c.owner {
+        Owner::User(_) => {
+            for (_, name) in names {
+                index_field(conn, caches, cid, name).await?;
+            }
+            Ok(())
+        }
+        Owner::App => {
+            let declared = declared_of(conn, caches, &c.app_id).await?;
+            let wanted = declared.fields_of(&c.path);
+            if let Some((param, name)) = names.iter().find(|(_, name)| !wanted.contains(name)) {
+                return Err(undeclared(param, &c.path, name));
+            }
+            reconcile(conn, caches, cid, wanted).await.map(|_changed| ())
+        }
+    }
+}
+
+/// Indexes field `name` of private collection `cid` in its own transaction (objects already
+/// stored included), at most [`MAX_INDEXED_FIELDS`] per collection; the set of indexed fields
+/// changes only once that commits.
 async fn index_field(conn: &mut SqliteConnection, caches: &mut Caches, cid: i64, name: &str) -> Result<()> {
     let indexed = indexed_of(conn, caches, cid).await?;
     if indexed.contains(name) {
@@ -608,11 +705,47 @@ async fn index_field(conn: &mut SqliteConnection, caches: &mut Caches, cid: i64,
         )));
     }
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
-    sql::index_field(&mut tx, cid, name).await?;
+    sql::index_fields(&mut tx, cid, &[name.to_owned()]).await?;
     tx.commit().await.map_err(db_err)?;
     let mut names = (*indexed).clone();
     names.insert(name.to_owned());
     caches.indexed.set(cid, Arc::new(names));
     tracing::info!(cid, field = name, "objects: field indexed on first use");
+    Ok(())
+}
+
+/// Makes the indexed fields of collection `cid` exactly `wanted`, in one transaction: fields no
+/// longer wanted are dropped (their index rows go), new ones indexed (objects already stored
+/// included). Nothing is written when they already are; true when something changed.
+async fn reconcile(conn: &mut SqliteConnection, caches: &mut Caches, cid: i64, wanted: &[String]) -> Result<bool> {
+    let indexed = indexed_of(conn, caches, cid).await?;
+    let gone: Vec<&String> = indexed.iter().filter(|name| !wanted.contains(name)).collect();
+    let added: Vec<String> = wanted.iter().filter(|name| !indexed.contains(*name)).cloned().collect();
+    if gone.is_empty() && added.is_empty() {
+        return Ok(false);
+    }
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+    for name in &gone {
+        sql::drop_index(&mut tx, cid, name).await?;
+    }
+    sql::index_fields(&mut tx, cid, &added).await?;
+    tx.commit().await.map_err(db_err)?;
+    caches.indexed.set(cid, Arc::new(wanted.iter().cloned().collect()));
+    tracing::debug!(cid, dropped = ?gone, indexed = ?added, "objects: shared collection indexes follow the declaration");
+    Ok(true)
+}
+
+/// Reads the app's declaration anew and brings each of its shared collections in line with it,
+/// one transaction per collection that changes.
+async fn sync_shared(conn: &mut SqliteConnection, caches: &mut Caches, gate: &CommitGate, app_id: &str) -> Result<()> {
+    let declared = Arc::new(sql::app_indexes(conn, app_id).await?);
+    set_declared(caches, app_id, Arc::clone(&declared));
+    let (mut seen, mut changed) = (0, 0);
+    for (cid, path) in sql::shared_collections(conn, app_id).await? {
+        let _open = gate.open().await;
+        seen += 1;
+        changed += usize::from(reconcile(conn, caches, cid, declared.fields_of(&path)).await?);
+    }
+    tracing::info!(app_id, shared_collections = seen, changed, "objects: indexes follow the app's declaration");
     Ok(())
 }
