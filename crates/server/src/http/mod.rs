@@ -3,11 +3,11 @@
 //! [`error::ApiError`] mapping to the thethings.iO envelope happens once.
 
 mod app_auth;
-pub mod body;
+mod body;
 mod classes;
 mod date;
-pub mod error;
-pub mod extract;
+mod error;
+mod extract;
 mod guard;
 mod health;
 mod me;
@@ -22,7 +22,7 @@ use axum::Router;
 use axum::response::IntoResponse;
 
 use crate::platform::Platform;
-pub use error::{ApiError, ApiResult};
+use error::{ApiError, ApiResult};
 
 /// A JSON response whose body was rendered by hand (value items are spliced in verbatim).
 pub(crate) fn json_text(status: axum::http::StatusCode, text: String) -> axum::response::Response {

@@ -354,29 +354,8 @@ impl Inner {
     /// once live, 403 when access was removed and 404 when its one thing is gone.
     async fn refresh(self: &Arc<Self>, session: &Session, channel: &Arc<str>, sub: &mut Sub) -> Result<()> {
         let p = &self.platform;
-        let live = !sub.members.is_empty();
-        let readable: Vec<Arc<Thing>> = match &sub.target {
-            Target::Key { key, thing } => match (p.reach(session, thing, key).await?, &sub.one) {
-                (Some((t, bits)), _) if bits & super::perm::GET != 0 => {
-                    sub.one = Some(Arc::clone(&t));
-                    vec![t]
-                }
-                (_, None) => return Err(Error::resource_not_found(key)),
-                // Lost: the thing was deleted (404), or the user's access to it removed (403).
-                (_, Some(one)) => {
-                    return Err(match p.thing_by_id(&one.id).await {
-                        Err(Error::NotFound(_)) => Ended::ThingGone.error(),
-                        _ => Ended::AccessRemoved.error(),
-                    });
-                }
-            },
-            Target::EveryThing { key } => {
-                let things = p.readable_things(session, key).await?;
-                if things.is_empty() {
-                    return Err(if live { Ended::AccessRemoved.error() } else { Error::resource_not_found(key) });
-                }
-                things
-            }
+        let (key, readable) = match &sub.target {
+            Target::Thing { .. } => return Ok(()),
             Target::Collection(c) => {
                 let owned = c.app_id == session.app_id
                     && match c.owner {
@@ -392,16 +371,33 @@ impl Inner {
                 }
                 return Ok(());
             }
-            Target::Thing { .. } => return Ok(()),
-        };
-        let key = match &sub.target {
-            Target::Key { key, .. } | Target::EveryThing { key } => key.clone(),
-            _ => return Ok(()),
+            Target::Key { key, thing } => match (p.reach(session, thing, key).await?, &sub.one) {
+                (Some((t, bits)), _) if bits & super::perm::GET != 0 => {
+                    sub.one = Some(Arc::clone(&t));
+                    (key, vec![t])
+                }
+                (_, None) => return Err(Error::resource_not_found(key)),
+                // Lost: the thing was deleted (404), or the user's access to it removed (403).
+                (_, Some(one)) => {
+                    return Err(match p.thing_by_id(&one.id).await {
+                        Err(Error::NotFound(_)) => Ended::ThingGone.error(),
+                        _ => Ended::AccessRemoved.error(),
+                    });
+                }
+            },
+            Target::EveryThing { key } => {
+                let things = p.readable_things(session, key).await?;
+                if things.is_empty() {
+                    let live = !sub.members.is_empty();
+                    return Err(if live { Ended::AccessRemoved.error() } else { Error::resource_not_found(key) });
+                }
+                (key, things)
+            }
         };
         sub.members.retain(|seq, _| readable.iter().any(|t| t.seq == *seq));
         for t in readable {
             if let Entry::Vacant(slot) = sub.members.entry(t.seq) {
-                let (gk, render) = views::key_view(&t, &key);
+                let (gk, render) = views::key_view(&t, key);
                 slot.insert(self.join(gk, render, channel, t.seq));
             }
         }
