@@ -22,17 +22,22 @@
 //! disconnected. A connection that has not authenticated within the auth timeout is closed;
 //! Engine.IO heartbeats close idle and half-open connections.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::{SendError, SocketError, SocketIo};
 use thingline_core::Error;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::platform::{Ended, Outlet, Payload, Platform, SinkError, Subscriber, Target, WeakSubscriber};
 
@@ -63,7 +68,10 @@ pub fn wrap(router: Router, platform: Arc<Platform>, auth_timeout: Duration) -> 
         .ws_max_message_size(MAX_INCOMING)
         .ws_max_frame_size(MAX_INCOMING)
         .ws_read_buffer_size(WS_READ_BUFFER)
-        .with_state(Handlers { platform, auth_timeout })
+        .with_state(Handlers {
+            platform: Arc::clone(&platform),
+            unauthenticated: AuthDeadlines::start(&platform, auth_timeout),
+        })
         .build_layer();
     // Socket.IO 1.x/2.x clients always join the root namespace first: it must exist (and does
     // nothing; everything happens on `/v2`).
@@ -83,7 +91,7 @@ pub fn wrap(router: Router, platform: Arc<Platform>, auth_timeout: Duration) -> 
 #[derive(Clone)]
 struct Handlers {
     platform: Arc<Platform>,
-    auth_timeout: Duration,
+    unauthenticated: Arc<AuthDeadlines>,
 }
 
 async fn on_connect(socket: SocketRef, State(h): State<Handlers>) -> Result<(), Infallible> {
@@ -113,13 +121,57 @@ async fn on_connect(socket: SocketRef, State(h): State<Handlers>) -> Result<(), 
         let s = strong.clone();
         async move { s.close().await }
     });
-    tokio::spawn(close_unauthenticated(socket, weak, h.auth_timeout));
+    h.unauthenticated.watch(socket, weak);
     Ok(())
 }
 
-/// Closes the connection when it has not authenticated within `timeout`.
+/// New connections waiting for their `authenticate`, oldest first. Every connection gets the same
+/// timeout, so the queue is in deadline order: one task for the server closes the connections
+/// that have not authenticated when their turn comes (no timer per connection).
+struct AuthDeadlines {
+    timeout: Duration,
+    queue: Mutex<VecDeque<(Instant, SocketRef, WeakSubscriber)>>,
+    wake: Notify,
+}
+
+impl AuthDeadlines {
+    fn start(platform: &Platform, timeout: Duration) -> Arc<AuthDeadlines> {
+        let deadlines = Arc::new(AuthDeadlines { timeout, queue: Mutex::new(VecDeque::new()), wake: Notify::new() });
+        tokio::spawn(Arc::clone(&deadlines).run(platform.shutdown_signal().clone()));
+        deadlines
+    }
+
+    fn watch(&self, socket: SocketRef, subscriber: WeakSubscriber) {
+        let mut queue = self.queue.lock();
+        queue.push_back((Instant::now() + self.timeout, socket, subscriber));
+        if queue.len() == 1 {
+            self.wake.notify_one();
+        }
+    }
+
+    async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let next = self.queue.lock().front().map(|(t, _, _)| *t);
+            let due = match next {
+                Some(t) if t <= Instant::now() => self.queue.lock().pop_front(),
+                _ => None,
+            };
+            if let Some((_, socket, subscriber)) = due {
+                close_unauthenticated(socket, subscriber, self.timeout).await;
+                continue;
+            }
+            let sleep = next.map_or(self.timeout, |t| t.saturating_duration_since(Instant::now()));
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+}
+
+/// Closes the connection unless it authenticated (or is gone).
 async fn close_unauthenticated(socket: SocketRef, subscriber: WeakSubscriber, timeout: Duration) {
-    tokio::time::sleep(timeout).await;
     let Some(sub) = subscriber.upgrade() else { return };
     if !socket.connected() || sub.is_authenticated().await {
         return;
