@@ -121,7 +121,7 @@ struct State {
     /// Counts the connection, and towards the per-user cap once authenticated.
     guard: ConnectionGuard,
     /// By channel.
-    subs: HashMap<Arc<str>, Sub>,
+    subs: Subs,
     /// Membership in the user's access-change group.
     access: Option<Membership>,
     /// The session expiry watched by [`Deadlines`].
@@ -139,6 +139,43 @@ struct Sub {
     _per_thing: Option<ThingStreamGuard>,
 }
 
+/// A connection's subscriptions by channel: a few at most (the cap is per connection), so a
+/// vector sized to fit, not a hash map with spare buckets (10,000 idle connections add up).
+#[derive(Default)]
+struct Subs(Vec<(Arc<str>, Sub)>);
+
+impl Subs {
+    fn get_mut(&mut self, channel: &str) -> Option<&mut Sub> {
+        self.0.iter_mut().find(|(c, _)| c.as_ref() == channel).map(|(_, s)| s)
+    }
+
+    fn insert(&mut self, channel: Arc<str>, sub: Sub) {
+        self.0.reserve_exact(1);
+        self.0.push((channel, sub));
+    }
+
+    fn remove(&mut self, channel: &str) -> Option<Sub> {
+        let i = self.0.iter().position(|(c, _)| c.as_ref() == channel)?;
+        Some(self.0.swap_remove(i).1)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn channels(&self) -> Vec<Arc<str>> {
+        self.0.iter().map(|(c, _)| Arc::clone(c)).collect()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = (Arc<str>, Sub)> + '_ {
+        self.0.drain(..)
+    }
+}
+
 /// Ids of subscribers (for the expiry map).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -148,7 +185,7 @@ impl Platform {
         let state = State {
             session: None,
             guard: self.notifier.connections().open(),
-            subs: HashMap::new(),
+            subs: Subs::default(),
             access: None,
             deadline: None,
             closed: false,
@@ -237,7 +274,7 @@ impl Subscriber {
             return Err(Ended::SessionEnded.error());
         }
         let channel = target_channel(&target)?;
-        if st.subs.contains_key(&channel) {
+        if st.subs.get_mut(&channel).is_some() {
             return Ok(channel);
         }
         if st.subs.len() >= p.notifier.limits().max_subscriptions_per_connection() {
@@ -439,7 +476,7 @@ impl Inner {
                 return;
             }
         };
-        let channels: Vec<Arc<str>> = st.subs.keys().cloned().collect();
+        let channels = st.subs.channels();
         for channel in channels {
             let Some(mut sub) = st.subs.remove(&channel) else { continue };
             let result = match &sub.target {
@@ -501,7 +538,7 @@ impl Inner {
             DropReason::Closed => return,
         };
         // Only a subscription still held ends (an unsubscribe may have come first).
-        if st.subs.get(&channel).is_some_and(|s| s.members.contains_key(&seq)) {
+        if st.subs.get_mut(&channel).is_some_and(|s| s.members.contains_key(&seq)) {
             st.subs.remove(&channel);
             self.outlet.ended(&channel, why);
         }
