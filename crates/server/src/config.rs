@@ -172,7 +172,7 @@ pub struct RealtimeSettings {
     pub queue: usize,
     pub streams_per_thing: usize,
     /// How long a Socket.IO connection may stay unauthenticated.
-    pub auth_timeout: std::time::Duration,
+    pub auth_timeout: Duration,
 }
 
 /// Default of [`RealtimeSettings::auth_timeout`], seconds.
@@ -215,10 +215,8 @@ impl Config {
         if body_limit < 1024 {
             bail!("THINGLINE_BODY_LIMIT must be at least 1024 bytes");
         }
-        let body_timeout = match args.body_timeout.or(file.body_timeout).unwrap_or(DEFAULT_BODY_TIMEOUT_SECS) {
-            0 => bail!("THINGLINE_BODY_TIMEOUT must be at least 1 second"),
-            secs => Duration::from_secs(secs),
-        };
+        let body_timeout =
+            seconds("THINGLINE_BODY_TIMEOUT", args.body_timeout.or(file.body_timeout), DEFAULT_BODY_TIMEOUT_SECS)?;
         let at_least_one = |name: &str, v: Option<usize>, default: usize| match v.unwrap_or(default) {
             0 => Err(anyhow::anyhow!("{name} must be at least 1")),
             n => Ok(n),
@@ -244,11 +242,11 @@ impl Config {
                 args.realtime_streams_per_thing.or(file.realtime_streams_per_thing),
                 thingline_bus::DEFAULT_MAX_STREAMS_PER_THING,
             )?,
-            auth_timeout: std::time::Duration::from_secs(at_least_one(
+            auth_timeout: seconds(
                 "THINGLINE_REALTIME_AUTH_TIMEOUT",
-                args.realtime_auth_timeout.or(file.realtime_auth_timeout).map(|s| s as usize),
-                DEFAULT_REALTIME_AUTH_TIMEOUT_S as usize,
-            )? as u64),
+                args.realtime_auth_timeout.or(file.realtime_auth_timeout),
+                DEFAULT_REALTIME_AUTH_TIMEOUT_S,
+            )?,
         };
         let panel_email = args.panel_email.or(file.panel_email);
         if let Some(email) = &panel_email
@@ -287,6 +285,14 @@ impl Config {
             smtp_from: args.smtp_from.or(file.smtp_from).unwrap_or_else(|| "thingline@localhost".into()),
             data_dir,
         })
+    }
+}
+
+/// A duration in whole seconds, at least one.
+fn seconds(name: &str, value: Option<u64>, default: u64) -> anyhow::Result<Duration> {
+    match value.unwrap_or(default) {
+        0 => bail!("{name} must be at least 1 second"),
+        secs => Ok(Duration::from_secs(secs)),
     }
 }
 
