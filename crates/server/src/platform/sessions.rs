@@ -1,9 +1,11 @@
 //! App sessions: who is calling the App API. Tokens are random (256 bits), handed out once and
 //! stored only as their SHA-256 digest; each expires after its `expirationDate`.
 //!
-//! Token → session lookups are answered from memory ([`SessionCache`]): the store is read only on
-//! the first use of a token after start (or after an invalidation). Logout, password changes and
-//! app changes remove entries; a generation counter keeps a fill that raced with a removal out.
+//! Token → session lookups are answered from memory ([`SessionCache`]): a session is cached when it
+//! is issued, and the store is read only for a token first used after a start (or after an
+//! invalidation). Logout, password changes and app changes remove entries and tell the user's live
+//! subscriptions, which re-validate their session by its digest; a generation counter keeps a fill
+//! that raced with a removal out.
 
 use std::collections::HashMap;
 use std::sync::Arc;
