@@ -184,12 +184,6 @@ impl Listener {
         self.addr
     }
 
-    /// The shutdown signal this listener stops at. [`Listener::accept`] returns `None` once it
-    /// fired; the protocol's connection tasks watch it to end (or drain) their connections.
-    pub fn shutdown_token(&self) -> &CancellationToken {
-        &self.shutdown
-    }
-
     /// The next ready connection; `None` once the shutdown signal fired. Cancel-safe: dropping
     /// the future loses no connection.
     ///
@@ -311,16 +305,6 @@ enum Io {
     Plain(TcpStream),
     /// Boxed: a TLS session is large and plain connections should not pay for it.
     Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl Stream {
-    /// The TCP connection under it.
-    pub fn tcp(&self) -> &TcpStream {
-        match &self.io {
-            Io::Plain(s) => s,
-            Io::Tls(s) => s.get_ref().0,
-        }
-    }
 }
 
 impl AsyncRead for Stream {

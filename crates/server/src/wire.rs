@@ -19,8 +19,10 @@ pub fn push_str_lit(out: &mut String, s: &str) {
     out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
 }
 
-/// `{"key":k,"value":v[,"geo":g],"datetime":d}`; `geo` is the attribute as the writer sent it.
-fn push_item_geo(out: &mut String, key: &str, value: &str, geo: Option<&str>, ts: i64) {
+/// `{"key":k,"value":v[,"geo":g][,"id":thingId],"datetime":d}`: a thing item, or with the thing's
+/// id an app item (the guide's `{"value","id"}` plus the key and datetime). `geo` is the attribute
+/// as the writer sent it.
+fn push_item(out: &mut String, key: &str, value: &str, geo: Option<&str>, thing_id: Option<&str>, ts: i64) {
     out.push_str("{\"key\":");
     push_str_lit(out, key);
     out.push_str(",\"value\":");
@@ -28,6 +30,10 @@ fn push_item_geo(out: &mut String, key: &str, value: &str, geo: Option<&str>, ts
     if let Some(g) = geo {
         out.push_str(",\"geo\":");
         out.push_str(g);
+    }
+    if let Some(id) = thing_id {
+        out.push_str(",\"id\":");
+        push_str_lit(out, id);
     }
     out.push_str(",\"datetime\":\"");
     push_datetime(out, ts);
@@ -42,7 +48,7 @@ pub fn items_array<'a>(items: impl IntoIterator<Item = &'a ValueItem>) -> String
         if i > 0 {
             out.push(',');
         }
-        push_item_geo(&mut out, &it.key, &it.value, None, it.ts);
+        push_item(&mut out, &it.key, &it.value, None, None, it.ts);
     }
     out.push(']');
     out
@@ -58,28 +64,10 @@ pub fn written_array<'a>(items: impl IntoIterator<Item = &'a WrittenValue>) -> S
             out.push(',');
         }
         let it = &w.item;
-        push_item_geo(&mut out, &it.key, &it.value, w.geo.as_ref().map(|g| g.sent.as_str()), it.ts);
+        push_item(&mut out, &it.key, &it.value, w.geo.as_ref().map(|g| g.sent.as_str()), None, it.ts);
     }
     out.push(']');
     out
-}
-
-/// `{"key":k,"value":v[,"geo":g],"id":thingId,"datetime":d}` — the app subscription item (the
-/// guide's `{"value","id"}` plus the key and datetime).
-fn push_app_item(out: &mut String, key: &str, value: &str, geo: Option<&str>, thing_id: &str, ts: i64) {
-    out.push_str("{\"key\":");
-    push_str_lit(out, key);
-    out.push_str(",\"value\":");
-    out.push_str(value);
-    if let Some(g) = geo {
-        out.push_str(",\"geo\":");
-        out.push_str(g);
-    }
-    out.push_str(",\"id\":");
-    push_str_lit(out, thing_id);
-    out.push_str(",\"datetime\":\"");
-    push_datetime(out, ts);
-    out.push_str("\"}");
 }
 
 /// The app items of one thing's write that carry `key` (or its magic sub-paths, e.g.
@@ -100,7 +88,7 @@ pub fn app_items_array<'a>(
                 out.push(',');
             }
             any = true;
-            push_app_item(&mut out, GEO_KEY, &g.point, None, thing_id, g.ts);
+            push_item(&mut out, GEO_KEY, &g.point, None, Some(thing_id), g.ts);
         }
         let it = &w.item;
         if !key_matches(&it.key, key) {
@@ -110,7 +98,7 @@ pub fn app_items_array<'a>(
             out.push(',');
         }
         any = true;
-        push_app_item(&mut out, &it.key, &it.value, w.geo.as_ref().map(|g| g.sent.as_str()), thing_id, it.ts);
+        push_item(&mut out, &it.key, &it.value, w.geo.as_ref().map(|g| g.sent.as_str()), Some(thing_id), it.ts);
     }
     out.push(']');
     any.then_some(out)

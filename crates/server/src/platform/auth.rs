@@ -10,7 +10,7 @@ use thingline_core::time::now_ms;
 use thingline_core::{Error, Result};
 
 use super::Platform;
-use super::limiter::LimitKey;
+use super::limiter::{LimitKey, RateLimiter};
 
 /// How long a panel session lives.
 const PANEL_SESSION_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -71,14 +71,39 @@ pub async fn verify_password(password: &str, phc: Option<&str>) -> Result<bool> 
     .await
 }
 
-/// The account key a login attempt is counted against: the normalized email, or (for an email
-/// that is not a valid address, and so names no account) a fixed-size digest of what was sent,
-/// so that the limiter never holds client text of unbounded length.
-pub(crate) fn login_account_key(email: &str) -> (Option<String>, String) {
-    match normalize_email(email) {
+/// The user a login names, once its password is checked: 401 `Invalid email or password`
+/// otherwise, 429 past the limits. The attempt is reserved on the account (`scope` + the
+/// normalized email) and the client address before `lookup` asks the store and the password is
+/// verified, and released only when the password is right, so concurrent attempts cannot get past
+/// the limit and correct logins never count. An email that is not a valid address names no
+/// account and fails like a wrong password; it is counted under a digest of what was sent, so the
+/// limiter never holds client text of unbounded length.
+pub(crate) async fn check_login<U>(
+    limiter: &RateLimiter,
+    scope: &str,
+    email: &str,
+    password: &str,
+    client: IpAddr,
+    lookup: impl AsyncFnOnce(&str) -> Result<Option<U>>,
+    password_hash: impl Fn(&U) -> &str,
+) -> Result<U> {
+    let (norm, account) = match normalize_email(email) {
         Ok(norm) => (Some(norm.clone()), norm),
         Err(_) => (None, format!("invalid:{}", token_digest(email.trim()))),
-    }
+    };
+    let account = format!("{scope}{account}");
+    let attempt = limiter.reserve(&[LimitKey::Account(&account), LimitKey::Addr(client)])?;
+    let user = match &norm {
+        Some(norm) => lookup(norm).await?,
+        None => None,
+    };
+    let ok = verify_password(password, user.as_ref().map(&password_hash)).await?;
+    let Some(user) = user.filter(|_| ok) else {
+        // The reservation stays: a failed attempt.
+        return Err(Error::Unauthorized("Invalid email or password".into()));
+    };
+    attempt.release();
+    Ok(user)
 }
 
 impl Platform {
@@ -102,22 +127,12 @@ impl Platform {
         }
     }
 
-    /// Panel login: a new session token, or 401; 429 after too many failures. The attempt is
-    /// reserved (per email and per client address) before the password is verified, and released
-    /// only when it is right. An email that is not a valid address fails like a wrong password.
+    /// Panel login: a new session token, or 401; 429 after too many failures ([`check_login`]).
     pub async fn panel_login(&self, email: &str, password: &str, client: IpAddr) -> Result<String> {
-        let (norm, account) = login_account_key(email);
-        let attempt = self.panel_logins.reserve(&[LimitKey::Account(&account), LimitKey::Addr(client)])?;
-        let user = match &norm {
-            Some(norm) => self.store.panel_user_by_email(norm).await?,
-            None => None,
-        };
-        let ok = verify_password(password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
-        let Some(user) = user.filter(|_| ok) else {
-            // The reservation stays: a failed attempt.
-            return Err(Error::Unauthorized("Invalid email or password".into()));
-        };
-        attempt.release();
+        let lookup = async |norm: &str| self.store.panel_user_by_email(norm).await;
+        let user =
+            check_login(&self.panel_logins, "", email, password, client, lookup, |u: &PanelUser| &u.password_hash)
+                .await?;
         let token = new_secret_token();
         self.store.create_panel_session(user.id, &token_digest(&token), now_ms() + PANEL_SESSION_MS).await?;
         Ok(token)

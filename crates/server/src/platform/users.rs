@@ -14,8 +14,8 @@ use thingline_core::model::{AppUser, GrantEntry, PanelUser, Thing};
 use thingline_core::time::now_ms;
 use thingline_core::{Error, Result};
 
-use super::auth::{hash_password, login_account_key, verify_password};
-use super::limiter::{LimitKey, RateLimiter};
+use super::auth::{check_login, hash_password};
+use super::limiter::RateLimiter;
 use super::mail::Mailer;
 use super::permissions::{AccessCaches, perm};
 use super::sessions::SessionCache;
@@ -115,9 +115,7 @@ impl Platform {
     }
 
     /// Logs a user of an app in: a new session token, or 401; 429 after too many failures (per
-    /// email in the app and per client address). The attempt is reserved before the password is
-    /// verified and released only when it is right; an email that is not a valid address fails
-    /// like a wrong password.
+    /// email in the app and per client address; see [`check_login`]).
     pub async fn app_login(
         &self,
         app_id: &str,
@@ -127,19 +125,11 @@ impl Platform {
         client: IpAddr,
     ) -> Result<LoginOutcome> {
         let app = self.existing_app(app_id).await?;
-        let (norm, account) = login_account_key(email);
-        let account = format!("{}:{account}", app.id);
-        let attempt = self.app_api.logins.reserve(&[LimitKey::Account(&account), LimitKey::Addr(client)])?;
-        let user = match &norm {
-            Some(norm) => self.store.app_user_by_email(&app.id, norm).await?,
-            None => None,
-        };
-        let ok = verify_password(password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
-        let Some(user) = user.filter(|_| ok) else {
-            // The reservation stays: a failed attempt.
-            return Err(Error::Unauthorized("Invalid email or password".into()));
-        };
-        attempt.release();
+        let scope = format!("{}:", app.id);
+        let lookup = async |norm: &str| self.store.app_user_by_email(&app.id, norm).await;
+        let user =
+            check_login(&self.app_api.logins, &scope, email, password, client, lookup, |u: &AppUser| &u.password_hash)
+                .await?;
         let (token, session) = self.new_session(user.id, &app.id, &user.email, lifetime_s).await?;
         Ok(LoginOutcome { token, expires_in: lifetime_s, session })
     }

@@ -39,7 +39,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::platform::{Ended, Outlet, Payload, Platform, SinkError, Subscriber, Target, WeakSubscriber};
+use crate::platform::{
+    Ended, Outlet, Payload, Platform, SinkError, Subscriber, Target, WeakSubscriber, authenticate_first,
+};
 
 /// Engine.IO heartbeat: a ping every interval; no answer within the timeout closes the
 /// connection (idle and half-open TCP alike).
@@ -151,10 +153,12 @@ impl AuthDeadlines {
 
     async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            let next = self.queue.lock().front().map(|(t, _, _)| *t);
-            let due = match next {
-                Some(t) if t <= Instant::now() => self.queue.lock().pop_front(),
-                _ => None,
+            let (due, next) = {
+                let mut queue = self.queue.lock();
+                match queue.front().map(|(t, _, _)| *t) {
+                    Some(t) if t <= Instant::now() => (queue.pop_front(), None),
+                    next => (None, next),
+                }
             };
             if let Some((_, socket, subscriber)) = due {
                 close_unauthenticated(socket, subscriber, self.timeout).await;
@@ -245,7 +249,7 @@ fn normalize(r: &str) -> String {
 /// Socket.IO is the apps' realtime: every topic needs `authenticate` first.
 async fn subscribe_topic(sub: &Subscriber, resource: &str) -> thingline_core::Result<()> {
     if !sub.is_authenticated().await {
-        return Err(Error::Unauthorized("Invalid session token: authenticate first".into()));
+        return Err(authenticate_first());
     }
     let target = if let Some(key) = resource.strip_prefix("/me/resources/") {
         Target::EveryThing { key: key.to_owned() }

@@ -45,7 +45,6 @@ pub(crate) use expiry::Deadlines;
 pub use queue::{Inbox, Next};
 pub use stats::spawn_stats_logger;
 pub use thingline_bus::{Payload, SinkError, StatsSnapshot};
-pub use views::thing_channel;
 
 /// What a subscription is to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +73,8 @@ pub enum Ended {
     SlowConsumer,
     /// The server fell behind and skipped events for this subscriber: 503.
     Lagged,
+    /// Access could not be re-checked (the store failed): 503.
+    Unverified,
 }
 
 impl Ended {
@@ -87,6 +88,7 @@ impl Ended {
                 Error::Unavailable("Subscriber too slow: its queue was full; subscribe again".into())
             }
             Ended::Lagged => Error::Unavailable("Subscriber fell behind: values were skipped; subscribe again".into()),
+            Ended::Unverified => Error::Unavailable("Could not re-check access; subscribe again".into()),
         }
     }
 }
@@ -238,10 +240,10 @@ impl Subscriber {
         if st.closed {
             return Err(Error::Unavailable("The connection is closed".into()));
         }
-        let same_user = st.session.as_ref().is_some_and(|s| s.user_id == session.user_id);
-        if !same_user {
+        if st.session.as_ref().is_some_and(|s| s.user_id != session.user_id) {
+            // Another user on the same connection: nothing of the first one carries over.
             st.subs.clear();
-            st.access = None;
+            inner.forget_session(&mut st);
         }
         if !st.guard.bind_user(session.user_id, p.notifier.limits().max_connections_per_user()) {
             return Err(Error::TooManyRequests("too many realtime connections for this user".into()));
@@ -270,8 +272,8 @@ impl Subscriber {
             return Err(Error::Unavailable("The connection is closed".into()));
         }
         // The session may have ended since the last re-check ran: look now.
-        if st.session.is_some() && inner.revalidate(&mut st).await.is_err() {
-            return Err(Ended::SessionEnded.error());
+        if st.session.is_some() {
+            inner.revalidate(&mut st).await?;
         }
         let channel = target_channel(&target)?;
         if st.subs.get_mut(&channel).is_some() {
@@ -284,7 +286,11 @@ impl Subscriber {
         match &sub.target {
             Target::Key { .. } | Target::EveryThing { .. } | Target::Collection(_) => {
                 let session = st.session.clone().ok_or_else(authenticate_first)?;
-                inner.refresh(&session, &channel, &mut sub).await?;
+                // A new subscription has nothing to lose: `refresh` answers 404 for what is not
+                // readable.
+                if let Some(why) = inner.refresh(&session, &channel, &mut sub).await? {
+                    return Err(why.error());
+                }
             }
             Target::Thing { token } => {
                 let thing = p.thing_by_token(token).await?;
@@ -314,11 +320,7 @@ impl Subscriber {
         let mut st = self.inner.state.lock().await;
         st.closed = true;
         st.subs.clear();
-        st.access = None;
-        st.session = None;
-        if let Some(t) = st.deadline.take() {
-            self.inner.platform.deadlines.remove(t, self.inner.id);
-        }
+        self.inner.forget_session(&mut st);
     }
 }
 
@@ -341,7 +343,8 @@ impl Subscriber {
     }
 }
 
-fn authenticate_first() -> Error {
+/// The 401 of a subscription asked for before a session was bound.
+pub fn authenticate_first() -> Error {
     Error::Unauthorized("Invalid session token: authenticate first".into())
 }
 
@@ -353,7 +356,7 @@ fn target_channel(target: &Target) -> Result<Arc<str>> {
             Arc::from(format!("/me/resources/{key}"))
         }
         Target::Thing { token } => views::thing_channel(token),
-        Target::Collection(c) => views::collection_view(c).0.channel,
+        Target::Collection(c) => views::collection_channel(c),
     })
 }
 
@@ -379,20 +382,38 @@ impl Inner {
         if st.deadline == Some(expires_ms) {
             return;
         }
-        if let Some(t) = st.deadline.take() {
-            self.platform.deadlines.remove(t, self.id);
-        }
+        self.unwatch_expiry(st);
         self.platform.deadlines.insert(expires_ms, self.id, Arc::downgrade(self), &self.platform.shutdown);
         st.deadline = Some(expires_ms);
     }
 
-    /// (Re)computes what a user subscription covers: joins readable things not yet joined and
-    /// leaves the ones no longer readable. Errors: 404 when nothing is readable at subscribe time;
-    /// once live, 403 when access was removed and 404 when its one thing is gone.
-    async fn refresh(self: &Arc<Self>, session: &Session, channel: &Arc<str>, sub: &mut Sub) -> Result<()> {
+    fn unwatch_expiry(&self, st: &mut State) {
+        if let Some(t) = st.deadline.take() {
+            self.platform.deadlines.remove(t, self.id);
+        }
+    }
+
+    /// Unbinds the session: no access watch, no expiry watch (the subscriptions are the caller's).
+    fn forget_session(&self, st: &mut State) {
+        st.session = None;
+        st.access = None;
+        self.unwatch_expiry(st);
+    }
+
+    /// (Re)computes what a subscription covers: joins readable things not yet joined and leaves
+    /// the ones no longer readable. `Some(why)` when a live subscription lost what it covers (403
+    /// access removed, 404 its one thing deleted); `Err`: nothing readable for a new subscription
+    /// (404, as a read answers), or a failure.
+    async fn refresh(self: &Arc<Self>, session: &Session, channel: &Arc<str>, sub: &mut Sub) -> Result<Option<Ended>> {
         let p = &self.platform;
         let (key, readable) = match &sub.target {
-            Target::Thing { .. } => return Ok(()),
+            Target::Thing { token } => {
+                return match p.thing_by_token(token).await {
+                    Ok(_) => Ok(None),
+                    Err(Error::NotFound(_)) => Ok(Some(Ended::ThingGone)),
+                    Err(e) => Err(e),
+                };
+            }
             Target::Collection(c) => {
                 let owned = c.app_id == session.app_id
                     && match c.owner {
@@ -406,7 +427,7 @@ impl Inner {
                     let (key, render) = views::collection_view(c);
                     slot.insert(self.join(key, render, channel, 0));
                 }
-                return Ok(());
+                return Ok(None);
             }
             Target::Key { key, thing } => match (p.reach(session, thing, key).await?, &sub.one) {
                 (Some((t, bits)), _) if bits & super::perm::GET != 0 => {
@@ -414,19 +435,21 @@ impl Inner {
                     (key, vec![t])
                 }
                 (_, None) => return Err(Error::resource_not_found(key)),
-                // Lost: the thing was deleted (404), or the user's access to it removed (403).
+                // Lost: the thing was deleted, or the user's access to it removed.
                 (_, Some(one)) => {
-                    return Err(match p.thing_by_id(&one.id).await {
-                        Err(Error::NotFound(_)) => Ended::ThingGone.error(),
-                        _ => Ended::AccessRemoved.error(),
-                    });
+                    return Ok(Some(match p.thing_by_id(&one.id).await {
+                        Err(Error::NotFound(_)) => Ended::ThingGone,
+                        _ => Ended::AccessRemoved,
+                    }));
                 }
             },
             Target::EveryThing { key } => {
                 let things = p.readable_things(session, key).await?;
                 if things.is_empty() {
-                    let live = !sub.members.is_empty();
-                    return Err(if live { Ended::AccessRemoved.error() } else { Error::resource_not_found(key) });
+                    if sub.members.is_empty() {
+                        return Err(Error::resource_not_found(key));
+                    }
+                    return Ok(Some(Ended::AccessRemoved));
                 }
                 (key, things)
             }
@@ -438,7 +461,7 @@ impl Inner {
                 slot.insert(self.join(gk, render, channel, t.seq));
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Checks that the bound session is still live; when it is not, ends every subscription with
@@ -449,11 +472,7 @@ impl Inner {
             Ok(s) => Ok(s),
             Err(e @ Error::Unauthorized(_)) => {
                 self.end_all(st, Ended::SessionEnded);
-                st.session = None;
-                st.access = None;
-                if let Some(t) = st.deadline.take() {
-                    self.platform.deadlines.remove(t, self.id);
-                }
+                self.forget_session(st);
                 Err(e)
             }
             Err(e) => Err(e),
@@ -472,37 +491,24 @@ impl Inner {
             Err(Error::Unauthorized(_)) => return,
             Err(e) => {
                 tracing::warn!(error = %e.public_message(), "re-checking a subscriber's session failed");
-                self.end_all(&mut st, Ended::Lagged);
+                self.end_all(&mut st, Ended::Unverified);
                 return;
             }
         };
-        let channels = st.subs.channels();
-        for channel in channels {
+        for channel in st.subs.channels() {
             let Some(mut sub) = st.subs.remove(&channel) else { continue };
-            let result = match &sub.target {
-                Target::Thing { token } => match self.platform.thing_by_token(token).await {
-                    Ok(_) => Ok(()),
-                    Err(Error::NotFound(_)) => Err(Ended::ThingGone.error()),
-                    Err(e) => Err(e),
-                },
-                _ => self.refresh(&session, &channel, &mut sub).await,
-            };
-            match result {
-                Ok(()) => {
+            let why = match self.refresh(&session, &channel, &mut sub).await {
+                Ok(None) => {
                     st.subs.insert(channel, sub);
+                    continue;
                 }
+                Ok(Some(why)) => why,
                 Err(e) => {
-                    let why = match e {
-                        Error::NotFound(_) => Ended::ThingGone,
-                        Error::Forbidden(_) => Ended::AccessRemoved,
-                        other => {
-                            tracing::warn!(error = %other.public_message(), "re-checking a subscription failed");
-                            Ended::Lagged
-                        }
-                    };
-                    self.outlet.ended(&channel, why);
+                    tracing::warn!(error = %e.public_message(), "re-checking a subscription failed");
+                    Ended::Unverified
                 }
-            }
+            };
+            self.outlet.ended(&channel, why);
         }
         st.session = Some(session);
     }

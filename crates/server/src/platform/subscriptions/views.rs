@@ -41,12 +41,13 @@ pub fn thing_channel(token: &str) -> Arc<str> {
 /// The changes of one object collection: arrays of objects as stored, `[{"_id","_deleted":true}]`
 /// for a deletion.
 pub fn collection_view(collection: &Collection) -> (GroupKey, Renderer) {
-    let topic = collection_topic(collection);
-    let channel = match &topic {
-        Topic::Collection(k) => Arc::from(format!("/classes/{k}")),
-        _ => Arc::from("/classes"),
-    };
-    (GroupKey { topic, channel }, Arc::new(render_object_event))
+    let key = GroupKey { topic: collection_topic(collection), channel: collection_channel(collection) };
+    (key, Arc::new(render_object_event))
+}
+
+/// The channel of a collection's view.
+pub fn collection_channel(collection: &Collection) -> Arc<str> {
+    Arc::from(format!("/classes/{}", collection.topic_key()))
 }
 
 /// The internal view of one user's access changes (never sent to a client): each change makes
