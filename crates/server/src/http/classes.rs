@@ -4,8 +4,6 @@
 //! stream of arrays with `{}` on idle). Rules live in `platform::objects`; see
 //! docs/objects-api.md.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
@@ -15,11 +13,10 @@ use axum::routing::get;
 use serde_json::json;
 use thingline_core::Error;
 use thingline_core::classes::ListQuery;
-use thingline_core::query::{parse_bool_flag, parse_keep_alive};
 
 use super::body::Body;
 use super::extract::{Path, Query, authorization};
-use super::stream::{Greeting, subscription_stream};
+use super::stream::{self, Greeting};
 use super::{ApiResult, AppState, json_text};
 use crate::platform::Target;
 use crate::platform::objects::addressed;
@@ -94,7 +91,7 @@ async fn read(
     let p = &state.platform;
     let session = p.session(authorization(&headers)).await?;
     let (collection, id) = addressed(&session, &scope, &rest)?;
-    let subscribe = parse_bool_flag("subscribe", q.get("subscribe"), false)?;
+    let subscribe = stream::requested(&q)?;
     if let Some(id) = id {
         if subscribe {
             return Err(Error::bad_request("Subscribe to a collection, not to an object").into());
@@ -103,11 +100,7 @@ async fn read(
         return Ok(json_text(StatusCode::OK, results(&[object])));
     }
     if subscribe {
-        let keep_alive = Duration::from_millis(parse_keep_alive(q.get("keepAlive"))?);
-        // Subscribed before the response starts: once the client has the headers, every later
-        // change of this collection is delivered.
-        let (subscriber, inbox) = p.subscribe_queue(Some(session), Target::Collection(collection)).await?;
-        return Ok(subscription_stream(subscriber, inbox, keep_alive, Greeting::None, p.shutdown_signal().clone()));
+        return stream::subscribe(p, Some(session), Target::Collection(collection), &q, Greeting::None).await;
     }
     let query = ListQuery::from_params(q.get("limit"), q.get("skip"), q.get("after"), q.get("where"), q.get("sort"))?;
     let objects = p.list_objects(&collection, &query).await?;

@@ -6,7 +6,6 @@
 //! thingToken of a thing the user reaches is taken too.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -18,12 +17,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use thingline_core::Error;
 use thingline_core::keys::{MagicKey, classify};
-use thingline_core::query::{TimelineQuery, parse_bool_flag, parse_keep_alive};
+use thingline_core::query::TimelineQuery;
 use thingline_core::time::format_datetime;
 
 use super::body::Body;
 use super::extract::{Path, Query, authorization};
-use super::stream::{Greeting, subscription_stream};
+use super::stream::{self, Greeting};
 use super::things::{render_read, write_flags};
 use super::{ApiResult, AppState, json_text};
 use crate::platform::{LinkBy, ReadOut, Session, Target};
@@ -117,19 +116,6 @@ fn query_of(q: &Query) -> thingline_core::Result<TimelineQuery> {
     TimelineQuery::from_params(q.get("limit"), q.get("startDate"), q.get("endDate"))
 }
 
-/// `subscribe=true`: the read is a subscription instead, answered as a stream (items
-/// `{"key","value","id":thingId,"datetime"}`, `{}` after each idle `keepAlive` ms).
-async fn subscription(state: &AppState, session: Arc<Session>, target: Target, q: &Query) -> ApiResult<Response> {
-    let keep_alive = Duration::from_millis(parse_keep_alive(q.get("keepAlive"))?);
-    let p = &state.platform;
-    let (subscriber, inbox) = p.subscribe_queue(Some(session), target).await?;
-    Ok(subscription_stream(subscriber, inbox, keep_alive, Greeting::Subscribed, p.shutdown_signal().clone()))
-}
-
-fn subscribe_requested(q: &Query) -> thingline_core::Result<bool> {
-    parse_bool_flag("subscribe", q.get("subscribe"), false)
-}
-
 /// `{thingId: [{"value","datetime"}, …], …}` for every thing the user may read `key` on.
 async fn read_key(
     State(state): State<AppState>,
@@ -138,8 +124,8 @@ async fn read_key(
     q: Query,
 ) -> ApiResult<Response> {
     let s = session(&state, &headers).await?;
-    if subscribe_requested(&q)? {
-        return subscription(&state, s, Target::EveryThing { key }, &q).await;
+    if stream::requested(&q)? {
+        return stream::subscribe(&state.platform, Some(s), Target::EveryThing { key }, &q, Greeting::Subscribed).await;
     }
     let query = query_of(&q)?;
     let reads = state.platform.read_every_as(&s, &key, &query).await?;
@@ -183,8 +169,9 @@ async fn read_one(
     q: Query,
 ) -> ApiResult<Response> {
     let s = session(&state, &headers).await?;
-    if subscribe_requested(&q)? {
-        return subscription(&state, s, Target::Key { key, thing: thing_id }, &q).await;
+    if stream::requested(&q)? {
+        let target = Target::Key { key, thing: thing_id };
+        return stream::subscribe(&state.platform, Some(s), target, &q, Greeting::Subscribed).await;
     }
     let query = query_of(&q)?;
     let out = state.platform.read_as(&s, &thing_id, &key, &query).await?;

@@ -13,7 +13,13 @@ use axum::response::Response;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use crate::platform::{Inbox, Next, Payload, Subscriber};
+use std::sync::Arc;
+
+use thingline_core::query::{parse_bool_flag, parse_keep_alive};
+
+use super::ApiResult;
+use super::extract::Query;
+use crate::platform::{Inbox, Next, Payload, Platform, Session, Subscriber, Target};
 
 /// The first document of a thing stream and of an app subscription: the subscription is live.
 const SUBSCRIBED: &str = r#"{"status":"success","message":"subscribed"}"#;
@@ -37,7 +43,7 @@ struct Live {
 }
 
 /// Shares a rendered payload with the response body without copying.
-struct Shared(std::sync::Arc<Payload>);
+struct Shared(Arc<Payload>);
 
 impl AsRef<[u8]> for Shared {
     fn as_ref(&self) -> &[u8] {
@@ -71,9 +77,28 @@ impl Live {
     }
 }
 
-/// The chunked response of a live subscription (subscribed before this is called, so nothing is
-/// missed between the subscription and the first chunk).
-pub fn subscription_stream(
+/// Whether a read asks for a subscription instead (`subscribe=true`).
+pub fn requested(q: &Query) -> thingline_core::Result<bool> {
+    parse_bool_flag("subscribe", q.get("subscribe"), false)
+}
+
+/// Subscribes (as `session`'s user, or as a device without one) to `target` and answers with the
+/// stream, `{}` after each idle `keepAlive` ms (the query's). Subscribed before the response
+/// starts: once the client has the headers, every later write is delivered.
+pub async fn subscribe(
+    platform: &Arc<Platform>,
+    session: Option<Arc<Session>>,
+    target: Target,
+    q: &Query,
+    greeting: Greeting,
+) -> ApiResult<Response> {
+    let keep_alive = Duration::from_millis(parse_keep_alive(q.get("keepAlive"))?);
+    let (subscriber, inbox) = platform.subscribe_queue(session, target).await?;
+    Ok(subscription_stream(subscriber, inbox, keep_alive, greeting, platform.shutdown_signal().clone()))
+}
+
+/// The chunked response of a live subscription.
+fn subscription_stream(
     subscriber: Subscriber,
     inbox: Inbox,
     keep_alive: Duration,

@@ -9,13 +9,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::json;
-use std::time::Duration;
 use thingline_core::Error;
-use thingline_core::query::{TimelineQuery, parse_bool_flag, parse_keep_alive, parse_limit};
+use thingline_core::query::{TimelineQuery, parse_bool_flag, parse_limit};
 
 use super::body::Body;
 use super::extract::{ClientIp, Path, Query};
-use super::stream::{Greeting, subscription_stream};
+use super::stream::{self, Greeting};
 use super::{ApiResult, AppState, json_text};
 use crate::platform::{ReadOut, Target, WriteFlags, WriteItem, parse_write_items};
 use crate::wire::{items_array, push_str_lit};
@@ -180,8 +179,5 @@ async fn put_description(
 /// The thing stream `GET /v2/things/{thingToken}?keepAlive=ms`: the thing's values as any
 /// protocol or app wrote them (items as written), `{}` after each idle keepAlive.
 async fn subscribe(state: axum::extract::State<AppState>, Path(token): Path<String>, q: Query) -> ApiResult<Response> {
-    let keep_alive = Duration::from_millis(parse_keep_alive(q.get("keepAlive"))?);
-    let p = &state.platform;
-    let (subscriber, inbox) = p.subscribe_queue(None, Target::Thing { token }).await?;
-    Ok(subscription_stream(subscriber, inbox, keep_alive, Greeting::Subscribed, p.shutdown_signal().clone()))
+    stream::subscribe(&state.platform, None, Target::Thing { token }, &q, Greeting::Subscribed).await
 }
