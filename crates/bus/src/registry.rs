@@ -67,12 +67,44 @@ impl RealtimeLimits {
     }
 }
 
+/// Counts per key (a user, a thing) with a cap: the per-user and per-thing limits.
+#[derive(Debug, Default)]
+struct Counts(Mutex<HashMap<i64, usize>>);
+
+impl Counts {
+    /// Counts one more for `key`; `false` (and nothing counted) when it already has `max`.
+    fn take(&self, key: i64, max: usize) -> bool {
+        let mut map = self.0.lock();
+        let n = map.get(&key).copied().unwrap_or(0);
+        if n >= max {
+            return false;
+        }
+        map.insert(key, n + 1);
+        true
+    }
+
+    /// Uncounts one of `key` (the key goes at zero).
+    fn give_back(&self, key: i64) {
+        let mut map = self.0.lock();
+        if let Some(n) = map.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&key);
+            }
+        }
+    }
+
+    fn of(&self, key: i64) -> usize {
+        self.0.lock().get(&key).copied().unwrap_or(0)
+    }
+}
+
 /// Open realtime connections.
 #[derive(Debug, Default)]
 pub struct Connections {
     total: Arc<AtomicU64>,
-    per_user: Arc<Mutex<HashMap<i64, usize>>>,
-    per_thing: Arc<Mutex<HashMap<i64, usize>>>,
+    per_user: Arc<Counts>,
+    per_thing: Arc<Counts>,
 }
 
 impl Connections {
@@ -88,41 +120,26 @@ impl Connections {
 
     /// Open connections of one user.
     pub fn of_user(&self, user_id: i64) -> usize {
-        self.per_user.lock().get(&user_id).copied().unwrap_or(0)
+        self.per_user.of(user_id)
     }
 
     /// Counts a device subscription of thing `seq`; `None` (and nothing counted) when the thing
     /// already has `max`. Dropping the guard uncounts it.
     pub fn open_thing_stream(&self, seq: i64, max: usize) -> Option<ThingStreamGuard> {
-        let mut map = self.per_thing.lock();
-        let n = map.entry(seq).or_insert(0);
-        if *n >= max {
-            if *n == 0 {
-                map.remove(&seq);
-            }
-            return None;
-        }
-        *n += 1;
-        Some(ThingStreamGuard { per_thing: Arc::clone(&self.per_thing), seq })
+        self.per_thing.take(seq, max).then(|| ThingStreamGuard { per_thing: Arc::clone(&self.per_thing), seq })
     }
 }
 
 /// One device subscription of a thing; dropping it uncounts it.
 #[derive(Debug)]
 pub struct ThingStreamGuard {
-    per_thing: Arc<Mutex<HashMap<i64, usize>>>,
+    per_thing: Arc<Counts>,
     seq: i64,
 }
 
 impl Drop for ThingStreamGuard {
     fn drop(&mut self) {
-        let mut map = self.per_thing.lock();
-        if let Some(n) = map.get_mut(&self.seq) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                map.remove(&self.seq);
-            }
-        }
+        self.per_thing.give_back(self.seq);
     }
 }
 
@@ -130,7 +147,7 @@ impl Drop for ThingStreamGuard {
 #[derive(Debug)]
 pub struct ConnectionGuard {
     total: Arc<AtomicU64>,
-    per_user: Arc<Mutex<HashMap<i64, usize>>>,
+    per_user: Arc<Counts>,
     user: Option<i64>,
 }
 
@@ -141,16 +158,9 @@ impl ConnectionGuard {
         if self.user == Some(user_id) {
             return true;
         }
-        let mut map = self.per_user.lock();
-        let n = map.entry(user_id).or_insert(0);
-        if *n >= max {
-            if *n == 0 {
-                map.remove(&user_id);
-            }
+        if !self.per_user.take(user_id, max) {
             return false;
         }
-        *n += 1;
-        drop(map);
         self.unbind();
         self.user = Some(user_id);
         true
@@ -158,13 +168,7 @@ impl ConnectionGuard {
 
     fn unbind(&mut self) {
         if let Some(u) = self.user.take() {
-            let mut map = self.per_user.lock();
-            if let Some(n) = map.get_mut(&u) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    map.remove(&u);
-                }
-            }
+            self.per_user.give_back(u);
         }
     }
 
