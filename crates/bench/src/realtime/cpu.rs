@@ -1,5 +1,6 @@
 //! CPU time over a measured window: the server's (`/proc/<pid>/stat`), this whole process's
-//! (getrusage) and the client runtime's threads alone (`/proc/self/task`).
+//! (getrusage) and the client runtime's threads alone (`/proc/self/task`). Also used by the
+//! MQTT commands, whose client threads have their own name.
 
 use std::path::Path;
 
@@ -16,10 +17,26 @@ pub struct CpuSnapshot {
 
 impl CpuSnapshot {
     pub fn take(server_pid: u32) -> Self {
+        Self::of(Some(server_pid), CLIENT_THREAD)
+    }
+
+    /// The server's CPU (when its pid is known) and that of this process's threads named
+    /// `client_thread`.
+    pub fn of(server_pid: Option<u32>, client_thread: &str) -> Self {
         Self {
-            server: stat_cpu_seconds(Path::new(&format!("/proc/{server_pid}/stat"))).ok(),
+            server: server_pid.and_then(|pid| stat_cpu_seconds(Path::new(&format!("/proc/{pid}/stat"))).ok()),
             process: own_cpu_seconds(),
-            client_threads: client_threads_cpu_seconds().ok(),
+            client_threads: client_threads_cpu_seconds(client_thread).ok(),
+        }
+    }
+
+    /// `self − start`, per field measured in both.
+    pub fn since(&self, start: &CpuSnapshot) -> CpuSnapshot {
+        let minus = |end: Option<f64>, start: Option<f64>| end.zip(start).map(|(e, s)| e - s);
+        CpuSnapshot {
+            server: minus(self.server, start.server),
+            process: minus(self.process, start.process),
+            client_threads: minus(self.client_threads, start.client_threads),
         }
     }
 }
@@ -58,13 +75,13 @@ fn own_cpu_seconds() -> Option<f64> {
     Some(secs(usage.ru_utime) + secs(usage.ru_stime))
 }
 
-/// Sum over this process's threads named [`CLIENT_THREAD`].
-fn client_threads_cpu_seconds() -> Result<f64> {
+/// Sum over this process's threads named `name`.
+fn client_threads_cpu_seconds(name: &str) -> Result<f64> {
     let mut total = 0.0;
     for entry in std::fs::read_dir("/proc/self/task").context("listing /proc/self/task")? {
         let dir = entry.context("reading /proc/self/task")?.path();
         let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else { continue };
-        if comm.trim_end() == CLIENT_THREAD {
+        if comm.trim_end() == name {
             // A thread may exit between the listing and the read.
             total += stat_cpu_seconds(&dir.join("stat")).unwrap_or(0.0);
         }
