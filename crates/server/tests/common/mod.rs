@@ -26,6 +26,10 @@ pub struct TestServer {
     pub http: String,
     pub client: Client,
     pub data_dir: PathBuf,
+    /// The MQTT listeners, when started ([`TestServer::start_mqtt`], or a spawn with
+    /// `--mqtt-addr`/`--mqtts-addr`).
+    pub mqtt: Option<std::net::SocketAddr>,
+    pub mqtts: Option<std::net::SocketAddr>,
     running: Option<RunningServer>,
     /// The `thingline` binary, when the server was spawned as a process ([`TestServer::spawn`]).
     process: Option<spawned::Proc>,
@@ -57,6 +61,12 @@ pub fn config_args(data_dir: &std::path::Path) -> ConfigArgs {
     }
 }
 
+/// Turns the MQTT and MQTTS listeners on, on port 0.
+pub fn mqtt_on(args: &mut ConfigArgs) {
+    args.mqtt_addr = Some("127.0.0.1:0".into());
+    args.mqtts_addr = Some("127.0.0.1:0".into());
+}
+
 /// A reqwest client that trusts the server's generated certificate (real TLS verification).
 pub fn client_for(data_dir: &std::path::Path) -> Client {
     let pem = std::fs::read(data_dir.join("tls/cert.pem")).expect("generated certificate");
@@ -67,6 +77,11 @@ pub fn client_for(data_dir: &std::path::Path) -> Client {
 impl TestServer {
     pub async fn start() -> TestServer {
         Self::start_with(|_| {}).await
+    }
+
+    /// Starts with the MQTT and MQTTS listeners on port 0.
+    pub async fn start_mqtt() -> TestServer {
+        Self::start_with(mqtt_on).await
     }
 
     /// Starts with the test defaults, adjusted by `adjust`.
@@ -92,6 +107,8 @@ impl TestServer {
             https,
             http,
             client: client_for(&data_dir),
+            mqtt: running.mqtt_addr,
+            mqtts: running.mqtts_addr,
             data_dir,
             running: Some(running),
             process: None,
@@ -110,6 +127,8 @@ impl TestServer {
             https: process.https.clone(),
             http: process.http.clone(),
             client: client_for(dir.path()),
+            mqtt: process.mqtt,
+            mqtts: process.mqtts,
             data_dir: dir.path().to_path_buf(),
             running: None,
             process: Some(process),
