@@ -4,7 +4,7 @@
 //!
 //! Publishes that queue up behind a write in progress (a client with several QoS 1 messages in
 //! flight) go to the store together when they are for the same thing with the same flags: one
-//! append, one commit, several acknowledgements. A refused publish keeps its place in the line,
+//! append, one commit, then one realtime event and one acknowledgement per publish. A refused publish keeps its place in the line,
 //! so that its acknowledgement is not sent before those of the publishes ahead of it.
 
 use std::collections::VecDeque;
@@ -101,28 +101,31 @@ impl Writes {
         }
         let Some(Entry { write: Ok(first), ack }) = self.line.pop_front() else { return };
         let mut acks = vec![ack];
-        let Write { thing, mut items, flags } = first;
+        let Write { thing, items, flags } = first;
+        let mut total = items.len();
+        let mut batches = vec![items];
         // Join the publishes behind it for the same thing and flags (none holding `$settings`,
         // whose checks happen in the write and would fail the others with it).
-        let joinable = |w: &Write, items: &[WriteItem]| {
+        let joinable = |w: &Write, total: usize| {
             Arc::ptr_eq(&w.thing, &thing)
                 && w.flags.store == flags.store
                 && w.flags.broadcast == flags.broadcast
-                && items.len() + w.items.len() <= self.max_values
+                && total + w.items.len() <= self.max_values
                 && !has_settings(&w.items)
         };
-        if !has_settings(&items) {
+        if !has_settings(&batches[0]) {
             while let Some(Entry { write: Ok(next), .. }) = self.line.front() {
-                if !joinable(next, &items) {
+                if !joinable(next, total) {
                     break;
                 }
                 let Some(Entry { write: Ok(next), ack }) = self.line.pop_front() else { break };
-                items.extend(next.items);
+                total += next.items.len();
+                batches.push(next.items);
                 acks.push(ack);
             }
         }
         let p = Arc::clone(platform);
-        self.running = Some((acks, Box::pin(async move { p.write_values(&thing, items, flags).await })));
+        self.running = Some((acks, Box::pin(async move { p.write_batches(&thing, batches, flags).await })));
     }
 
     /// Waits for the running write (pending forever when none runs: use under `if busy()`).

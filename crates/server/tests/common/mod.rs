@@ -120,20 +120,34 @@ impl TestServer {
     /// [`spawned::spawn_with`]), `extra` command-line arguments and `env` variables: what an
     /// operator runs. [`Self::platform`] is not available.
     pub fn spawn(extra: &[&str], env: &[(&str, &str)]) -> TestServer {
-        thingline::install_crypto_provider();
         let dir = tempfile::tempdir().expect("tempdir");
-        let process = spawned::spawn_with(dir.path(), extra, env);
+        let mut server = Self::spawn_in(dir.path(), extra, env);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// [`Self::spawn`] on an existing data dir (the caller keeps it: to restart on the same store).
+    pub fn spawn_in(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> TestServer {
+        thingline::install_crypto_provider();
+        let process = spawned::spawn_with(dir, extra, env);
         TestServer {
             https: process.https.clone(),
             http: process.http.clone(),
-            client: client_for(dir.path()),
+            client: client_for(dir),
             mqtt: process.mqtt,
             mqtts: process.mqtts,
-            data_dir: dir.path().to_path_buf(),
+            data_dir: dir.to_path_buf(),
             running: None,
             process: Some(process),
-            _dir: Some(dir),
+            _dir: None,
         }
+    }
+
+    /// SIGKILL to the spawned process, and wait for it: a crash.
+    pub fn kill_9(&mut self) {
+        let p = self.process.as_mut().expect("a spawned server");
+        p.child.kill().expect("kill -9");
+        p.child.wait().expect("reaped");
     }
 
     pub fn platform(&self) -> &std::sync::Arc<thingline::platform::Platform> {
