@@ -101,6 +101,28 @@ pub struct ConfigArgs {
     /// keepalive probes end it after about that long (default 60, 1..=32767).
     #[arg(long, env = "THINGLINE_TCP_USER_TIMEOUT")]
     pub tcp_user_timeout: Option<u64>,
+    /// Most concurrent MQTT connections per MQTT listener (TCP, TLS) (default 100000).
+    #[arg(long, env = "THINGLINE_MQTT_MAX_CONNECTIONS")]
+    pub mqtt_max_connections: Option<usize>,
+    /// Largest MQTT packet accepted, in bytes (default 262144); a larger one closes the
+    /// connection.
+    #[arg(long, env = "THINGLINE_MQTT_MAX_PACKET")]
+    pub mqtt_max_packet: Option<usize>,
+    /// QoS 1/2 messages in flight per MQTT client, each way (default 64, at most 65535): the
+    /// client's publishes waiting for their commit, and messages sent and not yet acknowledged.
+    #[arg(long, env = "THINGLINE_MQTT_MAX_INFLIGHT")]
+    pub mqtt_max_inflight: Option<usize>,
+    /// QoS 1 messages kept for one persistent MQTT session while its client is away (default
+    /// 1000; later ones are dropped).
+    #[arg(long, env = "THINGLINE_MQTT_SESSION_QUEUE")]
+    pub mqtt_session_queue: Option<usize>,
+    /// Seconds a persistent MQTT session outlives its connection (default 86400; an MQTT 5
+    /// client's Session Expiry Interval is capped at it).
+    #[arg(long, env = "THINGLINE_MQTT_SESSION_EXPIRY")]
+    pub mqtt_session_expiry: Option<u64>,
+    /// Most persistent MQTT sessions kept (default 100000).
+    #[arg(long, env = "THINGLINE_MQTT_MAX_SESSIONS")]
+    pub mqtt_max_sessions: Option<usize>,
 }
 
 /// The same settings as keys of the TOML file.
@@ -133,6 +155,12 @@ struct FileConfig {
     realtime_streams_per_thing: Option<usize>,
     realtime_auth_timeout: Option<u64>,
     tcp_user_timeout: Option<u64>,
+    mqtt_max_connections: Option<usize>,
+    mqtt_max_packet: Option<usize>,
+    mqtt_max_inflight: Option<usize>,
+    mqtt_session_queue: Option<usize>,
+    mqtt_session_expiry: Option<u64>,
+    mqtt_max_sessions: Option<usize>,
 }
 
 /// The resolved configuration.
@@ -162,6 +190,28 @@ pub struct Config {
     pub realtime: RealtimeSettings,
     /// Dead-peer detection on every accepted TCP connection.
     pub peer_timeout: PeerTimeout,
+    pub mqtt: MqttSettings,
+}
+
+/// Limits of the MQTT broker.
+#[derive(Debug, Clone, Copy)]
+pub struct MqttSettings {
+    /// Connections per MQTT listener.
+    pub max_connections: usize,
+    /// Largest packet, bytes.
+    pub max_packet: usize,
+    /// QoS 1/2 messages in flight per client, each way.
+    pub max_inflight: usize,
+    /// QoS 1 messages kept per persistent session while its client is away.
+    pub session_queue: usize,
+    /// How long a persistent session outlives its connection.
+    pub session_expiry: Duration,
+    /// Persistent sessions kept.
+    pub max_sessions: usize,
+    /// How long a new connection has to send its CONNECT (`THINGLINE_REALTIME_AUTH_TIMEOUT`).
+    pub connect_timeout: Duration,
+    /// How long a write to a client may wait for it to read (`THINGLINE_BODY_TIMEOUT`).
+    pub write_timeout: Duration,
 }
 
 /// Limits of the realtime paths (applied to the notifier's `RealtimeLimits` at start).
@@ -179,6 +229,8 @@ pub struct RealtimeSettings {
 pub const DEFAULT_REALTIME_AUTH_TIMEOUT_S: u64 = 10;
 
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// The largest `THINGLINE_MQTT_MAX_PACKET` (MQTT's own bound is 256 MiB; a value is 1 MiB at most).
+pub const MAX_MQTT_PACKET: usize = 16 * 1024 * 1024;
 /// `THINGLINE_BODY_TIMEOUT` when unset, seconds.
 pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = 30;
 
@@ -260,9 +312,42 @@ impl Config {
                 format!("THINGLINE_TCP_USER_TIMEOUT must be 1 to {} seconds, not {secs}", PeerTimeout::MAX_SECS)
             })?,
         };
+        let mqtt = MqttSettings {
+            max_connections: at_least_one(
+                "THINGLINE_MQTT_MAX_CONNECTIONS",
+                args.mqtt_max_connections.or(file.mqtt_max_connections),
+                100_000,
+            )?,
+            max_packet: match args.mqtt_max_packet.or(file.mqtt_max_packet).unwrap_or(256 * 1024) {
+                n @ 1024..=MAX_MQTT_PACKET => n,
+                n => bail!("THINGLINE_MQTT_MAX_PACKET must be 1024 to {MAX_MQTT_PACKET} bytes, not {n}"),
+            },
+            max_inflight: match args.mqtt_max_inflight.or(file.mqtt_max_inflight).unwrap_or(64) {
+                n @ 1..=65_535 => n,
+                n => bail!("THINGLINE_MQTT_MAX_INFLIGHT must be 1 to 65535, not {n}"),
+            },
+            session_queue: at_least_one(
+                "THINGLINE_MQTT_SESSION_QUEUE",
+                args.mqtt_session_queue.or(file.mqtt_session_queue),
+                1000,
+            )?,
+            session_expiry: seconds(
+                "THINGLINE_MQTT_SESSION_EXPIRY",
+                args.mqtt_session_expiry.or(file.mqtt_session_expiry),
+                86_400,
+            )?,
+            max_sessions: at_least_one(
+                "THINGLINE_MQTT_MAX_SESSIONS",
+                args.mqtt_max_sessions.or(file.mqtt_max_sessions),
+                100_000,
+            )?,
+            connect_timeout: realtime.auth_timeout,
+            write_timeout: body_timeout,
+        };
         Ok(Config {
             realtime,
             peer_timeout,
+            mqtt,
             https_addr: addr("THINGLINE_HTTPS_ADDR", args.https_addr.or(file.https_addr), Some("0.0.0.0:8443"))?
                 .context("THINGLINE_HTTPS_ADDR cannot be off: the app and panel APIs need it")?,
             http_addr: addr("THINGLINE_HTTP_ADDR", args.http_addr.or(file.http_addr), None)?,

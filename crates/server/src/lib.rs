@@ -1,5 +1,5 @@
 //! The Thingline server: the platform service every protocol calls ([`platform`]), the protocol
-//! adapters ([`http`], [`socketio`]), configuration, TLS, listeners and the `thingline` command
+//! adapters ([`http`], [`socketio`], [`mqtt`]), configuration, TLS, listeners and the `thingline` command
 //! line. Adapters import the platform and `thingline_core` only, never each other, the store or
 //! the bus; [`server`] puts them together.
 
@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod mqtt;
 pub mod net;
 pub mod platform;
 pub mod server;

@@ -13,7 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::platform::{self, Limits, Platform};
-use crate::{Config, http, net, socketio, tls};
+use crate::{Config, http, mqtt, net, socketio, tls};
 
 /// Events buffered per topic before a slow subscriber lags.
 const BUS_CAPACITY: usize = 1024;
@@ -22,6 +22,8 @@ const BUS_CAPACITY: usize = 1024;
 pub struct RunningServer {
     pub https_addr: SocketAddr,
     pub http_addr: Option<SocketAddr>,
+    pub mqtt_addr: Option<SocketAddr>,
+    pub mqtts_addr: Option<SocketAddr>,
     pub platform: Arc<Platform>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
@@ -75,24 +77,29 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         tracing::info!(%email, "created the panel account from THINGLINE_PANEL_EMAIL");
     }
 
-    let tls = TlsAcceptor::from(tls::server_config(&config)?);
+    let (https_tls, mqtt_tls) = tls::server_configs(&config)?;
+    let tls = TlsAcceptor::from(https_tls);
     let https = net::bind(config.https_addr, "HTTPS", "THINGLINE_HTTPS_ADDR").await?;
     let http_listener = match config.http_addr {
         Some(addr) => Some(net::bind(addr, "plain HTTP", "THINGLINE_HTTP_ADDR").await?),
         None => None,
     };
-    for (what, addr, setting) in [
-        ("MQTT", config.mqtt_addr, "THINGLINE_MQTT_ADDR"),
-        ("MQTTS", config.mqtts_addr, "THINGLINE_MQTTS_ADDR"),
-        ("CoAP", config.coap_addr, "THINGLINE_COAP_ADDR"),
-    ] {
-        if let Some(addr) = addr {
-            tracing::warn!(%addr, "{what} is not part of this version yet; {setting} is ignored");
-        }
+    let mqtt_listener = match config.mqtt_addr {
+        Some(addr) => Some(net::bind(addr, "MQTT", "THINGLINE_MQTT_ADDR").await?),
+        None => None,
+    };
+    let mqtts_listener = match config.mqtts_addr {
+        Some(addr) => Some(net::bind(addr, "MQTTS", "THINGLINE_MQTTS_ADDR").await?),
+        None => None,
+    };
+    if let Some(addr) = config.coap_addr {
+        tracing::warn!(%addr, "CoAP is not part of this version yet; THINGLINE_COAP_ADDR is ignored");
     }
 
-    // The HTTP API with Socket.IO in front of it, both behind the HTTPS-only guard.
-    let api = http::router(Arc::clone(&platform));
+    // The HTTP API with MQTT over WebSocket beside it and Socket.IO in front of both, behind the
+    // HTTPS-only guard.
+    let broker = mqtt::Broker::new(Arc::clone(&platform), config.mqtt);
+    let api = http::router(Arc::clone(&platform)).merge(mqtt::websocket_router(Arc::clone(&broker)));
     let router = http::https_only(socketio::wrap(api, Arc::clone(&platform), config.realtime.auth_timeout));
     platform::subscriptions::spawn_stats_logger(Arc::clone(&platform));
     let conn = net::ConnSettings { max_connections: config.max_connections, peer_timeout: config.peer_timeout };
@@ -109,6 +116,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         http_addr = Some(addr);
         tasks.spawn(net::serve_http(listener, router, config.body_timeout));
     }
+    let mqtt_conn = net::ConnSettings { max_connections: config.mqtt.max_connections, ..conn };
+    let mut mqtt_addr = None;
+    let mut mqtts_addr = None;
+    for (listener, tls, name, slot) in [
+        (mqtt_listener, None, "mqtt", &mut mqtt_addr),
+        (mqtts_listener, Some(TlsAcceptor::from(mqtt_tls)), "mqtts", &mut mqtts_addr),
+    ] {
+        if let Some(listener) = listener {
+            let listener = net::Listener::new(listener, tls, mqtt_conn, shutdown.clone())?;
+            let addr = listener.local_addr();
+            tracing::info!(listener = %name, addr = %addr, "listening");
+            *slot = Some(addr);
+            tasks.spawn(mqtt::serve(listener, Arc::clone(&broker)));
+        }
+    }
     tracing::info!(store = platform.store().backend(), data_dir = %config.data_dir.display(), "ready");
-    Ok(RunningServer { https_addr, http_addr, platform, shutdown, tasks })
+    Ok(RunningServer { https_addr, http_addr, mqtt_addr, mqtts_addr, platform, shutdown, tasks })
 }

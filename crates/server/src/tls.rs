@@ -17,8 +17,17 @@ pub fn generated_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join("cert.pem"), dir.join("key.pem"))
 }
 
-/// Builds the rustls server configuration (HTTP/1.1 and HTTP/2 by ALPN).
-pub fn server_config(config: &Config) -> anyhow::Result<Arc<ServerConfig>> {
+/// The rustls server configurations of the HTTPS listener (HTTP/1.1 and HTTP/2 by ALPN) and of
+/// the MQTTS listener (the same certificate and key, no ALPN: MQTT clients offer none, or
+/// names of their own).
+pub fn server_configs(config: &Config) -> anyhow::Result<(Arc<ServerConfig>, Arc<ServerConfig>)> {
+    let mqtt = base_config(config)?;
+    let mut https = mqtt.clone();
+    https.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok((Arc::new(https), Arc::new(mqtt)))
+}
+
+fn base_config(config: &Config) -> anyhow::Result<ServerConfig> {
     let (cert_path, key_path) = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => (c.clone(), k.clone()),
         _ => ensure_self_signed(&config.data_dir)?,
@@ -29,12 +38,10 @@ pub fn server_config(config: &Config) -> anyhow::Result<Arc<ServerConfig>> {
         .with_context(|| format!("parsing TLS certificate {}", cert_path.display()))?;
     let key =
         PrivateKeyDer::from_pem_file(&key_path).with_context(|| format!("reading TLS key {}", key_path.display()))?;
-    let mut tls = ServerConfig::builder()
+    ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .context("TLS certificate and key do not match")?;
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(tls))
+        .context("TLS certificate and key do not match")
 }
 
 /// Generates a self-signed certificate for localhost and this host's name, once.

@@ -29,7 +29,7 @@ pub use resources::LinkedThing;
 pub use sessions::Session;
 pub use subscriptions::{
     Ended, Inbox, Next, Outlet, Payload, SinkError, StatsSnapshot, Subscriber, Target, WeakSubscriber,
-    authenticate_first,
+    authenticate_first, thing_channel,
 };
 pub use users::{LinkBy, LoginOutcome, session_lifetime};
 pub use values::{AllResources, ReadOut, WriteFlags, WriteItem, json_error, parse_write_items};

@@ -142,6 +142,42 @@ pub fn parse_write_items(
     Ok(out)
 }
 
+/// One write's share of a store append: per timeline item, the index of its point and of its
+/// `geo` attribute's `$geo` point (with the attribute as sent); and its `$settings` updates.
+struct Planned {
+    plan: Vec<(usize, Option<(usize, String)>)>,
+    settings: Vec<(String, Option<String>, serde_json::Value, Option<i64>)>,
+}
+
+/// Checks one write's items and adds its points to `points`.
+fn plan_write(items: Vec<WriteItem>, points: &mut Vec<NewPoint>) -> Result<Planned> {
+    let mut plan = Vec::with_capacity(items.len());
+    let mut settings = Vec::new();
+    for item in items {
+        match classify(&item.key) {
+            MagicKey::Settings(path) => {
+                if let Some(p) = path {
+                    validate_path(p)?;
+                }
+                let value: serde_json::Value = serde_json::from_str(&item.value).map_err(|e| json_error(&e))?;
+                if path.is_none() && !value.is_object() {
+                    return Err(Error::bad_request("$settings must be a JSON object"));
+                }
+                settings.push((item.key.clone(), path.map(str::to_owned), value, item.ts));
+            }
+            _ => {
+                let geo = item.geo.map(|g| {
+                    points.push(NewPoint { key: GEO_KEY.to_owned(), ts: item.ts, value: g.point });
+                    (points.len() - 1, g.sent)
+                });
+                points.push(NewPoint { key: item.key, ts: item.ts, value: item.value });
+                plan.push((points.len() - 1, geo));
+            }
+        }
+    }
+    Ok(Planned { plan, settings })
+}
+
 /// A client-facing message for malformed or mis-shaped JSON, naming line and column.
 pub fn json_error(e: &serde_json::Error) -> Error {
     use serde_json::error::Category;
@@ -176,31 +212,16 @@ impl Platform {
     /// Writes values to a thing: stores them (unless `store=false`), then publishes them as
     /// written, with their committed datetimes (unless `broadcast=false`).
     pub async fn write_values(&self, thing: &Thing, items: Vec<WriteItem>, flags: WriteFlags) -> Result<()> {
-        let mut points = Vec::with_capacity(items.len() + 1);
-        // Per timeline item: its point, and its `geo` attribute with the index of the `$geo` point.
-        let mut plan: Vec<(usize, Option<(usize, String)>)> = Vec::with_capacity(items.len());
-        let mut settings = Vec::new();
-        for item in items {
-            match classify(&item.key) {
-                MagicKey::Settings(path) => {
-                    if let Some(p) = path {
-                        validate_path(p)?;
-                    }
-                    let value: serde_json::Value = serde_json::from_str(&item.value).map_err(|e| json_error(&e))?;
-                    if path.is_none() && !value.is_object() {
-                        return Err(Error::bad_request("$settings must be a JSON object"));
-                    }
-                    settings.push((item.key.clone(), path.map(str::to_owned), value, item.ts));
-                }
-                _ => {
-                    let geo = item.geo.map(|g| {
-                        points.push(NewPoint { key: GEO_KEY.to_owned(), ts: item.ts, value: g.point });
-                        (points.len() - 1, g.sent)
-                    });
-                    points.push(NewPoint { key: item.key, ts: item.ts, value: item.value });
-                    plan.push((points.len() - 1, geo));
-                }
-            }
+        self.write_batches(thing, vec![items], flags).await
+    }
+
+    /// Writes several writes of one thing (an MQTT client's publishes in flight) as one store
+    /// append, one commit, then one realtime event per write, in order: all are stored, or none.
+    pub async fn write_batches(&self, thing: &Thing, batches: Vec<Vec<WriteItem>>, flags: WriteFlags) -> Result<()> {
+        let mut points = Vec::new();
+        let mut planned = Vec::with_capacity(batches.len());
+        for items in batches {
+            planned.push(plan_write(items, &mut points)?);
         }
         let mut committed: Vec<ValueItem> = if flags.store {
             let stored = self.store.append(thing.seq, points).await?;
@@ -212,26 +233,28 @@ impl Platform {
             let now = now_ms();
             points.into_iter().map(|p| ValueItem { key: p.key, value: p.value, ts: p.ts.unwrap_or(now) }).collect()
         };
-        let mut written = Vec::with_capacity(plan.len() + settings.len());
-        for (i, geo) in plan {
-            let geo = geo.and_then(|(gi, sent)| {
-                committed.get_mut(gi).map(|p| GeoAttr { sent, point: std::mem::take(&mut p.value), ts: p.ts })
-            });
-            if let Some(item) = committed.get_mut(i) {
-                written.push(WrittenValue { item: std::mem::take(item), geo });
+        for Planned { plan, settings } in planned {
+            let mut written = Vec::with_capacity(plan.len() + settings.len());
+            for (i, geo) in plan {
+                let geo = geo.and_then(|(gi, sent)| {
+                    committed.get_mut(gi).map(|p| GeoAttr { sent, point: std::mem::take(&mut p.value), ts: p.ts })
+                });
+                if let Some(item) = committed.get_mut(i) {
+                    written.push(WrittenValue { item: std::mem::take(item), geo });
+                }
             }
-        }
-        for (key, path, value, ts) in settings {
-            if flags.store {
-                self.store.update_thing_settings(thing.seq, path.as_deref(), value.clone()).await?;
+            for (key, path, value, ts) in settings {
+                if flags.store {
+                    self.store.update_thing_settings(thing.seq, path.as_deref(), value.clone()).await?;
+                }
+                written.push(WrittenValue {
+                    item: ValueItem { key, value: value.to_string(), ts: ts.unwrap_or_else(now_ms) },
+                    geo: None,
+                });
             }
-            written.push(WrittenValue {
-                item: ValueItem { key, value: value.to_string(), ts: ts.unwrap_or_else(now_ms) },
-                geo: None,
-            });
-        }
-        if flags.broadcast && !written.is_empty() {
-            self.publish_values(thing, written);
+            if flags.broadcast && !written.is_empty() {
+                self.publish_values(thing, written);
+            }
         }
         Ok(())
     }

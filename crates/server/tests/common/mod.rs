@@ -26,6 +26,10 @@ pub struct TestServer {
     pub http: String,
     pub client: Client,
     pub data_dir: PathBuf,
+    /// The MQTT listeners, when started ([`TestServer::start_mqtt`], or a spawn with
+    /// `--mqtt-addr`/`--mqtts-addr`).
+    pub mqtt: Option<std::net::SocketAddr>,
+    pub mqtts: Option<std::net::SocketAddr>,
     running: Option<RunningServer>,
     /// The `thingline` binary, when the server was spawned as a process ([`TestServer::spawn`]).
     process: Option<spawned::Proc>,
@@ -57,6 +61,12 @@ pub fn config_args(data_dir: &std::path::Path) -> ConfigArgs {
     }
 }
 
+/// Turns the MQTT and MQTTS listeners on, on port 0.
+pub fn mqtt_on(args: &mut ConfigArgs) {
+    args.mqtt_addr = Some("127.0.0.1:0".into());
+    args.mqtts_addr = Some("127.0.0.1:0".into());
+}
+
 /// A reqwest client that trusts the server's generated certificate (real TLS verification).
 pub fn client_for(data_dir: &std::path::Path) -> Client {
     let pem = std::fs::read(data_dir.join("tls/cert.pem")).expect("generated certificate");
@@ -67,6 +77,11 @@ pub fn client_for(data_dir: &std::path::Path) -> Client {
 impl TestServer {
     pub async fn start() -> TestServer {
         Self::start_with(|_| {}).await
+    }
+
+    /// Starts with the MQTT and MQTTS listeners on port 0.
+    pub async fn start_mqtt() -> TestServer {
+        Self::start_with(mqtt_on).await
     }
 
     /// Starts with the test defaults, adjusted by `adjust`.
@@ -92,6 +107,8 @@ impl TestServer {
             https,
             http,
             client: client_for(&data_dir),
+            mqtt: running.mqtt_addr,
+            mqtts: running.mqtts_addr,
             data_dir,
             running: Some(running),
             process: None,
@@ -103,18 +120,34 @@ impl TestServer {
     /// [`spawned::spawn_with`]), `extra` command-line arguments and `env` variables: what an
     /// operator runs. [`Self::platform`] is not available.
     pub fn spawn(extra: &[&str], env: &[(&str, &str)]) -> TestServer {
-        thingline::install_crypto_provider();
         let dir = tempfile::tempdir().expect("tempdir");
-        let process = spawned::spawn_with(dir.path(), extra, env);
+        let mut server = Self::spawn_in(dir.path(), extra, env);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// [`Self::spawn`] on an existing data dir (the caller keeps it: to restart on the same store).
+    pub fn spawn_in(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> TestServer {
+        thingline::install_crypto_provider();
+        let process = spawned::spawn_with(dir, extra, env);
         TestServer {
             https: process.https.clone(),
             http: process.http.clone(),
-            client: client_for(dir.path()),
-            data_dir: dir.path().to_path_buf(),
+            client: client_for(dir),
+            mqtt: process.mqtt,
+            mqtts: process.mqtts,
+            data_dir: dir.to_path_buf(),
             running: None,
             process: Some(process),
-            _dir: Some(dir),
+            _dir: None,
         }
+    }
+
+    /// SIGKILL to the spawned process, and wait for it: a crash.
+    pub fn kill_9(&mut self) {
+        let p = self.process.as_mut().expect("a spawned server");
+        p.child.kill().expect("kill -9");
+        p.child.wait().expect("reaped");
     }
 
     pub fn platform(&self) -> &std::sync::Arc<thingline::platform::Platform> {

@@ -25,18 +25,22 @@ pub struct Proc {
     pub https: String,
     /// `http://127.0.0.1:PORT` (the plain device listener)
     pub http: String,
+    /// The MQTT listeners, when `extra` turned them on.
+    pub mqtt: Option<std::net::SocketAddr>,
+    pub mqtts: Option<std::net::SocketAddr>,
     /// Log lines not read yet (stderr).
     pub lines: mpsc::Receiver<String>,
 }
 
-/// Spawns `thingline serve` on `dir` with port-0 HTTPS and plain listeners (MQTT and CoAP off),
-/// the test panel account, `extra` arguments and `env` variables; waits for its listening lines.
+/// Spawns `thingline serve` on `dir` with port-0 HTTPS and plain listeners (MQTT and CoAP off,
+/// unless `extra` names `--mqtt-addr`/`--mqtts-addr`), the test panel account, `extra` arguments
+/// and `env` variables; waits for its listening lines.
 pub fn spawn_with(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Proc {
     let mut cmd = Command::new(bin());
     cmd.arg("serve")
         .args(["--data-dir", dir.to_str().expect("utf8 path")])
         .args(["--https-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-        .args(["--mqtt-addr", "off", "--mqtts-addr", "off", "--coap-addr", "off"])
+        .args(["--coap-addr", "off"])
         .args(extra)
         .env("THINGLINE_PANEL_EMAIL", super::PANEL_EMAIL)
         .env("THINGLINE_PANEL_PASSWORD", super::PANEL_PASSWORD)
@@ -44,6 +48,14 @@ pub fn spawn_with(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Proc {
         .env_remove("THINGLINE_CONFIG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    let want_mqtt = extra.contains(&"--mqtt-addr");
+    let want_mqtts = extra.contains(&"--mqtts-addr");
+    if !want_mqtt {
+        cmd.args(["--mqtt-addr", "off"]);
+    }
+    if !want_mqtts {
+        cmd.args(["--mqtts-addr", "off"]);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -57,9 +69,9 @@ pub fn spawn_with(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Proc {
             }
         }
     });
-    let (mut https, mut http) = (None, None);
+    let (mut https, mut http, mut mqtt, mut mqtts) = (None, None, None, None);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while https.is_none() || http.is_none() {
+    while https.is_none() || http.is_none() || (want_mqtt && mqtt.is_none()) || (want_mqtts && mqtts.is_none()) {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let line = rx.recv_timeout(left).expect("listening lines within 30 s");
         if let Some(addr) = line.split("listener=https addr=").nth(1) {
@@ -68,8 +80,15 @@ pub fn spawn_with(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Proc {
         if let Some(addr) = line.split("listener=http addr=").nth(1) {
             http = Some(format!("http://{}", addr.split_whitespace().next().expect("addr")));
         }
+        let addr_of = |l: &str| l.split_whitespace().next().and_then(|a| a.parse().ok());
+        if let Some(addr) = line.split("listener=mqtt addr=").nth(1) {
+            mqtt = addr_of(addr);
+        }
+        if let Some(addr) = line.split("listener=mqtts addr=").nth(1) {
+            mqtts = addr_of(addr);
+        }
     }
-    Proc { child, https: https.expect("https"), http: http.expect("http"), lines: rx }
+    Proc { child, https: https.expect("https"), http: http.expect("http"), mqtt, mqtts, lines: rx }
 }
 
 /// [`spawn_with`] without extra environment.

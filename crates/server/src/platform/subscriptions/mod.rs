@@ -45,6 +45,9 @@ pub(crate) use expiry::Deadlines;
 pub use queue::{Inbox, Next};
 pub use stats::spawn_stats_logger;
 pub use thingline_bus::{Payload, SinkError, StatsSnapshot};
+/// The channel of a whole thing's subscription ([`Target::Thing`]): what [`Outlet::deliver`] is
+/// called with, so that an adapter can route it before the subscription is live.
+pub use views::thing_channel;
 
 /// What a subscription is to.
 #[derive(Debug, Clone, PartialEq, Eq)]
