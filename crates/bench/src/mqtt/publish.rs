@@ -6,7 +6,7 @@
 //! once the value is committed (with `--durability full`, on disk); Mosquitto at once.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -93,7 +93,7 @@ async fn measure(
     let common = &args.common;
     eprintln!("{label}: round {round}, {} clients, inflight {inflight}", args.clients);
     let clock = Clock::start();
-    let shared = Arc::new(PublisherShared { clock, acks: AtomicU64::new(0) });
+    let shared = Arc::new(PublisherShared::new(clock));
     let plan = Arc::new(OpenPlan {
         addr: target.addr,
         gate: Arc::new(Semaphore::new(common.connect_concurrency.max(1))),
@@ -111,7 +111,7 @@ async fn measure(
         handles.push(clients.spawn(async move {
             let conn = plan.open(&client_id, None, &opened).await?;
             drop(opened);
-            Some(publisher::run(conn, topic, Mode::Window(inflight), shared, go).await)
+            Some(publisher::run(conn, topic, Mode::Window(inflight), false, shared, go, None).await)
         }));
     }
     drop(opened_tx);

@@ -3,10 +3,12 @@
 //! their PUBACK (a PUBACK frees a slot, refilled at once: one read and one write per batch of
 //! acks), or QoS 0 paced at a rate. The payload is `{"values":[{"key":"temp","value":N}]}`, N
 //! the send time in the measurement's clock. After the window a QoS 1 publisher waits (at most
-//! [`DRAIN`]) for the PUBACKs still due.
+//! [`DRAIN`]) for the PUBACKs still due; then, when given a release signal (the relay), it stays
+//! connected until released, so that the broker's handling of a DISCONNECT right behind the
+//! last PUBLISHes is no part of a relay measurement.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -28,6 +30,16 @@ pub struct PublisherShared {
     pub clock: Clock,
     /// PUBACKs received by all of them (sampled every second for the per-second series).
     pub acks: AtomicU64,
+    /// PUBLISHes sent by all of them.
+    pub sent: AtomicU64,
+    /// Publishers done publishing (and, QoS 1, done waiting for their PUBACKs).
+    pub finished: AtomicUsize,
+}
+
+impl PublisherShared {
+    pub fn new(clock: Clock) -> Self {
+        Self { clock, acks: AtomicU64::new(0), sent: AtomicU64::new(0), finished: AtomicUsize::new(0) }
+    }
 }
 
 /// How one publisher publishes.
@@ -48,8 +60,9 @@ pub struct PublisherOutput {
     pub acked: u64,
     /// PUBACKs that arrived in the window: the throughput.
     pub acked_in_window: u64,
-    /// Sent in the window and acknowledged: what a subscriber must receive (QoS 1).
-    pub acked_sent_in_window: u64,
+    /// What a subscriber must receive, in sending order: the values sent in the window and
+    /// acknowledged (QoS 1), or sent in the window (QoS 0). Kept by the relay's publishers only.
+    pub expected_values: Vec<u64>,
     /// Still awaiting their PUBACK when the publisher stopped.
     pub unacked: u64,
     /// PUBACKs for a packet id not in flight.
@@ -65,13 +78,17 @@ pub async fn wait_go(go: &mut watch::Receiver<Option<Window>>) -> Option<Window>
     go.wait_for(Option::is_some).await.ok().and_then(|window| *window)
 }
 
-/// Publish on `topic` as `mode` says from the go signal to the end of the window.
+/// Publish on `topic` as `mode` says from the go signal to the end of the window; keep the
+/// values a subscriber must receive when `keep_values`; stay connected until `release` turns
+/// true (or its sender goes) when given one.
 pub async fn run(
     mut conn: Conn,
     topic: Vec<u8>,
     mode: Mode,
+    keep_values: bool,
     shared: Arc<PublisherShared>,
     mut go: watch::Receiver<Option<Window>>,
+    release: Option<watch::Receiver<bool>>,
 ) -> PublisherOutput {
     let mut out = PublisherOutput::default();
     let Some(window) = wait_go(&mut go).await else {
@@ -81,14 +98,21 @@ pub async fn run(
     let ended = match mode {
         Mode::Window(inflight) => {
             let mut slots = Slots::new(inflight);
-            let ended = windowed(&mut conn, &topic, &mut slots, &shared, window, &mut out).await;
+            let ended = windowed(&mut conn, &topic, &mut slots, keep_values, &shared, window, &mut out).await;
             out.unacked = slots.in_flight() as u64;
             ended
         }
-        Mode::Paced(rate) => paced(&mut conn, &topic, rate, &shared.clock, window, &mut out).await,
+        Mode::Paced(rate) => paced(&mut conn, &topic, rate, keep_values, &shared.clock, window, &mut out).await,
     };
-    if let Err(err) = ended {
-        out.error = Some(format!("{err:#}"));
+    shared.sent.fetch_add(out.sent, Ordering::Relaxed);
+    shared.finished.fetch_add(1, Ordering::Relaxed);
+    match ended {
+        Err(err) => out.error = Some(format!("{err:#}")),
+        Ok(()) => {
+            if let Some(mut release) = release {
+                let _ = release.wait_for(|released| *released).await;
+            }
+        }
     }
     conn.close().await;
     out
@@ -129,6 +153,7 @@ async fn windowed(
     conn: &mut Conn,
     topic: &[u8],
     slots: &mut Slots,
+    keep_values: bool,
     shared: &PublisherShared,
     window: Window,
     out: &mut PublisherOutput,
@@ -165,7 +190,9 @@ async fn windowed(
                             out.acked_in_window += 1;
                             out.latencies_ns.push(at.saturating_sub(sent));
                         }
-                        out.acked_sent_in_window += u64::from(window.contains(sent));
+                        if keep_values && window.contains(sent) {
+                            out.expected_values.push(sent);
+                        }
                     }
                     None => out.unexpected_acks += 1,
                 },
@@ -182,6 +209,7 @@ async fn paced(
     conn: &mut Conn,
     topic: &[u8],
     rate: f64,
+    keep_values: bool,
     clock: &Clock,
     window: Window,
     out: &mut PublisherOutput,
@@ -211,7 +239,12 @@ async fn paced(
             let value = next_value(&mut last_value, now);
             codec::publish_value(&mut conn.tx, topic, 0, 0, value);
             out.sent += 1;
-            out.sent_in_window += u64::from(window.contains(value));
+            if window.contains(value) {
+                out.sent_in_window += 1;
+                if keep_values {
+                    out.expected_values.push(value);
+                }
+            }
         }
         conn.flush().await?;
     }

@@ -5,8 +5,10 @@
 //! each broker paces its publishers by acknowledging, so neither is flooded past what it can
 //! take and an acknowledged message is one the broker took responsibility for), or with
 //! `--qos0-rate` QoS 0 at a fixed rate per publisher (open loop: the same offered load for
-//! both). Then the deliveries drain; each subscriber's distinct values are counted against what
-//! its publisher sent in the window (acknowledged, for QoS 1), so a loss shows as `missing`.
+//! both). Then the deliveries drain, the publishers still connected (a DISCONNECT right behind
+//! the last PUBLISHes is no part of this measurement); each subscriber's distinct values are
+//! counted against what its publisher sent in the window (acknowledged, for QoS 1), so a loss
+//! shows as `missing`, with where in the window it happened.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -139,26 +141,28 @@ async fn measure(
         return Err(err);
     }
 
-    let publishers = Arc::new(PublisherShared { clock, acks: AtomicU64::new(0) });
+    let publishers = Arc::new(PublisherShared::new(clock));
     let (go_tx, go_rx) = watch::channel(None::<Window>);
+    let (release_tx, release_rx) = watch::channel(false);
     let (opened_tx, mut opened_rx) = mpsc::unbounded_channel();
     let plan = open(4096);
     let mode = mode(args);
     let mut pub_handles = Vec::with_capacity(pairs);
     for i in 0..pairs {
         let (plan, shared, go, opened) = (plan.clone(), publishers.clone(), go_rx.clone(), opened_tx.clone());
+        let release = Some(release_rx.clone());
         let topic = target.topic(i);
         let client_id = format!("tlb-rpub-{pid}-{label}-{round}-{i}");
         pub_handles.push(clients.spawn(async move {
             let conn = plan.open(&client_id, None, &opened).await?;
             drop(opened);
-            Some((i, publisher::run(conn, topic, mode, shared, go).await))
+            Some((i, publisher::run(conn, topic, mode, true, shared, go, release).await))
         }));
     }
     drop(opened_tx);
     let pub_tally = OpenTally::collect(label, "publishers", &mut opened_rx, pairs).await;
     if let Err(err) = pub_tally.check(label, pairs) {
-        drop(go_tx);
+        drop((go_tx, release_tx));
         let _ = stop_tx.send(true);
         join(pub_handles, Duration::from_secs(30)).await;
         join(sub_handles, Duration::from_secs(30)).await;
@@ -175,9 +179,18 @@ async fn measure(
     let cpu_start = CpuSnapshot::of(target.pid, CLIENT_THREAD);
     tokio::time::sleep_until(clock.instant(window.to)).await;
     let cpu = CpuSnapshot::of(target.pid, CLIENT_THREAD).since(&cpu_start);
-    let published = join(pub_handles, DRAIN + Duration::from_secs(10)).await;
-    let total_sent: u64 = published.iter().map(|(_, p)| if args.qos0_rate.is_some() { p.sent } else { p.acked }).sum();
-    drain(&subscribers.items, total_sent).await;
+    // The publishers' last PUBACKs, then the deliveries, the publishers still connected.
+    let finished_by = Instant::now() + DRAIN + Duration::from_secs(5);
+    while publishers.finished.load(Ordering::Relaxed) < pub_tally.opened && Instant::now() < finished_by {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivered = match mode {
+        Mode::Paced(_) => publishers.sent.load(Ordering::Relaxed),
+        Mode::Window(_) => publishers.acks.load(Ordering::Relaxed),
+    };
+    drain(&subscribers.items, delivered).await;
+    let _ = release_tx.send(true);
+    let published = join(pub_handles, Duration::from_secs(30)).await;
     let _ = stop_tx.send(true);
     let received = join(sub_handles, Duration::from_secs(30)).await;
 
@@ -245,6 +258,9 @@ fn tally(
         expected: 0,
         received: 0,
         missing: 0,
+        missing_pairs: 0,
+        missing_samples: Vec::new(),
+        unexpected: 0,
         duplicates: 0,
         packets: 0,
         topic_errors: 0,
@@ -269,24 +285,33 @@ fn tally(
         m.unacked += publisher.unacked;
         publisher_side += if qos0 { publisher.sent_in_window } else { publisher.acked_in_window };
         puback.extend_from_slice(&publisher.latencies_ns);
-        let expected = if qos0 { publisher.sent_in_window } else { publisher.acked_sent_in_window };
         // Distinct values, each at its first receipt.
         let mut records = subscriber.records.clone();
         records.sort_unstable();
         let before = records.len();
         records.dedup_by_key(|(value, _)| *value);
         m.duplicates += (before - records.len()) as u64;
-        let mut got = 0u64;
+        let mut got = Vec::with_capacity(records.len());
         for &(value, at) in &records {
             m.delivered_in_window += u64::from(window.contains(at));
             if window.contains(value) {
-                got += 1;
+                got.push(value);
                 delivery.push(at.saturating_sub(value));
             }
         }
-        m.expected += expected;
-        m.received += got.min(expected);
-        m.missing += expected.saturating_sub(got);
+        let mut expected = publisher.expected_values.clone();
+        expected.sort_unstable();
+        let (missing, extra) = compare_values(&expected, &got);
+        m.expected += expected.len() as u64;
+        m.received += (got.len() - extra) as u64;
+        m.missing += missing.len() as u64;
+        m.unexpected += extra as u64;
+        if !missing.is_empty() {
+            m.missing_pairs += 1;
+            if m.missing_samples.len() < 5 {
+                m.missing_samples.push(describe_missing(i, &missing, &expected, window));
+            }
+        }
         m.packets += subscriber.packets;
         m.topic_errors += subscriber.topic_errors;
         if m.topic_error_samples.len() < 3 {
@@ -305,4 +330,78 @@ fn tally(
     m.delivery_latency = summarize(&mut delivery);
     m.puback_latency = summarize(&mut puback);
     m
+}
+
+/// The values of `expected` not in `got`, and how many of `got` are not in `expected` (both
+/// sorted and distinct).
+fn compare_values(expected: &[u64], got: &[u64]) -> (Vec<u64>, usize) {
+    let mut missing = Vec::new();
+    let mut extra = 0;
+    let (mut e, mut g) = (0, 0);
+    while e < expected.len() || g < got.len() {
+        match (expected.get(e), got.get(g)) {
+            (Some(a), Some(b)) if a == b => {
+                e += 1;
+                g += 1;
+            }
+            (Some(a), Some(b)) if a < b => {
+                missing.push(*a);
+                e += 1;
+            }
+            (Some(a), None) => {
+                missing.push(*a);
+                e += 1;
+            }
+            _ => {
+                extra += 1;
+                g += 1;
+            }
+        }
+    }
+    (missing, extra)
+}
+
+/// Where a pair's missing messages were: how many, in how many runs of consecutive messages,
+/// and when the first and last were sent (seconds into the window).
+fn describe_missing(pair: usize, missing: &[u64], expected: &[u64], window: Window) -> String {
+    let mut runs = 0;
+    let mut previous = None;
+    for value in missing {
+        let at = expected.binary_search(value).unwrap_or(0);
+        if previous.is_none_or(|p: usize| at != p + 1) {
+            runs += 1;
+        }
+        previous = Some(at);
+    }
+    let offset = |v: &u64| v.saturating_sub(window.from) as f64 / 1e9;
+    format!(
+        "pair {pair}: {} of {} missing, in {runs} runs, sent from +{:.3} s to +{:.3} s into the window",
+        missing.len(),
+        expected.len(),
+        missing.first().map_or(0.0, offset),
+        missing.last().map_or(0.0, offset)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_extra_values() {
+        let (missing, extra) = compare_values(&[1, 2, 3, 5, 8], &[2, 3, 4, 8, 9]);
+        assert_eq!((missing, extra), (vec![1, 5], 2));
+        assert_eq!(compare_values(&[], &[1]), (vec![], 1));
+        assert_eq!(compare_values(&[1], &[]), (vec![1], 0));
+    }
+
+    #[test]
+    fn missing_runs_are_described() {
+        let window = Window { from: 1_000_000_000, to: 3_000_000_000 };
+        let expected = [1_000_000_000, 1_500_000_000, 2_000_000_000, 2_500_000_000];
+        let text = describe_missing(3, &[1_500_000_000, 2_000_000_000], &expected, window);
+        assert_eq!(text, "pair 3: 2 of 4 missing, in 1 runs, sent from +0.500 s to +1.000 s into the window");
+        let text = describe_missing(3, &[1_000_000_000, 2_500_000_000], &expected, window);
+        assert!(text.contains("in 2 runs"), "{text}");
+    }
 }
