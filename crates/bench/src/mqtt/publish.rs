@@ -131,13 +131,18 @@ async fn measure(
     tokio::time::sleep_until(clock.instant(window.from)).await;
     let cpu_start = CpuSnapshot::of(target.pid, CLIENT_THREAD);
     let mut per_second = Vec::new();
+    let mut others_per_second = Vec::new();
     let mut last = shared.acks.load(Ordering::Relaxed);
+    let mut last_cpu = cpu_start;
     let mut second = window.from + 1_000_000_000;
     while second <= window.to {
         tokio::time::sleep_until(clock.instant(second)).await;
         let now = shared.acks.load(Ordering::Relaxed);
+        let cpu = CpuSnapshot::of(target.pid, CLIENT_THREAD);
         per_second.push(now - last);
+        others_per_second.push(Cpu::new(cpu.since(&last_cpu)).others().unwrap_or(f64::NAN));
         last = now;
+        last_cpu = cpu;
         second += 1_000_000_000;
     }
     tokio::time::sleep_until(clock.instant(window.to)).await;
@@ -170,6 +175,7 @@ async fn measure(
         acked_in_window: in_window,
         acks_per_s: in_window as f64 / window.seconds(),
         per_second,
+        others_per_second,
         sent,
         acked,
         unacked,

@@ -55,11 +55,26 @@ pub struct Cpu {
     pub bench_seconds: Option<f64>,
     /// The MQTT client threads alone.
     pub client_threads_seconds: Option<f64>,
+    /// Every core of the machine, interrupts included. Less the broker and this process: what
+    /// other processes used (the machine is shared: a sign of a noisy measurement) plus the
+    /// interrupts charged to no process (loopback TCP, a few seconds per 10 s here).
+    pub machine_seconds: Option<f64>,
 }
 
 impl Cpu {
     pub fn new(used: CpuSnapshot) -> Self {
-        Self { server_seconds: used.server, bench_seconds: used.process, client_threads_seconds: used.client_threads }
+        Self {
+            server_seconds: used.server,
+            bench_seconds: used.process,
+            client_threads_seconds: used.client_threads,
+            machine_seconds: used.machine,
+        }
+    }
+
+    /// The machine's busy time less the broker's and this process's.
+    pub fn others(&self) -> Option<f64> {
+        let (machine, bench) = (self.machine_seconds?, self.bench_seconds?);
+        Some(machine - bench - self.server_seconds.unwrap_or(0.0))
     }
 
     /// CPU microseconds per message of the broker and of the client threads.
@@ -69,13 +84,15 @@ impl Cpu {
             Some(v) if messages > 0 => format!("{:.1}", v * 1e6 / messages as f64),
             _ => "?".to_string(),
         };
+        let others = self.others();
         format!(
-            "CPU          broker {} s ({} µs/msg), client threads {} s ({} µs/msg), bench process {} s",
+            "CPU          broker {} s ({} µs/msg), client threads {} s ({} µs/msg), bench process {} s, others+irq {} s",
             opt(self.server_seconds),
             per(self.server_seconds),
             opt(self.client_threads_seconds),
             per(self.client_threads_seconds),
-            opt(self.bench_seconds)
+            opt(self.bench_seconds),
+            opt(others)
         )
     }
 }
@@ -94,6 +111,9 @@ pub struct PublishMeasurement {
     pub acks_per_s: f64,
     /// PUBACKs in each whole second of the window.
     pub per_second: Vec<u64>,
+    /// CPU seconds of other processes and interrupts in each of those seconds (see
+    /// [`Cpu::machine_seconds`]): where a second was slow, whether others were busy.
+    pub others_per_second: Vec<f64>,
     pub sent: u64,
     pub acked: u64,
     /// PUBLISHes never acknowledged (within 10 s after the window).
@@ -378,6 +398,8 @@ pub fn print_publish(report: &PublishReport) {
         println!("  {}", m.clients.line("clients"));
         let seconds: Vec<String> = m.per_second.iter().map(u64::to_string).collect();
         println!("  per second   {}", seconds.join(" "));
+        let others: Vec<String> = m.others_per_second.iter().map(|s| format!("{s:.2}")).collect();
+        println!("  others+irq   {} (CPU s in each second)", others.join(" "));
         println!("  {}", latency_line("publish→PUBACK", &m.latency));
         println!(
             "  messages     sent {}  acked {}  unacked {}  unexpected PUBACKs {}  clients dropped {}",
