@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use super::conn::{OpenPlan, OpenTally, samples};
 use super::publisher::{self, DRAIN, Mode, PublisherShared};
 use super::report::{self, Cpu, Opening, PublishMeasurement, PublishReport};
-use super::targets::{Session, Target};
+use super::targets::{Session, Setup, Target};
 use super::{CLIENT_THREAD, Clock, SETTLE, Window, client_runtime, join};
 use crate::cli::{MqttPublishArgs, secs};
 use crate::driver::summarize;
@@ -44,7 +44,7 @@ pub async fn run(args: &MqttPublishArgs) -> Result<()> {
         env.push(("THINGLINE_MQTT_MAX_INFLIGHT".to_string(), max_inflight.to_string()));
     }
     let common = &args.common;
-    let session = Session::start(common, args.clients, env).await?;
+    let session = Session::start(common, &Setup { things: args.clients, env, restart: false }).await?;
     let clients = client_runtime(common.client_threads)?;
     let measured = async {
         let mut measurements = Vec::new();

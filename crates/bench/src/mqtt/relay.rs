@@ -22,7 +22,7 @@ use super::conn::{OpenPlan, OpenTally};
 use super::publisher::{self, DRAIN, Mode, PublisherOutput, PublisherShared};
 use super::report::{self, Cpu, Opening, RelayMeasurement, RelayReport};
 use super::subscriber::{self, SubscriberOutput, SubscriberShared};
-use super::targets::{Session, Target};
+use super::targets::{Session, Setup, Target};
 use super::{CLIENT_THREAD, Clock, SETTLE, Window, client_runtime, join};
 use crate::cli::{MqttRelayArgs, secs};
 use crate::driver::summarize;
@@ -47,7 +47,7 @@ pub async fn run(args: &MqttRelayArgs) -> Result<()> {
         env.push(("THINGLINE_MQTT_MAX_INFLIGHT".to_string(), args.inflight.to_string()));
     }
     let common = &args.common;
-    let session = Session::start(common, args.pairs, env).await?;
+    let session = Session::start(common, &Setup { things: args.pairs, env, restart: false }).await?;
     let clients = client_runtime(common.client_threads)?;
     let measured = async {
         let mut measurements = Vec::new();
