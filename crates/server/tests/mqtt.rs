@@ -475,3 +475,42 @@ async fn a_subscriber_that_does_not_read_is_dropped_without_slowing_writers() {
     assert!(got.len() < 300 * big.len(), "not everything was queued for it ({} bytes)", got.len());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn qos2_publishes_complete_their_exchange_and_are_stored_once() {
+    let server = TestServer::start_mqtt().await;
+    let panel = server.panel_token().await;
+    let thing = server.thing(&panel, &[]).await;
+    let topic = thing_topic(&thing.token);
+    let (mut device, _) = Client::connect(server.mqtt.expect("mqtt"), Opts::new("qos2")).await;
+    // Subscribing at QoS 2 is granted QoS 1 (this broker sends at most QoS 1).
+    assert_eq!(device.subscribe(&topic, QoS::ExactlyOnce).await, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+    for i in 0..3 {
+        let payload = format!(r#"{{"values":[{{"key":"q2","value":{i}}}]}}"#);
+        device.client.publish(&topic, QoS::ExactlyOnce, false, payload).await.expect("publish");
+        device.expect(|p| matches!(p, Packet::PubRec(_))).await;
+        device.expect(|p| matches!(p, Packet::PubComp(_))).await;
+    }
+    assert_eq!(values(&server, &thing, "q2").await, vec![json!(2), json!(1), json!(0)]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_qos2_publish_sent_again_before_its_pubrel_is_stored_once() {
+    let server = TestServer::start_mqtt().await;
+    let panel = server.panel_token().await;
+    let thing = server.thing(&panel, &[]).await;
+    let topic = thing_topic(&thing.token);
+    let mut raw = Raw::connect(server.mqtt.expect("mqtt")).await;
+    raw.send(&connect_packet("qos2-raw", 60, None)).await;
+    raw.read_exact(4).await;
+    let payload = br#"{"values":[{"key":"once","value":1}]}"#;
+    let mut twice = publish_qos2_packet(&topic, 7, false, payload);
+    twice.extend(publish_qos2_packet(&topic, 7, true, payload));
+    raw.send(&twice).await;
+    assert_eq!(raw.read_exact(8).await, vec![0x50, 2, 0, 7, 0x50, 2, 0, 7], "a PUBREC for each");
+    raw.send(&pubrel_packet(7)).await;
+    assert_eq!(raw.read_exact(4).await, vec![0x70, 2, 0, 7], "PUBCOMP");
+    assert_eq!(values(&server, &thing, "once").await, vec![json!(1)], "stored once");
+    server.stop().await;
+}

@@ -273,6 +273,8 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
+                    // Publishes already read are written and acknowledged before the goodbye.
+                    self.drain_writes().await;
                     self.disconnect(0x8b);
                     return Close::Quiet;
                 }
@@ -284,6 +286,8 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
                     if let Err(close) = self.written(done) {
                         return close;
                     }
+                    // Reading may have paused for this write: the client is not silent.
+                    deadline = keep_alive.map(|ka| Instant::now() + ka);
                 }
                 _ = mailbox.wait() => {}
                 _ = sleep_until(deadline), if deadline.is_some() => {
@@ -378,7 +382,8 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
             QoS::ExactlyOnce => {
                 let data = self.session.data();
                 if data.awaiting_rel.contains(&p.pid) {
-                    // Sent again before its PUBREL: already stored, acknowledge again.
+                    // Sent again before its PUBREL: already stored (or being stored), acknowledge
+                    // again in turn.
                     self.writes.refuse(0, Ack::Pubrec(p.pid));
                     return Ok(());
                 }
@@ -386,6 +391,8 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
                     self.disconnect(0x93);
                     return Err(Close::WithWill);
                 }
+                // Taken from now on; given back if it is not stored.
+                data.awaiting_rel.insert(p.pid);
                 Ack::Pubrec(p.pid)
             }
         };
@@ -402,6 +409,24 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
             }
         }
         Ok(())
+    }
+
+    /// Writes and acknowledges every publish already read (bounded by the in-flight limit and
+    /// the drain timeout).
+    async fn drain_writes(&mut self) {
+        let drain = async {
+            loop {
+                self.start_writes();
+                if !self.writes.busy() {
+                    return;
+                }
+                let done = self.writes.finished().await;
+                if self.written(done).is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = timeout(crate::net::DRAIN_TIMEOUT, drain).await;
     }
 
     /// Answers refused publishes in turn and starts the next store write.
@@ -442,8 +467,8 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
             Ack::None => {}
             Ack::Puback(pid) => self.send(&Outgoing::PubAck { pid, reason }),
             Ack::Pubrec(pid) => {
-                if reason < 0x80 {
-                    self.session.data().awaiting_rel.insert(pid);
+                if reason >= 0x80 {
+                    self.session.data().awaiting_rel.remove(&pid);
                 }
                 self.send(&Outgoing::PubRec { pid, reason });
             }
@@ -626,6 +651,18 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
 
     /// The connection is over: last words, the will, the session.
     async fn end(mut self, close: Close) {
+        // A write already handed to the store finishes: what it commits is acknowledged if the
+        // client is still there, and a QoS 2 publish it stored is not stored again when a
+        // persistent session's client sends it again.
+        if close != Close::Quiet && self.writes.busy() {
+            if let Ok(done) = timeout(crate::net::DRAIN_TIMEOUT, self.writes.finished()).await {
+                let _ = self.written(done);
+            }
+        }
+        // QoS 2 publishes never stored are not "already received" when sent again.
+        for pid in self.writes.unfinished_pubrecs() {
+            self.session.data().awaiting_rel.remove(&pid);
+        }
         let _ = timeout(Duration::from_secs(1), self.flush()).await;
         let _ = self.writer.shutdown().await;
         if close == Close::WithWill
