@@ -654,10 +654,11 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
         // A write already handed to the store finishes: what it commits is acknowledged if the
         // client is still there, and a QoS 2 publish it stored is not stored again when a
         // persistent session's client sends it again.
-        if close != Close::Quiet && self.writes.busy() {
-            if let Ok(done) = timeout(crate::net::DRAIN_TIMEOUT, self.writes.finished()).await {
-                let _ = self.written(done);
-            }
+        if close != Close::Quiet
+            && self.writes.busy()
+            && let Ok(done) = timeout(crate::net::DRAIN_TIMEOUT, self.writes.finished()).await
+        {
+            let _ = self.written(done);
         }
         // QoS 2 publishes never stored are not "already received" when sent again.
         for pid in self.writes.unfinished_pubrecs() {
