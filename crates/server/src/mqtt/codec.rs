@@ -200,18 +200,21 @@ const AUTH: u8 = 15;
 /// The protocol level of the CONNECT at the front of `buf`, once enough of it has arrived:
 /// which version to [`decode`] it with. `Ok(None)`: not enough bytes yet.
 pub fn peek_connect_version(buf: &[u8], max_packet: usize) -> Result<Option<Version>, DecodeError> {
-    let Some((first, _len, header)) = fixed_header(buf, max_packet)? else { return Ok(None) };
+    let Some((first, len, header)) = fixed_header(buf, max_packet)? else { return Ok(None) };
     if first >> 4 != CONNECT {
         return Err(DecodeError::Protocol("the first packet must be CONNECT"));
     }
-    let mut body = &buf[header..];
+    // What has arrived of the body; once all of it is here, too short is malformed, not "wait".
+    let complete = buf.len() >= header + len;
+    let short = || if complete { Err(DecodeError::Malformed("CONNECT shorter than its fields")) } else { Ok(None) };
+    let mut body = &buf[header..(header + len).min(buf.len())];
     if body.len() < 2 {
-        return Ok(None);
+        return short();
     }
     let name_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
     body = &body[2..];
     if body.len() < name_len + 1 {
-        return Ok(None);
+        return short();
     }
     let (name, level) = (&body[..name_len], body[name_len]);
     match (name, level) {
