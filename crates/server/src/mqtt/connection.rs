@@ -45,6 +45,9 @@ enum Close {
     WithWill,
     /// Taken over by a newer connection, or the server is stopping: no will.
     Quiet,
+    /// The store failed a write a 3.1.1 client waits for: closed without its acknowledgement (it
+    /// sends again), nothing more is written for it, no will.
+    Abort,
 }
 
 /// The session a connection works in.
@@ -296,12 +299,31 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
                     return Close::WithWill;
                 }
                 read = read_some(reader, buf, large_reads), if reading => match read {
-                    Ok((0, _)) | Err(_) => return Close::WithWill,
+                    Ok((0, _)) | Err(_) => return self.finish_buffer(buf).await,
                     Ok((_, filled)) => {
                         large_reads = filled;
                         deadline = keep_alive.map(|ka| Instant::now() + ka);
                     }
                 },
+            }
+        }
+    }
+
+    /// The client closed its side: what it sent before is handled all the same (publishes, and a
+    /// DISCONNECT that makes the end clean), the in-flight limit kept by writing as it goes.
+    async fn finish_buffer(&mut self, buf: &mut BytesMut) -> Close {
+        loop {
+            if let Err(close) = self.process(buf).await {
+                return close;
+            }
+            if self.writes.len() < self.broker.settings.max_inflight {
+                // Nothing whole is left: the connection broke without DISCONNECT.
+                return Close::WithWill;
+            }
+            self.drain_writes().await;
+            if self.writes.len() >= self.broker.settings.max_inflight {
+                // The store did not keep up within the drain timeout: give up on the rest.
+                return Close::Abort;
             }
         }
     }
@@ -402,7 +424,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
                 if self.version == Version::V311 && server_fault(&error) && ack != Ack::None {
                     // 3.1.1 cannot say "not stored": no acknowledgement, the client sends again.
                     tracing::warn!(client_id = %self.client_id, error = %error.public_message(), "MQTT publish not stored");
-                    return Err(Close::Quiet);
+                    return Err(Close::Abort);
                 }
                 self.log_refusal(&p.topic, &error);
                 self.writes.refuse(reason, ack);
@@ -450,7 +472,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
                 let needs_ack = done.acks.iter().any(|a| *a != Ack::None);
                 if self.version == Version::V311 && server_fault(&e) && needs_ack {
                     tracing::warn!(client_id = %self.client_id, error = %e.public_message(), "MQTT publishes not stored");
-                    return Err(Close::Quiet);
+                    return Err(Close::Abort);
                 }
                 tracing::info!(client_id = %self.client_id, error = %e.public_message(), "MQTT publish not stored");
                 let reason = reason_of(&e);
@@ -651,14 +673,11 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
 
     /// The connection is over: last words, the will, the session.
     async fn end(mut self, close: Close) {
-        // A write already handed to the store finishes: what it commits is acknowledged if the
-        // client is still there, and a QoS 2 publish it stored is not stored again when a
-        // persistent session's client sends it again.
-        if close != Close::Quiet
-            && self.writes.busy()
-            && let Ok(done) = timeout(crate::net::DRAIN_TIMEOUT, self.writes.finished()).await
-        {
-            let _ = self.written(done);
+        // Every publish read before the end is written (a client may publish and DISCONNECT in
+        // one breath), and acknowledged if the client is still there; a QoS 2 publish stored is
+        // then not stored again when a persistent session's client sends it again.
+        if close != Close::Abort {
+            self.drain_writes().await;
         }
         // QoS 2 publishes never stored are not "already received" when sent again.
         for pid in self.writes.unfinished_pubrecs() {
