@@ -256,7 +256,12 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
         let shutdown = self.platform.shutdown_signal().clone();
         let mailbox = Arc::clone(&self.session.data().mailbox);
         let max_inflight = self.broker.settings.max_inflight;
-        let mut deadline = keep_alive.map(|ka| Instant::now() + ka);
+        // The keep-alive timer fires at most once per keep-alive period: activity only moves
+        // `last_heard`, and a timer that fires early is set again from it (no timer work per
+        // packet).
+        let mut last_heard = Instant::now();
+        let keep_alive_timer = tokio::time::sleep(keep_alive.unwrap_or(Duration::MAX / 4));
+        tokio::pin!(keep_alive_timer);
         let mut large_reads = false;
         loop {
             if let Err(close) = self.process(buf).await {
@@ -290,10 +295,15 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
                         return close;
                     }
                     // Reading may have paused for this write: the client is not silent.
-                    deadline = keep_alive.map(|ka| Instant::now() + ka);
+                    last_heard = Instant::now();
                 }
                 _ = mailbox.wait() => {}
-                _ = sleep_until(deadline), if deadline.is_some() => {
+                () = &mut keep_alive_timer, if keep_alive.is_some() => {
+                    let due = last_heard + keep_alive.unwrap_or_default();
+                    if due > Instant::now() {
+                        keep_alive_timer.as_mut().reset(due);
+                        continue;
+                    }
                     tracing::debug!(client_id = %self.client_id, remote = %self.remote, "MQTT keep-alive expired");
                     self.disconnect(0x8d);
                     return Close::WithWill;
@@ -302,7 +312,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
                     Ok((0, _)) | Err(_) => return self.finish_buffer(buf).await,
                     Ok((_, filled)) => {
                         large_reads = filled;
-                        deadline = keep_alive.map(|ka| Instant::now() + ka);
+                        last_heard = Instant::now();
                     }
                 },
             }
@@ -744,13 +754,6 @@ async fn publish_will(platform: Arc<Platform>, will: Will, client_id: Arc<str>) 
 /// Whether a failure is the server's (the store), not the client's.
 fn server_fault(e: &Error) -> bool {
     matches!(e, Error::Internal(_) | Error::Unavailable(_) | Error::InsufficientStorage(_) | Error::RequestTimeout(_))
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Reads what has arrived; whether the read filled its room (more is likely waiting).
