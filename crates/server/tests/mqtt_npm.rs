@@ -407,6 +407,39 @@ async fn mqtt5_clients_publish_subscribe_and_read_why_a_filter_is_refused() {
 }
 
 #[tokio::test]
+async fn a_burst_of_qos0_publishes_then_end_is_stored_entirely() {
+    if !mqttjs_ready() {
+        return;
+    }
+    // A script or a waking device: connect, publish a batch at QoS 0, `end()` (DISCONNECT).
+    let server = TestServer::start_mqtt().await;
+    let panel = server.panel_token().await;
+    let thing = server.thing(&panel, &[("n", true)]).await;
+    let mut c = MqttJs::connect(&server, &mqtt_url(&server), Opts::default()).await;
+    let sent: Vec<Value> = (0..20).map(|n| json!(n)).collect();
+    for (id, n) in sent.iter().enumerate() {
+        let payload = json!({"values": [{"key": "n", "value": n}]}).to_string();
+        c.send(json!({"op": "publish", "id": id + 1000, "topic": thing_topic(&thing), "payload": payload, "qos": 0}))
+            .await;
+    }
+    c.end().await;
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut values = stored(&server, &thing, "n").await;
+        values.reverse();
+        if values == sent {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "20 QoS 0 publishes then DISCONNECT: stored {values:?} within {WAIT:?} (all 20 in order expected)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn the_last_will_of_a_device_that_dies_is_written() {
     if !mqttjs_ready() {
         return;
