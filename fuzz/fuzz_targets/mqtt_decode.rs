@@ -1,4 +1,4 @@
-//! Fuzzes the MQTT frame decoder (`thingline::mqtt::codec`) the way a connection uses it: the
+//! Fuzzes the MQTT frame decoder (`thingline-mqtt-codec`, the broker's `mqtt::codec`) the way a connection uses it: the
 //! first bytes go to `peek_connect_version`, then `decode` runs until it needs more bytes or
 //! fails, in both protocol versions and under several size limits. Invariants beyond "no
 //! panic": a decoded packet consumes exactly the bytes its fixed header announced (at least
@@ -8,7 +8,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use thingline::mqtt::codec::{self, MAX_REMAINING, Packet, Version};
+use thingline_mqtt_codec::{self as codec, MAX_REMAINING, Packet, Version};
 
 /// The whole length of the packet at the front of `buf` as its fixed header announces it.
 fn announced(buf: &[u8]) -> Option<usize> {

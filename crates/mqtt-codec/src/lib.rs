@@ -1,6 +1,7 @@
 //! The MQTT frame layer: turns bytes into the packets a broker receives and the packets it sends
 //! into bytes, for MQTT 3.1.1 (protocol level 4, and level 3 "MQIsdp") and MQTT 5. No I/O and no
-//! state beyond the protocol version, so that it can be fuzzed alone (`fuzz/`).
+//! state beyond the protocol version, so that it can be fuzzed alone (`fuzz/`). The broker
+//! (`thingline::mqtt`) uses it as `mqtt::codec`.
 //!
 //! Decoding is incremental ([`decode`] answers `Ok(None)` until a whole packet has arrived) and
 //! bounded: a packet whose announced length exceeds the limit is refused from its fixed header,
