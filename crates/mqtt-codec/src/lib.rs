@@ -299,6 +299,9 @@ fn parse(first: u8, version: Version, r: &mut Reader) -> Result<Packet, DecodeEr
                 if options & reserved != 0 {
                     return Err(DecodeError::Malformed("reserved subscription option bits"));
                 }
+                if version == Version::V5 && (options >> 4) & 3 == 3 {
+                    return Err(DecodeError::Protocol("Retain Handling 3 is reserved"));
+                }
                 filters.push(Filter { filter, qos: QoS::from_bits(options & 3)? });
             }
             if filters.is_empty() {
