@@ -1,5 +1,5 @@
-//! Command line: `reference`, `run <scenario>`, `seed`, `realtime-latency`, `realtime-memory`
-//! and `floor-server`, and the dispatch to each.
+//! Command line: `reference`, `run <scenario>`, `seed`, `realtime-latency`, `realtime-memory`,
+//! `floor-server`, `mqtt-publish`, `mqtt-relay` and `mqtt-memory`, and the dispatch to each.
 //!
 //! Flags shared by every command that spawns Thingline live in [`ServerArgs`].
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{floor, realtime, reference, scenarios, seed, startup};
+use crate::{floor, mqtt, realtime, reference, scenarios, seed, startup};
 
 /// Load generator for Thingline, measured against a bare axum + rustls reference.
 #[derive(Debug, Parser)]
@@ -38,6 +38,16 @@ pub enum Command {
     /// Serve the realtime floor: the least a Socket.IO server over rustls can do per delivery
     /// (the `floor` target of realtime-latency/realtime-memory); prints `listening addr=…`.
     FloorServer(FloorArgs),
+    /// MQTT QoS 1 publish throughput: N clients each publishing to its own thing with up to
+    /// --inflight unacknowledged PUBLISHes, PUBACKs per second and publish→PUBACK latency;
+    /// Thingline against the machine's Mosquitto.
+    MqttPublish(MqttPublishArgs),
+    /// MQTT relay: --pairs publisher/subscriber pairs on distinct connections, one thing each;
+    /// deliveries per second at the subscribers, delivery latency and losses.
+    MqttRelay(MqttRelayArgs),
+    /// MQTT resident memory per idle connection (connected, then subscribed), Thingline and
+    /// Mosquitto.
+    MqttMemory(MqttMemoryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -337,6 +347,118 @@ pub struct RealtimeMemoryArgs {
     pub common: RealtimeCommon,
 }
 
+/// The brokers the MQTT commands can measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum MqttTarget {
+    /// Thingline, spawned with its MQTT listener on 127.0.0.1:0.
+    Thingline,
+    /// The machine's running Mosquitto (--mosquitto-addr), never started nor stopped.
+    Mosquitto,
+}
+
+/// Flags shared by the MQTT commands.
+#[derive(Debug, Args)]
+pub struct MqttCommon {
+    /// Targets (comma-separated); each round measures them in turn, alternating which goes first.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "thingline,mosquitto")]
+    pub targets: Vec<MqttTarget>,
+    /// The running Mosquitto (anonymous MQTT on plain TCP).
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    pub mosquitto_addr: SocketAddr,
+    /// Mosquitto's pid, for its CPU and memory. Default: `pidof mosquitto`.
+    #[arg(long)]
+    pub mosquitto_pid: Option<u32>,
+    /// Tokio worker threads of the MQTT clients' runtime (they share the cores with the server).
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
+    /// Connections in their handshake (TCP, CONNECT, SUBSCRIBE) at once.
+    #[arg(long, default_value_t = 64)]
+    pub connect_concurrency: usize,
+    /// Seconds one attempt to open a connection may take (one retry on failure).
+    #[arg(long, default_value_t = 20.0)]
+    pub open_timeout: f64,
+    /// Also write machine-readable results to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+impl MqttCommon {
+    /// The selected targets, deduplicated, thingline first.
+    pub fn selected(&self) -> Vec<MqttTarget> {
+        let mut targets = self.targets.clone();
+        targets.sort();
+        targets.dedup();
+        targets
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct MqttPublishArgs {
+    /// Connected clients, each publishing to its own thing (`v2/things/{token}`).
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// Unacknowledged QoS 1 PUBLISHes per client (comma-separated: each is measured in turn).
+    #[arg(long, value_delimiter = ',', default_value = "1,10")]
+    pub inflight: Vec<usize>,
+    /// Measured seconds per target, window and round.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Seconds of publishing before the measured window (not counted).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Measure each target this many times per --inflight, alternating which goes first.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    #[command(flatten)]
+    pub common: MqttCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct MqttRelayArgs {
+    /// Things, each with one publisher and one subscriber (QoS 0) on distinct connections.
+    #[arg(long, default_value_t = 100)]
+    pub pairs: usize,
+    /// Unacknowledged QoS 1 PUBLISHes per publisher (the default mode: the broker paces them).
+    #[arg(long, default_value_t = 10)]
+    pub inflight: usize,
+    /// Publish QoS 0 at this many messages per second per publisher instead (open loop: the
+    /// same offered load for every target).
+    #[arg(long)]
+    pub qos0_rate: Option<f64>,
+    /// Measured seconds per target and round.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Seconds of publishing before the measured window (not counted).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Measure each target this many times, alternating which goes first.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    #[command(flatten)]
+    pub common: MqttCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct MqttMemoryArgs {
+    /// Idle connections (CONNECT, keepalive 60 s, PINGREQ every 30 s), later each SUBSCRIBEd.
+    #[arg(long, default_value_t = 10_000)]
+    pub conns: usize,
+    /// Things the subscriptions are spread over (Thingline's THINGLINE_REALTIME_STREAMS_PER_THING
+    /// is raised to conns/things when that passes its default of 10).
+    #[arg(long, default_value_t = 1000)]
+    pub things: usize,
+    /// Seconds to wait before the first VmRSS sample of a settle.
+    #[arg(long, default_value_t = 2.0)]
+    pub settle_secs: f64,
+    /// Most seconds to wait for VmRSS to settle (then the last sample is taken, and flagged).
+    #[arg(long, default_value_t = 60.0)]
+    pub settle_timeout: f64,
+    #[command(flatten)]
+    pub common: MqttCommon,
+}
+
 /// Seconds from a flag, clamped to something a `Duration` can hold.
 pub fn secs(value: f64) -> Duration {
     Duration::from_secs_f64(value.clamp(0.0, 86_400.0))
@@ -358,5 +480,8 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::RealtimeLatency(args) => realtime::run(&args).await,
         Command::RealtimeMemory(args) => realtime::run_memory(&args).await,
         Command::FloorServer(args) => floor::serve(&args).await,
+        Command::MqttPublish(args) => mqtt::publish::run(&args).await,
+        Command::MqttRelay(args) => mqtt::relay::run(&args).await,
+        Command::MqttMemory(args) => mqtt::memory::run(&args).await,
     }
 }

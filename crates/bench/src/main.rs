@@ -1,5 +1,6 @@
 //! `thingline-bench`: the load generator that measures Thingline against a bare
-//! axum + rustls reference server, both driven by the same client code in the same run.
+//! axum + rustls reference server (and its MQTT broker against Mosquitto), both driven by the
+//! same client code in the same run.
 //!
 //! `main` only installs the TLS crypto provider, parses the command line and hands over
 //! to [`cli::dispatch`]. See `cli.rs` for the commands and flags.
@@ -10,6 +11,7 @@ mod cli;
 mod driver;
 mod filesystem;
 mod floor;
+mod mqtt;
 mod realtime;
 mod reference;
 mod report;

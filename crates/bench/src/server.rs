@@ -3,7 +3,9 @@
 //! Thingline, the reference and the realtime floor (this executable's `reference` and
 //! `floor-server` commands) and the Node socket.io reference are started on port 0; their real
 //! address is read from their output (`listener=https addr=…` for Thingline, `listening addr=…`
-//! for the bench's own two, `listening port=…` for the Node one). Both pipes are drained for the
+//! for the bench's own two, `listening port=…` for the Node one). Thingline's other listeners
+//! (`listener=mqtt addr=…`, when its MQTT listener is on) are kept by name, see
+//! [`ServerProcess::listener`]. Both pipes are drained for the
 //! whole life of the child so it never blocks on a full pipe; the last lines are kept to explain
 //! a failed start. Children are stopped with SIGTERM, then killed after a grace period
 //! (and killed on drop if the bench itself bails out early).
@@ -53,6 +55,8 @@ pub struct ServerProcess {
     /// When the process was spawned (startup timings count from here).
     pub spawned_at: Instant,
     log_tail: Arc<Mutex<VecDeque<String>>>,
+    /// Every `listener=<name> addr=<ip:port>` Thingline logged so far.
+    listeners: Arc<Mutex<Vec<(String, SocketAddr)>>>,
 }
 
 /// What is needed to start Thingline.
@@ -71,6 +75,11 @@ pub struct ThinglineSpec {
     pub allow_tmpfs: bool,
     /// More `thingline serve` flags (e.g. `--max-connections`).
     pub extra_args: Vec<String>,
+    /// `--mqtt-addr`: `None` turns the MQTT listener off (the HTTP benchmarks), `127.0.0.1:0`
+    /// for the MQTT ones.
+    pub mqtt_addr: Option<String>,
+    /// Environment settings on top of the bench's own (e.g. `THINGLINE_MQTT_MAX_INFLIGHT`).
+    pub env: Vec<(String, String)>,
 }
 
 impl ThinglineSpec {
@@ -98,6 +107,8 @@ impl ThinglineSpec {
             mount,
             allow_tmpfs: args.allow_tmpfs,
             extra_args: Vec::new(),
+            mqtt_addr: None,
+            env: Vec::new(),
         })
     }
 
@@ -158,7 +169,7 @@ pub async fn spawn_thingline(spec: &ThinglineSpec) -> Result<ServerProcess> {
         .arg("--data-dir")
         .arg(&spec.data_dir)
         .args(["--https-addr", "127.0.0.1:0"])
-        .args(["--mqtt-addr", "off"])
+        .args(["--mqtt-addr", spec.mqtt_addr.as_deref().unwrap_or("off")])
         .args(["--mqtts-addr", "off"])
         .args(["--coap-addr", "off"])
         .args(["--durability", spec.durability.as_str()])
@@ -177,9 +188,14 @@ pub async fn spawn_thingline(spec: &ThinglineSpec) -> Result<ServerProcess> {
         "THINGLINE_DATA_DIR",
         "THINGLINE_HTTPS_ADDR",
         "THINGLINE_DURABILITY",
+        "THINGLINE_MAX_CONNECTIONS",
+        "THINGLINE_MQTT_MAX_CONNECTIONS",
+        "THINGLINE_MQTT_MAX_INFLIGHT",
+        "THINGLINE_REALTIME_STREAMS_PER_THING",
     ] {
         command.env_remove(name);
     }
+    command.envs(spec.env.iter().map(|(name, value)| (name, value)));
     spawn_child("thingline", command, AddrMarker::ThinglineHttps, spec.echo_log, spec.start_timeout)
         .await
         .with_context(|| format!("starting {}", spec.bin.display()))
@@ -250,14 +266,16 @@ async fn spawn_child(
     let mut child = command.spawn().context("spawning the process")?;
     let pid = child.id().ok_or_else(|| anyhow!("the child exited immediately"))?;
     let log_tail = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL)));
+    let listeners = Arc::new(Mutex::new(Vec::new()));
     let (addr_tx, mut addr_rx) = mpsc::channel::<SocketAddr>(2);
+    let found = Found { addr_tx, listeners: listeners.clone() };
     if let Some(stdout) = child.stdout.take() {
-        tokio::spawn(drain(stdout, label, marker, echo_log, log_tail.clone(), addr_tx.clone()));
+        tokio::spawn(drain(stdout, label, marker, echo_log, log_tail.clone(), found.clone()));
     }
     if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(drain(stderr, label, marker, echo_log, log_tail.clone(), addr_tx.clone()));
+        tokio::spawn(drain(stderr, label, marker, echo_log, log_tail.clone(), found.clone()));
     }
-    drop(addr_tx);
+    drop(found);
 
     let mut process = ServerProcess {
         label,
@@ -267,6 +285,7 @@ async fn spawn_child(
         base_url: String::new(),
         spawned_at,
         log_tail,
+        listeners,
     };
     match tokio::time::timeout(timeout, addr_rx.recv()).await {
         Ok(Some(addr)) => {
@@ -290,6 +309,15 @@ async fn spawn_child(
     }
 }
 
+/// Where a pipe's reader reports the addresses it finds.
+#[derive(Clone)]
+struct Found {
+    /// The address the spawn waits for (Thingline's HTTPS one).
+    addr_tx: mpsc::Sender<SocketAddr>,
+    /// Every Thingline listener by name.
+    listeners: Arc<Mutex<Vec<(String, SocketAddr)>>>,
+}
+
 /// Read one pipe line by line until EOF: keep a tail, echo if asked, report the address.
 async fn drain<R: AsyncRead + Unpin>(
     pipe: R,
@@ -297,7 +325,7 @@ async fn drain<R: AsyncRead + Unpin>(
     marker: AddrMarker,
     echo_log: bool,
     tail: Arc<Mutex<VecDeque<String>>>,
-    addr_tx: mpsc::Sender<SocketAddr>,
+    report: Found,
 ) {
     let mut reader = BufReader::new(pipe);
     let mut raw = Vec::with_capacity(256);
@@ -313,6 +341,12 @@ async fn drain<R: AsyncRead + Unpin>(
         if echo_log {
             eprintln!("[{label}] {line}");
         }
+        if let AddrMarker::ThinglineHttps = marker
+            && let Some((name, addr)) = parse_listener(&line)
+            && let Ok(mut listeners) = report.listeners.lock()
+        {
+            listeners.push((name, loopback_if_unspecified(addr)));
+        }
         if !found {
             let parsed = match marker {
                 AddrMarker::ThinglineHttps => parse_https_listener(&line),
@@ -324,7 +358,7 @@ async fn drain<R: AsyncRead + Unpin>(
             };
             if let Some(addr) = parsed {
                 found = true;
-                let _ = addr_tx.send(loopback_if_unspecified(addr)).await;
+                let _ = report.addr_tx.send(loopback_if_unspecified(addr)).await;
             }
         }
         if let Ok(mut guard) = tail.lock() {
@@ -350,17 +384,23 @@ fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
 /// Find `listener=https` and `addr=<ip:port>` in a text log line (fields may be quoted,
 /// in either order). Regex-free on purpose.
 pub fn parse_https_listener(line: &str) -> Option<SocketAddr> {
+    parse_listener(line).filter(|(name, _)| name == "https").map(|(_, addr)| addr)
+}
+
+/// Find `listener=<name>` and `addr=<ip:port>` in a text log line (fields may be quoted, in
+/// either order): Thingline logs one such line per listener (`https`, `mqtt`, …).
+pub fn parse_listener(line: &str) -> Option<(String, SocketAddr)> {
     let unquote = |s: &str| s.trim_matches(|c: char| c == '"' || c == '\'' || c == ',' || c == ';').to_string();
-    let mut is_https = false;
+    let mut name = None;
     let mut addr = None;
     for token in line.split_whitespace() {
         if let Some(value) = token.strip_prefix("listener=") {
-            is_https |= unquote(value) == "https";
+            name = Some(unquote(value));
         } else if let Some(value) = token.strip_prefix("addr=") {
             addr = unquote(value).parse::<SocketAddr>().ok().or(addr);
         }
     }
-    if is_https { addr } else { None }
+    name.zip(addr)
 }
 
 /// Remove ANSI escape sequences (`ESC [ … letter`), in case the child colours its logs.
@@ -428,6 +468,37 @@ impl ServerProcess {
         }
     }
 
+    /// The address Thingline logged for its listener `name` (`listener=<name> addr=…`), waiting
+    /// up to `timeout` for the line.
+    pub async fn listener(&mut self, name: &str, timeout: Duration) -> Result<SocketAddr> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let logged = self
+                .listeners
+                .lock()
+                .ok()
+                .and_then(|listeners| listeners.iter().find(|(n, _)| n == name).map(|(_, addr)| *addr));
+            if let Some(addr) = logged {
+                return Ok(addr);
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                bail!(
+                    "{} exited ({status}) before logging listener={name}; last lines:\n{}",
+                    self.label,
+                    self.recent_log()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} did not log `listener={name} addr=…` within {timeout:?} (does this build serve it?); last lines:\n{}",
+                    self.label,
+                    self.recent_log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Resident memory in bytes (VmRSS).
     pub fn rss_bytes(&self) -> Result<u64> {
         rss_bytes_of(self.pid)
@@ -468,16 +539,19 @@ impl ServerProcess {
 
 /// Resident memory of a process in bytes, from `/proc/<pid>/status` (VmRSS).
 pub fn rss_bytes_of(pid: u32) -> Result<u64> {
+    status_bytes_of(pid, "VmRSS")
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, …) in bytes.
+pub fn status_bytes_of(pid: u32, field: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow!("no VmRSS line in {path}"))?;
-    let kib: u64 = line
-        .trim_start_matches("VmRSS:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .with_context(|| format!("parsing {line:?}"))?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|rest| rest.strip_prefix(':')))
+        .ok_or_else(|| anyhow!("no {field} line in {path}"))?;
+    let kib: u64 =
+        line.trim().trim_end_matches("kB").trim().parse().with_context(|| format!("parsing {field}: {line:?}"))?;
     Ok(kib * 1024)
 }
 
@@ -541,6 +615,18 @@ mod tests {
     #[test]
     fn ignores_other_listeners() {
         assert_eq!(parse_https_listener("listening listener=mqtt addr=127.0.0.1:1883"), None);
+    }
+
+    #[test]
+    fn parses_any_listener_by_name() {
+        let line = "2025-01-01T00:00:00.000Z  INFO thingline_server: listening listener=mqtt addr=127.0.0.1:41883";
+        assert_eq!(parse_listener(line), Some(("mqtt".to_string(), "127.0.0.1:41883".parse().unwrap())));
+        assert_eq!(
+            parse_listener(r#"listening addr="[::]:1883" listener="mqtt""#).map(|(n, _)| n),
+            Some("mqtt".into())
+        );
+        assert_eq!(parse_listener("listening addr=127.0.0.1:1"), None);
+        assert_eq!(parse_listener("listener=mqtt off"), None);
     }
 
     #[test]

@@ -21,7 +21,7 @@ const SETTLE_BAND: u64 = 256 * 1024;
 /// The server's VmRSS once it stops moving: at least `min_wait`, then until the samples of the
 /// last [`SETTLE_WINDOW`] stay within [`SETTLE_BAND`], or `timeout` (then the last sample, and
 /// `false`).
-async fn settled_rss(pid: u32, min_wait: Duration, timeout: Duration) -> Result<(u64, bool)> {
+pub(crate) async fn settled_rss(pid: u32, min_wait: Duration, timeout: Duration) -> Result<(u64, bool)> {
     let started = Instant::now();
     tokio::time::sleep(min_wait).await;
     let keep = (SETTLE_WINDOW.as_millis() / SETTLE_STEP.as_millis()) as usize + 1;

@@ -22,10 +22,10 @@
 //! deliveries, the stop of the client tasks, the reference's start, the settling of VmRSS.
 
 mod client;
-mod cpu;
+pub(crate) mod cpu;
 mod fixture;
 mod latency;
-mod memory;
+pub(crate) mod memory;
 mod report;
 mod sockets;
 mod targets;
