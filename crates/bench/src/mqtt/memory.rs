@@ -3,7 +3,8 @@
 //! PINGREQ every 30 s keeps them alive), VmRSS settled again; then each SUBSCRIBEs (QoS 0) to a
 //! thing topic, spread over `--things` things, VmRSS settled a third time. Per connection:
 //! (connected − before) and (subscribed − before) over the connections still open. Thingline is
-//! the spawned process; Mosquitto the running one (`pidof mosquitto`), whose allocator keeps the
+//! the spawned process, restarted on its data dir after the setup (so that the memory its
+//! allocator kept from the setup's HTTPS activations cannot absorb the connections'); Mosquitto the running one (`pidof mosquitto`), whose allocator keeps the
 //! memory of earlier connections: its VmRSS figure is then a lower bound (the report gives the
 //! peak VmRSS before the run to show it), and its own heap count (`sysheap`) is read at the
 //! same three points.
@@ -19,7 +20,7 @@ use super::codec::{self, Packet};
 use super::conn::{Conn, KEEPALIVE_SECS, OpenPlan, OpenTally, samples};
 use super::report::{self, MemoryMeasurement, MemoryReport, Opening};
 use super::sysheap::HeapProbe;
-use super::targets::{Session, Target};
+use super::targets::{Session, Setup, Target};
 use super::{SETTLE, client_runtime, join};
 use crate::cli::{MqttMemoryArgs, MqttTarget, secs};
 use crate::realtime::memory::settled_rss;
@@ -57,7 +58,7 @@ pub async fn run(args: &MqttMemoryArgs) -> Result<()> {
         env.push(("THINGLINE_REALTIME_STREAMS_PER_THING".to_string(), per_thing.to_string()));
     }
     let common = &args.common;
-    let session = Session::start(common, args.things, env).await?;
+    let session = Session::start(common, &Setup { things: args.things, env, restart: true }).await?;
     let clients = client_runtime(common.client_threads)?;
     let measured = async {
         let mut measurements = Vec::new();

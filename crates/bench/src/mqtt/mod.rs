@@ -8,7 +8,8 @@
 //! thingToken in the topic is the credential), Mosquitto as it runs (random tokens, the same
 //! topics and payloads). `publisher` and `subscriber` are the two client loops; `publish`,
 //! `relay` and `memory` are the three commands (`sysheap`: Mosquitto's own heap count, for
-//! `memory`); `report` prints and checks their results.
+//! `memory`; `seconds`: the window second by second, and the rate over the seconds the shared
+//! machine was otherwise quiet); `report` prints and checks their results.
 //!
 //! Clock: every time is nanoseconds since one `Instant` taken when a measurement starts, shared
 //! by every client task. The value a publisher sends is its send time in that clock (made
@@ -22,6 +23,7 @@ pub mod publish;
 mod publisher;
 pub mod relay;
 mod report;
+mod seconds;
 mod subscriber;
 mod sysheap;
 mod targets;

@@ -6,7 +6,6 @@
 //! once the value is committed (with `--durability full`, on disk); Mosquitto at once.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -15,12 +14,11 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::conn::{OpenPlan, OpenTally, samples};
 use super::publisher::{self, DRAIN, Mode, PublisherShared};
-use super::report::{self, Cpu, Opening, PublishMeasurement, PublishReport};
-use super::targets::{Session, Target};
-use super::{CLIENT_THREAD, Clock, SETTLE, Window, client_runtime, join};
+use super::report::{self, Opening, PublishMeasurement, PublishReport};
+use super::targets::{Session, Setup, Target};
+use super::{Clock, SETTLE, Window, client_runtime, join, seconds};
 use crate::cli::{MqttPublishArgs, secs};
 use crate::driver::summarize;
-use crate::realtime::cpu::CpuSnapshot;
 
 /// Thingline's default THINGLINE_MQTT_MAX_INFLIGHT; raised when `--inflight` asks for more.
 const SERVER_DEFAULT_INFLIGHT: usize = 64;
@@ -44,7 +42,7 @@ pub async fn run(args: &MqttPublishArgs) -> Result<()> {
         env.push(("THINGLINE_MQTT_MAX_INFLIGHT".to_string(), max_inflight.to_string()));
     }
     let common = &args.common;
-    let session = Session::start(common, args.clients, env).await?;
+    let session = Session::start(common, &Setup { things: args.clients, env, restart: false }).await?;
     let clients = client_runtime(common.client_threads)?;
     let measured = async {
         let mut measurements = Vec::new();
@@ -128,25 +126,7 @@ async fn measure(
     let window =
         Window { from: start + warmup.as_nanos() as u64, to: start + (warmup + secs(args.seconds)).as_nanos() as u64 };
     let _ = go_tx.send(Some(window));
-    tokio::time::sleep_until(clock.instant(window.from)).await;
-    let cpu_start = CpuSnapshot::of(target.pid, CLIENT_THREAD);
-    let mut per_second = Vec::new();
-    let mut others_per_second = Vec::new();
-    let mut last = shared.acks.load(Ordering::Relaxed);
-    let mut last_cpu = cpu_start;
-    let mut second = window.from + 1_000_000_000;
-    while second <= window.to {
-        tokio::time::sleep_until(clock.instant(second)).await;
-        let now = shared.acks.load(Ordering::Relaxed);
-        let cpu = CpuSnapshot::of(target.pid, CLIENT_THREAD);
-        per_second.push(now - last);
-        others_per_second.push(Cpu::new(cpu.since(&last_cpu)).others().unwrap_or(f64::NAN));
-        last = now;
-        last_cpu = cpu;
-        second += 1_000_000_000;
-    }
-    tokio::time::sleep_until(clock.instant(window.to)).await;
-    let cpu = CpuSnapshot::of(target.pid, CLIENT_THREAD).since(&cpu_start);
+    let (seconds, cpu) = seconds::sample(&clock, window, &shared.acks, target.pid).await;
 
     // The clients stop at the window's end and wait for their last PUBACKs.
     let outputs = join(handles, DRAIN + Duration::from_secs(10)).await;
@@ -174,8 +154,7 @@ async fn measure(
         window_seconds: window.seconds(),
         acked_in_window: in_window,
         acks_per_s: in_window as f64 / window.seconds(),
-        per_second,
-        others_per_second,
+        seconds,
         sent,
         acked,
         unacked,
@@ -183,7 +162,7 @@ async fn measure(
         client_errors: errors.len() as u64,
         client_error_samples: errors.iter().take(3).cloned().collect(),
         latency: summarize(&mut latencies),
-        cpu: Cpu::new(cpu),
+        cpu,
     };
     eprintln!(
         "{label}: inflight {inflight}: {:.0} PUBACKs/s, p50 {:.2} ms, p99 {:.2} ms{}",

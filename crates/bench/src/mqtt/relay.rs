@@ -21,12 +21,12 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use super::conn::{OpenPlan, OpenTally};
 use super::publisher::{self, DRAIN, Mode, PublisherOutput, PublisherShared};
 use super::report::{self, Cpu, Opening, RelayMeasurement, RelayReport};
+use super::seconds::{self, Seconds};
 use super::subscriber::{self, SubscriberOutput, SubscriberShared};
-use super::targets::{Session, Target};
-use super::{CLIENT_THREAD, Clock, SETTLE, Window, client_runtime, join};
+use super::targets::{Session, Setup, Target};
+use super::{Clock, SETTLE, Window, client_runtime, join};
 use crate::cli::{MqttRelayArgs, secs};
 use crate::driver::summarize;
-use crate::realtime::cpu::CpuSnapshot;
 
 /// After the publishers stop: how long the deliveries may take to drain at most…
 const DELIVERY_DRAIN: Duration = Duration::from_secs(10);
@@ -47,7 +47,7 @@ pub async fn run(args: &MqttRelayArgs) -> Result<()> {
         env.push(("THINGLINE_MQTT_MAX_INFLIGHT".to_string(), args.inflight.to_string()));
     }
     let common = &args.common;
-    let session = Session::start(common, args.pairs, env).await?;
+    let session = Session::start(common, &Setup { things: args.pairs, env, restart: false }).await?;
     let clients = client_runtime(common.client_threads)?;
     let measured = async {
         let mut measurements = Vec::new();
@@ -175,10 +175,7 @@ async fn measure(
     let window =
         Window { from: start + warmup.as_nanos() as u64, to: start + (warmup + secs(args.seconds)).as_nanos() as u64 };
     let _ = go_tx.send(Some(window));
-    tokio::time::sleep_until(clock.instant(window.from)).await;
-    let cpu_start = CpuSnapshot::of(target.pid, CLIENT_THREAD);
-    tokio::time::sleep_until(clock.instant(window.to)).await;
-    let cpu = CpuSnapshot::of(target.pid, CLIENT_THREAD).since(&cpu_start);
+    let (seconds, cpu) = seconds::sample(&clock, window, &subscribers.items, target.pid).await;
     // The publishers' last PUBACKs, then the deliveries, the publishers still connected.
     let finished_by = Instant::now() + DRAIN + Duration::from_secs(5);
     while publishers.finished.load(Ordering::Relaxed) < pub_tally.opened && Instant::now() < finished_by {
@@ -194,7 +191,8 @@ async fn measure(
     let _ = stop_tx.send(true);
     let received = join(sub_handles, Duration::from_secs(30)).await;
 
-    let measurement = tally(args, label, round, window, &published, &received, &sub_tally, &pub_tally, cpu);
+    let measured = Measured { window, seconds, cpu };
+    let measurement = tally(args, label, round, measured, &published, &received, &sub_tally, &pub_tally);
     eprintln!(
         "{label}: {:.0} delivered/s, send→receipt p50 {:.2} ms, p99 {:.2} ms, {} of {} missing",
         measurement.delivered_per_s,
@@ -222,18 +220,24 @@ async fn drain(items: &AtomicU64, expected: u64) {
     }
 }
 
+/// What the coordinator measured itself: the window, its seconds, the CPU over it.
+struct Measured {
+    window: Window,
+    seconds: Seconds,
+    cpu: Cpu,
+}
+
 /// The figures of one measurement from every client's output, pair by pair.
 #[allow(clippy::too_many_arguments)]
 fn tally(
     args: &MqttRelayArgs,
     label: &str,
     round: usize,
-    window: Window,
+    Measured { window, seconds, cpu }: Measured,
     published: &[(usize, PublisherOutput)],
     received: &[(usize, SubscriberOutput)],
     sub_tally: &OpenTally,
     pub_tally: &OpenTally,
-    cpu: CpuSnapshot,
 ) -> RelayMeasurement {
     let qos0 = args.qos0_rate.is_some();
     let mut by_pair: Vec<(Option<&PublisherOutput>, Option<&SubscriberOutput>)> = vec![(None, None); args.pairs];
@@ -270,7 +274,8 @@ fn tally(
         client_error_samples: Vec::new(),
         delivery_latency: Default::default(),
         puback_latency: Default::default(),
-        cpu: Cpu::new(cpu),
+        seconds,
+        cpu,
     };
     let mut errors = Vec::new();
     let mut delivery = Vec::new();

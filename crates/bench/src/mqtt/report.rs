@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::conn::OpenTally;
+use super::seconds::Seconds;
 use crate::driver::{LatencySummary, median};
 use crate::realtime::cpu::CpuSnapshot;
 use crate::report::{MAX_ERROR_RATE, StoreSetup, store_line};
@@ -109,11 +110,8 @@ pub struct PublishMeasurement {
     /// PUBACKs that arrived in the window.
     pub acked_in_window: u64,
     pub acks_per_s: f64,
-    /// PUBACKs in each whole second of the window.
-    pub per_second: Vec<u64>,
-    /// CPU seconds of other processes and interrupts in each of those seconds (see
-    /// [`Cpu::machine_seconds`]): where a second was slow, whether others were busy.
-    pub others_per_second: Vec<f64>,
+    /// PUBACKs in each whole second of the window, others' CPU in each, the quiet-seconds rate.
+    pub seconds: Seconds,
     pub sent: u64,
     pub acked: u64,
     /// PUBLISHes never acknowledged (within 10 s after the window).
@@ -133,6 +131,8 @@ pub struct PublishMeasurement {
 pub struct Ratios {
     pub inflight: usize,
     pub throughput: f64,
+    /// Of the quiet-seconds rates (medians over the rounds that have one).
+    pub throughput_quiet: Option<f64>,
     pub p50: f64,
     pub p99: f64,
 }
@@ -163,9 +163,18 @@ impl PublishReport {
                         .map(|m| (m.acks_per_s, m.latency.p50_ms, m.latency.p99_ms))
                         .collect()
                 };
+                let quiet = |target: &str| -> Vec<f64> {
+                    measurements
+                        .iter()
+                        .filter(|m| m.inflight == inflight && m.target == target)
+                        .filter_map(|m| m.seconds.quiet_rate)
+                        .collect()
+                };
+                let throughput_quiet = quiet_ratio(&quiet("thingline"), &quiet("mosquitto"));
                 compare(&of("thingline"), &of("mosquitto")).map(|[throughput, p50, p99]| Ratios {
                     inflight,
                     throughput,
+                    throughput_quiet,
                     p50,
                     p99,
                 })
@@ -202,6 +211,8 @@ pub struct RelayMeasurement {
     /// Value items that reached the subscribers in the window (receipt time).
     pub delivered_in_window: u64,
     pub delivered_per_s: f64,
+    /// Deliveries in each whole second, others' CPU in each, the quiet-seconds rate.
+    pub seconds: Seconds,
     /// Messages sent in the window that every subscriber must get: acknowledged ones (QoS 1),
     /// all (QoS 0).
     pub expected: u64,
@@ -253,9 +264,14 @@ impl RelayReport {
                 .map(|m| (m.delivered_per_s, m.delivery_latency.p50_ms, m.delivery_latency.p99_ms))
                 .collect()
         };
+        let quiet = |target: &str| -> Vec<f64> {
+            measurements.iter().filter(|m| m.target == target).filter_map(|m| m.seconds.quiet_rate).collect()
+        };
+        let throughput_quiet = quiet_ratio(&quiet("thingline"), &quiet("mosquitto"));
         let ratios = compare(&of("thingline"), &of("mosquitto")).map(|[throughput, p50, p99]| Ratios {
             inflight: 0,
             throughput,
+            throughput_quiet,
             p50,
             p99,
         });
@@ -366,6 +382,15 @@ fn compare(thingline: &[(f64, f64, f64)], mosquitto: &[(f64, f64, f64)]) -> Opti
     Some([ratio(|v| v.0), ratio(|v| v.1), ratio(|v| v.2)])
 }
 
+/// thingline / mosquitto of the medians of quiet-seconds rates, when both have some.
+fn quiet_ratio(thingline: &[f64], mosquitto: &[f64]) -> Option<f64> {
+    if thingline.is_empty() || mosquitto.is_empty() {
+        return None;
+    }
+    let b = median(mosquitto);
+    (b > 0.0).then(|| median(thingline) / b)
+}
+
 fn print_store(store: Option<&StoreSetup>) {
     println!("{}", store_line(store));
 }
@@ -382,7 +407,7 @@ pub fn print_publish(report: &PublishReport) {
     println!("scenario mqtt-publish  {}", report.params);
     print_store(report.store.as_ref());
     for m in &report.measurements {
-        let (lo, hi) = (m.per_second.iter().min().copied(), m.per_second.iter().max().copied());
+        let (lo, hi) = (m.seconds.counts.iter().min().copied(), m.seconds.counts.iter().max().copied());
         println!(
             "{:<10} round {} inflight {}: {:.0} PUBACKs/s ({} in {:.2} s; per second {}–{}), {} cores",
             m.target,
@@ -396,10 +421,9 @@ pub fn print_publish(report: &PublishReport) {
             report.cpus
         );
         println!("  {}", m.clients.line("clients"));
-        let seconds: Vec<String> = m.per_second.iter().map(u64::to_string).collect();
-        println!("  per second   {}", seconds.join(" "));
-        let others: Vec<String> = m.others_per_second.iter().map(|s| format!("{s:.2}")).collect();
-        println!("  others+irq   {} (CPU s in each second)", others.join(" "));
+        for line in m.seconds.lines() {
+            println!("  {line}");
+        }
         println!("  {}", latency_line("publish→PUBACK", &m.latency));
         println!(
             "  messages     sent {}  acked {}  unacked {}  unexpected PUBACKs {}  clients dropped {}",
@@ -412,8 +436,12 @@ pub fn print_publish(report: &PublishReport) {
     }
     for r in &report.thingline_over_mosquitto {
         println!(
-            "thingline/mosquitto inflight {} (medians): PUBACKs/s {:.3}  p50 {:.2}x  p99 {:.2}x",
-            r.inflight, r.throughput, r.p50, r.p99
+            "thingline/mosquitto inflight {} (medians): PUBACKs/s {:.3} (quiet seconds {})  p50 {:.2}x  p99 {:.2}x",
+            r.inflight,
+            r.throughput,
+            r.throughput_quiet.map_or_else(|| "?".to_string(), |q| format!("{q:.3}")),
+            r.p50,
+            r.p99
         );
     }
 }
@@ -436,6 +464,9 @@ pub fn print_relay(report: &RelayReport) {
             report.cpus
         );
         println!("  {}; {}", m.subscribers.line("subscribers"), m.publishers.line("publishers"));
+        for line in m.seconds.lines() {
+            println!("  {line}");
+        }
         println!(
             "  messages     published {}  expected {}  received {}  MISSING {} (in {} pairs)  duplicates {}  unexpected {}  ({} PUBLISH packets, {} error payloads, {} unacked, {} clients dropped)",
             m.published,
@@ -469,8 +500,11 @@ pub fn print_relay(report: &RelayReport) {
     }
     if let Some(r) = &report.thingline_over_mosquitto {
         println!(
-            "thingline/mosquitto (medians): delivered/s {:.3}  send→receipt p50 {:.2}x  p99 {:.2}x",
-            r.throughput, r.p50, r.p99
+            "thingline/mosquitto (medians): delivered/s {:.3} (quiet seconds {})  send→receipt p50 {:.2}x  p99 {:.2}x",
+            r.throughput,
+            r.throughput_quiet.map_or_else(|| "?".to_string(), |q| format!("{q:.3}")),
+            r.p50,
+            r.p99
         );
     }
 }

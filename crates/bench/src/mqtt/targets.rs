@@ -33,6 +33,18 @@ impl Target {
     }
 }
 
+/// How a command wants Thingline set up.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    /// Things activated (Mosquitto gets as many random tokens).
+    pub things: usize,
+    /// Settings on top of the bench's (`THINGLINE_MQTT_MAX_INFLIGHT`, …).
+    pub env: Vec<(String, String)>,
+    /// Stop Thingline after the setup and start it again on the same data dir, so that what the
+    /// setup's HTTPS traffic left in its memory is not in a memory figure.
+    pub restart: bool,
+}
+
 /// The targets of one command, and Thingline's process and data dir while it runs.
 pub struct Session {
     pub targets: Vec<Target>,
@@ -43,10 +55,9 @@ pub struct Session {
 }
 
 impl Session {
-    /// Start what `common` selects: Thingline spawned (with `env` on top of the bench's
-    /// settings) and `things` things activated on it; Mosquitto found at `--mosquitto-addr`
-    /// with `things` random tokens.
-    pub async fn start(common: &MqttCommon, things: usize, env: Vec<(String, String)>) -> Result<Self> {
+    /// Start what `common` selects: Thingline spawned and set up as `setup` says; Mosquitto
+    /// found at `--mosquitto-addr` with as many random tokens.
+    pub async fn start(common: &MqttCommon, setup: &Setup) -> Result<Self> {
         raise_open_files_limit();
         let selected = common.selected();
         if selected.is_empty() {
@@ -55,8 +66,8 @@ impl Session {
         let mut session = Session { targets: Vec::new(), store: None, thingline: None, data_dir: None };
         for kind in selected {
             let started = match kind {
-                MqttTarget::Thingline => session.start_thingline(common, things, &env).await,
-                MqttTarget::Mosquitto => mosquitto(common, things).map(|target| session.targets.push(target)),
+                MqttTarget::Thingline => session.start_thingline(common, setup).await,
+                MqttTarget::Mosquitto => mosquitto(common, setup.things).map(|target| session.targets.push(target)),
             };
             if let Err(err) = started {
                 session.finish().await;
@@ -66,19 +77,57 @@ impl Session {
         Ok(session)
     }
 
-    async fn start_thingline(&mut self, common: &MqttCommon, things: usize, env: &[(String, String)]) -> Result<()> {
+    async fn start_thingline(&mut self, common: &MqttCommon, setup: &Setup) -> Result<()> {
         let server = &common.server;
         let data_dir = DataDir::from_args(server)?;
         let mut spec = ThinglineSpec::new(server, &data_dir.path)?;
         self.data_dir = Some(data_dir);
         spec.mqtt_addr = Some("127.0.0.1:0".into());
-        spec.env = env.to_vec();
+        spec.env = setup.env.clone();
         self.store = Some(spec.store_setup());
         let setup_client = https_client(16, Duration::from_secs(120))?;
-        let process = self.thingline.insert(spawn_thingline(&spec).await?);
-        let ready = process.wait_healthy(&setup_client, spec.start_timeout, Duration::from_millis(5)).await?;
+        self.thingline = Some(spawn_thingline(&spec).await?);
+        let addr = self.ready(&spec, &setup_client).await?;
+        let Some(process) = self.thingline.as_ref() else { bail!("thingline is not running") };
+        let api = Api::new(setup_client.clone(), &process.base_url);
+        let started = std::time::Instant::now();
+        let provisioned = api
+            .provision(&server.panel_email, &server.panel_password, "mqtt-bench", setup.things)
+            .await
+            .context("activating the things through Thingline's API")?;
+        eprintln!(
+            "thingline: product {}, {} things activated in {:.1} s",
+            provisioned.product_id,
+            setup.things,
+            started.elapsed().as_secs_f64()
+        );
+        let addr = if setup.restart {
+            if let Some(process) = self.thingline.take() {
+                process.stop().await?;
+            }
+            self.thingline = Some(spawn_thingline(&spec).await?);
+            eprintln!("thingline: restarted on the same data dir (the setup's memory is not in its figures)");
+            self.ready(&spec, &setup_client).await?
+        } else {
+            addr
+        };
+        let Some(process) = self.thingline.as_ref() else { bail!("thingline is not running") };
+        self.targets.push(Target {
+            kind: MqttTarget::Thingline,
+            label: "thingline",
+            addr,
+            pid: Some(process.pid),
+            tokens: provisioned.things.into_iter().map(|t| t.thing_token).collect(),
+        });
+        Ok(())
+    }
+
+    /// Wait until the spawned Thingline answers /v2/health and has logged its MQTT address.
+    async fn ready(&mut self, spec: &ThinglineSpec, client: &reqwest::Client) -> Result<SocketAddr> {
+        let Some(process) = self.thingline.as_mut() else { bail!("thingline is not running") };
+        let ready = process.wait_healthy(client, spec.start_timeout, Duration::from_millis(5)).await?;
         let addr = process.listener("mqtt", spec.start_timeout).await?;
-        let settings: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let settings: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         eprintln!(
             "thingline: {} ready in {} ms, MQTT on {addr} ({}, data {} on {}, durability {}{}{})",
             process.base_url,
@@ -90,25 +139,7 @@ impl Session {
             if settings.is_empty() { "" } else { ", " },
             settings.join(" ")
         );
-        let api = Api::new(setup_client, &process.base_url);
-        let started = std::time::Instant::now();
-        let provisioned = api
-            .provision(&server.panel_email, &server.panel_password, "mqtt-bench", things)
-            .await
-            .context("activating the things through Thingline's API")?;
-        eprintln!(
-            "thingline: product {}, {things} things activated in {:.1} s",
-            provisioned.product_id,
-            started.elapsed().as_secs_f64()
-        );
-        self.targets.push(Target {
-            kind: MqttTarget::Thingline,
-            label: "thingline",
-            addr,
-            pid: Some(process.pid),
-            tokens: provisioned.things.into_iter().map(|t| t.thing_token).collect(),
-        });
-        Ok(())
+        Ok(addr)
     }
 
     /// The targets of round `round` (0-based) in measuring order: as selected in even rounds,
