@@ -117,19 +117,30 @@ async fn sigterm_drains_and_exits_zero() {
 
 #[tokio::test]
 async fn a_taken_port_stops_the_start_with_one_clear_line() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = taken.local_addr().expect("addr").to_string();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(common::spawned::bin())
-        .args(["serve", "--data-dir", dir.path().to_str().expect("utf8"), "--https-addr", &addr])
-        .args(["--mqtt-addr", "off", "--mqtts-addr", "off", "--coap-addr", "off"])
-        .env("THINGLINE_LOG", "error")
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    let line = err.lines().find(|l| l.contains(&addr)).unwrap_or_else(|| panic!("no line names {addr}: {err}"));
-    assert!(line.contains("THINGLINE_HTTPS_ADDR"), "names the setting: {line}");
+    // HTTPS, MQTT and MQTTS in turn on a taken port; the others on free ports.
+    for (flag, setting) in [
+        ("--https-addr", "THINGLINE_HTTPS_ADDR"),
+        ("--mqtt-addr", "THINGLINE_MQTT_ADDR"),
+        ("--mqtts-addr", "THINGLINE_MQTTS_ADDR"),
+    ] {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = taken.local_addr().expect("addr").to_string();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut args = vec!["--https-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--mqtts-addr", "127.0.0.1:0"];
+        let i = args.iter().position(|a| *a == flag).expect("flag") + 1;
+        args[i] = &addr;
+        let out = Command::new(common::spawned::bin())
+            .args(["serve", "--data-dir", dir.path().to_str().expect("utf8"), "--coap-addr", "off"])
+            .args(&args)
+            .env("THINGLINE_LOG", "error")
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1), "{flag}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line: {err}");
+        assert!(lines[0].contains(&addr) && lines[0].contains(setting), "names {addr} and {setting}: {err}");
+    }
 }
 
 #[tokio::test]

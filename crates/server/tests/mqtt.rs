@@ -12,6 +12,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use rumqttc::{Packet, QoS, SubscribeReasonCode};
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
 
 use common::{TestServer, TestThing, mqtt_on};
 use mqtt_support::*;
@@ -19,7 +20,7 @@ use mqtt_support::*;
 const LED_ON: &str = r#"{"values":[{"key":"LED","value":"ON"}]}"#;
 
 async fn values(server: &TestServer, thing: &TestThing, key: &str) -> Vec<Value> {
-    let (status, v) = server.read(thing, key, "?limit=100").await;
+    let (status, v) = server.read(thing, key, "?limit=1000").await;
     if status == StatusCode::NOT_FOUND {
         return Vec::new();
     }
@@ -473,5 +474,88 @@ async fn a_subscriber_that_does_not_read_is_dropped_without_slowing_writers() {
     // The stalled subscriber was dropped: what it can still read ends with the close.
     let got = stalled.until_closed(WAIT).await;
     assert!(got.len() < 300 * big.len(), "not everything was queued for it ({} bytes)", got.len());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn qos2_publishes_complete_their_exchange_and_are_stored_once() {
+    let server = TestServer::start_mqtt().await;
+    let panel = server.panel_token().await;
+    let thing = server.thing(&panel, &[]).await;
+    let topic = thing_topic(&thing.token);
+    let (mut device, _) = Client::connect(server.mqtt.expect("mqtt"), Opts::new("qos2")).await;
+    // Subscribing at QoS 2 is granted QoS 1 (this broker sends at most QoS 1).
+    assert_eq!(device.subscribe(&topic, QoS::ExactlyOnce).await, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+    for i in 0..3 {
+        let payload = format!(r#"{{"values":[{{"key":"q2","value":{i}}}]}}"#);
+        device.client.publish(&topic, QoS::ExactlyOnce, false, payload).await.expect("publish");
+        device.expect(|p| matches!(p, Packet::PubRec(_))).await;
+        device.expect(|p| matches!(p, Packet::PubComp(_))).await;
+    }
+    assert_eq!(values(&server, &thing, "q2").await, vec![json!(2), json!(1), json!(0)]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_qos2_publish_sent_again_before_its_pubrel_is_stored_once() {
+    let server = TestServer::start_mqtt().await;
+    let panel = server.panel_token().await;
+    let thing = server.thing(&panel, &[]).await;
+    let topic = thing_topic(&thing.token);
+    let mut raw = Raw::connect(server.mqtt.expect("mqtt")).await;
+    raw.send(&connect_packet("qos2-raw", 60, None)).await;
+    raw.read_exact(4).await;
+    let payload = br#"{"values":[{"key":"once","value":1}]}"#;
+    let mut twice = publish_qos2_packet(&topic, 7, false, payload);
+    twice.extend(publish_qos2_packet(&topic, 7, true, payload));
+    raw.send(&twice).await;
+    assert_eq!(raw.read_exact(8).await, vec![0x50, 2, 0, 7, 0x50, 2, 0, 7], "a PUBREC for each");
+    raw.send(&pubrel_packet(7)).await;
+    assert_eq!(raw.read_exact(4).await, vec![0x70, 2, 0, 7], "PUBCOMP");
+    assert_eq!(values(&server, &thing, "once").await, vec![json!(1)], "stored once");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn publishes_sent_with_the_disconnect_are_all_written_and_the_will_is_not() {
+    // A small in-flight limit: most of the burst is still unread when the client closes.
+    let server = TestServer::start_with(|a| {
+        mqtt_on(a);
+        a.mqtt_max_inflight = Some(4);
+    })
+    .await;
+    let mqtt = server.mqtt.expect("mqtt");
+    let panel = server.panel_token().await;
+    let thing = server.thing(&panel, &[]).await;
+    let topic = thing_topic(&thing.token);
+    let mut raw = Raw::connect(mqtt).await;
+    let will = r#"{"values":[{"key":"LWT","value":"burst"}]}"#;
+    let mut burst = connect_packet("burst", 60, Some((&topic, will)));
+    for i in 0..100 {
+        burst.extend(publish_packet(&topic, format!(r#"{{"values":[{{"key":"n","value":{i}}}]}}"#).as_bytes()));
+    }
+    burst.extend([0xe0, 0]); // DISCONNECT
+    raw.send(&burst).await;
+    raw.stream.shutdown().await.expect("close our side");
+    raw.until_closed(WAIT).await;
+    let mut got = eventually(&server, &thing, "n", |v| v.len() == 100).await;
+    got.reverse();
+    assert_eq!(got, (0..100).map(|i| json!(i)).collect::<Vec<_>>(), "all of them, in order");
+
+    // The same burst without DISCONNECT: all written too, and then the will.
+    let mut raw = Raw::connect(mqtt).await;
+    let mut burst = connect_packet("burst2", 60, Some((&topic, r#"{"values":[{"key":"LWT","value":"broken"}]}"#)));
+    for i in 100..200 {
+        burst.extend(publish_packet(&topic, format!(r#"{{"values":[{{"key":"n","value":{i}}}]}}"#).as_bytes()));
+    }
+    raw.send(&burst).await;
+    raw.stream.shutdown().await.expect("close our side");
+    raw.until_closed(WAIT).await;
+    assert_eq!(
+        eventually(&server, &thing, "LWT", |v| !v.is_empty()).await,
+        vec![json!("broken")],
+        "only the second will"
+    );
+    assert_eq!(values(&server, &thing, "n").await.len(), 200);
     server.stop().await;
 }

@@ -45,6 +45,9 @@ enum Close {
     WithWill,
     /// Taken over by a newer connection, or the server is stopping: no will.
     Quiet,
+    /// The store failed a write a 3.1.1 client waits for: closed without its acknowledgement (it
+    /// sends again), nothing more is written for it, no will.
+    Abort,
 }
 
 /// The session a connection works in.
@@ -253,7 +256,12 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
         let shutdown = self.platform.shutdown_signal().clone();
         let mailbox = Arc::clone(&self.session.data().mailbox);
         let max_inflight = self.broker.settings.max_inflight;
-        let mut deadline = keep_alive.map(|ka| Instant::now() + ka);
+        // The keep-alive timer fires at most once per keep-alive period: activity only moves
+        // `last_heard`, and a timer that fires early is set again from it (no timer work per
+        // packet).
+        let mut last_heard = Instant::now();
+        let keep_alive_timer = tokio::time::sleep(keep_alive.unwrap_or(Duration::MAX / 4));
+        tokio::pin!(keep_alive_timer);
         let mut large_reads = false;
         loop {
             if let Err(close) = self.process(buf).await {
@@ -273,6 +281,8 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
+                    // Publishes already read are written and acknowledged before the goodbye.
+                    self.drain_writes().await;
                     self.disconnect(0x8b);
                     return Close::Quiet;
                 }
@@ -284,20 +294,46 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
                     if let Err(close) = self.written(done) {
                         return close;
                     }
+                    // Reading may have paused for this write: the client is not silent.
+                    last_heard = Instant::now();
                 }
                 _ = mailbox.wait() => {}
-                _ = sleep_until(deadline), if deadline.is_some() => {
+                () = &mut keep_alive_timer, if keep_alive.is_some() => {
+                    let due = last_heard + keep_alive.unwrap_or_default();
+                    if due > Instant::now() {
+                        keep_alive_timer.as_mut().reset(due);
+                        continue;
+                    }
                     tracing::debug!(client_id = %self.client_id, remote = %self.remote, "MQTT keep-alive expired");
                     self.disconnect(0x8d);
                     return Close::WithWill;
                 }
                 read = read_some(reader, buf, large_reads), if reading => match read {
-                    Ok((0, _)) | Err(_) => return Close::WithWill,
+                    Ok((0, _)) | Err(_) => return self.finish_buffer(buf).await,
                     Ok((_, filled)) => {
                         large_reads = filled;
-                        deadline = keep_alive.map(|ka| Instant::now() + ka);
+                        last_heard = Instant::now();
                     }
                 },
+            }
+        }
+    }
+
+    /// The client closed its side: what it sent before is handled all the same (publishes, and a
+    /// DISCONNECT that makes the end clean), the in-flight limit kept by writing as it goes.
+    async fn finish_buffer(&mut self, buf: &mut BytesMut) -> Close {
+        loop {
+            if let Err(close) = self.process(buf).await {
+                return close;
+            }
+            if self.writes.len() < self.broker.settings.max_inflight {
+                // Nothing whole is left: the connection broke without DISCONNECT.
+                return Close::WithWill;
+            }
+            self.drain_writes().await;
+            if self.writes.len() >= self.broker.settings.max_inflight {
+                // The store did not keep up within the drain timeout: give up on the rest.
+                return Close::Abort;
             }
         }
     }
@@ -378,7 +414,8 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
             QoS::ExactlyOnce => {
                 let data = self.session.data();
                 if data.awaiting_rel.contains(&p.pid) {
-                    // Sent again before its PUBREL: already stored, acknowledge again.
+                    // Sent again before its PUBREL: already stored (or being stored), acknowledge
+                    // again in turn.
                     self.writes.refuse(0, Ack::Pubrec(p.pid));
                     return Ok(());
                 }
@@ -386,6 +423,8 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
                     self.disconnect(0x93);
                     return Err(Close::WithWill);
                 }
+                // Taken from now on; given back if it is not stored.
+                data.awaiting_rel.insert(p.pid);
                 Ack::Pubrec(p.pid)
             }
         };
@@ -395,13 +434,31 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
                 if self.version == Version::V311 && server_fault(&error) && ack != Ack::None {
                     // 3.1.1 cannot say "not stored": no acknowledgement, the client sends again.
                     tracing::warn!(client_id = %self.client_id, error = %error.public_message(), "MQTT publish not stored");
-                    return Err(Close::Quiet);
+                    return Err(Close::Abort);
                 }
                 self.log_refusal(&p.topic, &error);
                 self.writes.refuse(reason, ack);
             }
         }
         Ok(())
+    }
+
+    /// Writes and acknowledges every publish already read (bounded by the in-flight limit and
+    /// the drain timeout).
+    async fn drain_writes(&mut self) {
+        let drain = async {
+            loop {
+                self.start_writes();
+                if !self.writes.busy() {
+                    return;
+                }
+                let done = self.writes.finished().await;
+                if self.written(done).is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = timeout(crate::net::DRAIN_TIMEOUT, drain).await;
     }
 
     /// Answers refused publishes in turn and starts the next store write.
@@ -425,7 +482,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
                 let needs_ack = done.acks.iter().any(|a| *a != Ack::None);
                 if self.version == Version::V311 && server_fault(&e) && needs_ack {
                     tracing::warn!(client_id = %self.client_id, error = %e.public_message(), "MQTT publishes not stored");
-                    return Err(Close::Quiet);
+                    return Err(Close::Abort);
                 }
                 tracing::info!(client_id = %self.client_id, error = %e.public_message(), "MQTT publish not stored");
                 let reason = reason_of(&e);
@@ -442,8 +499,8 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
             Ack::None => {}
             Ack::Puback(pid) => self.send(&Outgoing::PubAck { pid, reason }),
             Ack::Pubrec(pid) => {
-                if reason < 0x80 {
-                    self.session.data().awaiting_rel.insert(pid);
+                if reason >= 0x80 {
+                    self.session.data().awaiting_rel.remove(&pid);
                 }
                 self.send(&Outgoing::PubRec { pid, reason });
             }
@@ -626,6 +683,16 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
 
     /// The connection is over: last words, the will, the session.
     async fn end(mut self, close: Close) {
+        // Every publish read before the end is written (a client may publish and DISCONNECT in
+        // one breath), and acknowledged if the client is still there; a QoS 2 publish stored is
+        // then not stored again when a persistent session's client sends it again.
+        if close != Close::Abort {
+            self.drain_writes().await;
+        }
+        // QoS 2 publishes never stored are not "already received" when sent again.
+        for pid in self.writes.unfinished_pubrecs() {
+            self.session.data().awaiting_rel.remove(&pid);
+        }
         let _ = timeout(Duration::from_secs(1), self.flush()).await;
         let _ = self.writer.shutdown().await;
         if close == Close::WithWill
@@ -687,13 +754,6 @@ async fn publish_will(platform: Arc<Platform>, will: Will, client_id: Arc<str>) 
 /// Whether a failure is the server's (the store), not the client's.
 fn server_fault(e: &Error) -> bool {
     matches!(e, Error::Internal(_) | Error::Unavailable(_) | Error::InsufficientStorage(_) | Error::RequestTimeout(_))
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Reads what has arrived; whether the read filled its room (more is likely waiting).

@@ -4,14 +4,15 @@
 //! `v2/things/{thingToken}` is the HTTP write (same parsing, same store, acknowledged after the
 //! commit), a SUBSCRIBE is a subscription of the platform's subscription service.
 //!
-//! - [`codec`]: the frame layer (bytes ↔ packets), fuzzed alone;
+//! - [`codec`]: the frame layer (bytes ↔ packets), the `thingline-mqtt-codec` crate, fuzzed alone;
 //! - [`topic`]: the topics a thing may use;
 //! - [`connection`]: one network connection, CONNECT to end;
 //! - [`writes`]: the ordered publish → commit → acknowledgement pipeline;
 //! - [`session`]: mailboxes and persistent sessions;
 //! - [`websocket`]: MQTT over WebSocket.
 
-pub mod codec;
+/// The frame layer, its own crate (`crates/mqtt-codec`) so that it is fuzzed alone.
+pub use thingline_mqtt_codec as codec;
 mod connection;
 mod session;
 pub mod topic;

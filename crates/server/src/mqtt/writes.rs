@@ -128,6 +128,13 @@ impl Writes {
         self.running = Some((acks, Box::pin(async move { p.write_batches(&thing, batches, flags).await })));
     }
 
+    /// The QoS 2 packet ids whose writes have not finished (waiting, or running).
+    pub fn unfinished_pubrecs(&self) -> Vec<u16> {
+        let running = self.running.iter().flat_map(|(acks, _)| acks.iter());
+        let waiting = self.line.iter().filter(|e| e.write.is_ok()).map(|e| &e.ack);
+        running.chain(waiting).filter_map(|a| if let Ack::Pubrec(pid) = a { Some(*pid) } else { None }).collect()
+    }
+
     /// Waits for the running write (pending forever when none runs: use under `if busy()`).
     pub async fn finished(&mut self) -> Done {
         let Some((_, fut)) = self.running.as_mut() else { return std::future::pending().await };

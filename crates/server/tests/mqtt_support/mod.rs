@@ -230,6 +230,20 @@ pub fn publish_packet(topic: &str, payload: &[u8]) -> Vec<u8> {
     framed(0x30, &body)
 }
 
+/// A QoS 2 PUBLISH with packet id `pid` (`dup` set on a resend).
+pub fn publish_qos2_packet(topic: &str, pid: u16, dup: bool, payload: &[u8]) -> Vec<u8> {
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&pid.to_be_bytes());
+    body.extend_from_slice(payload);
+    framed(if dup { 0x3c } else { 0x34 }, &body)
+}
+
+/// A PUBREL.
+pub fn pubrel_packet(pid: u16) -> Vec<u8> {
+    framed(0x62, &pid.to_be_bytes())
+}
+
 /// A SUBSCRIBE of one filter at QoS 0.
 pub fn subscribe_packet(pid: u16, filter: &str) -> Vec<u8> {
     let mut body = pid.to_be_bytes().to_vec();

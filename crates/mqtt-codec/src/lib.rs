@@ -1,6 +1,7 @@
 //! The MQTT frame layer: turns bytes into the packets a broker receives and the packets it sends
 //! into bytes, for MQTT 3.1.1 (protocol level 4, and level 3 "MQIsdp") and MQTT 5. No I/O and no
-//! state beyond the protocol version, so that it can be fuzzed alone (`fuzz/`).
+//! state beyond the protocol version, so that it can be fuzzed alone (`fuzz/`). The broker
+//! (`thingline::mqtt`) uses it as `mqtt::codec`.
 //!
 //! Decoding is incremental ([`decode`] answers `Ok(None)` until a whole packet has arrived) and
 //! bounded: a packet whose announced length exceeds the limit is refused from its fixed header,
@@ -200,18 +201,21 @@ const AUTH: u8 = 15;
 /// The protocol level of the CONNECT at the front of `buf`, once enough of it has arrived:
 /// which version to [`decode`] it with. `Ok(None)`: not enough bytes yet.
 pub fn peek_connect_version(buf: &[u8], max_packet: usize) -> Result<Option<Version>, DecodeError> {
-    let Some((first, _len, header)) = fixed_header(buf, max_packet)? else { return Ok(None) };
+    let Some((first, len, header)) = fixed_header(buf, max_packet)? else { return Ok(None) };
     if first >> 4 != CONNECT {
         return Err(DecodeError::Protocol("the first packet must be CONNECT"));
     }
-    let mut body = &buf[header..];
+    // What has arrived of the body; once all of it is here, too short is malformed, not "wait".
+    let complete = buf.len() >= header + len;
+    let short = || if complete { Err(DecodeError::Malformed("CONNECT shorter than its fields")) } else { Ok(None) };
+    let mut body = &buf[header..(header + len).min(buf.len())];
     if body.len() < 2 {
-        return Ok(None);
+        return short();
     }
     let name_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
     body = &body[2..];
     if body.len() < name_len + 1 {
-        return Ok(None);
+        return short();
     }
     let (name, level) = (&body[..name_len], body[name_len]);
     match (name, level) {
@@ -294,6 +298,9 @@ fn parse(first: u8, version: Version, r: &mut Reader) -> Result<Packet, DecodeEr
                 let reserved = if version == Version::V5 { 0xc0 } else { 0xfc };
                 if options & reserved != 0 {
                     return Err(DecodeError::Malformed("reserved subscription option bits"));
+                }
+                if version == Version::V5 && (options >> 4) & 3 == 3 {
+                    return Err(DecodeError::Protocol("Retain Handling 3 is reserved"));
                 }
                 filters.push(Filter { filter, qos: QoS::from_bits(options & 3)? });
             }
