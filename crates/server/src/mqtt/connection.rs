@@ -629,12 +629,14 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
             if codec::publish_size(&d.topic, d.payload.as_str().len(), d.qos, version) > self.client_max_packet {
                 continue;
             }
-            let data = self.session.data();
-            let pid = if d.qos == QoS::AtMostOnce { 0 } else { data.next_pid() };
-            encode_delivery(&mut self.out, version, &d, pid, false);
-            if d.qos != QoS::AtMostOnce {
-                self.session.data().unacked.push_back(Unacked { pid, delivery: d });
+            if d.qos == QoS::AtMostOnce {
+                encode_delivery(&mut self.out, version, &d, 0, false);
+                continue;
             }
+            let data = self.session.data();
+            let pid = data.next_pid();
+            encode_delivery(&mut self.out, version, &d, pid, false);
+            data.unacked.push_back(Unacked { pid, delivery: d });
         }
         Ok(())
     }

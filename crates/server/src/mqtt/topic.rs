@@ -114,11 +114,6 @@ pub fn write_flags(query: Option<&str>) -> Result<WriteFlags> {
     Ok(flags)
 }
 
-/// The MQTT topic of a thing's channel (`/things/{token}`).
-pub fn thing_topic(token: &str) -> String {
-    format!("{THINGS}{token}")
-}
-
 /// A thingToken as a topic level: not empty, no `/`, bounded.
 fn is_token(s: &str) -> bool {
     !s.is_empty() && s.len() <= 128 && !s.contains('/')
