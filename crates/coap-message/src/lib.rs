@@ -66,7 +66,7 @@ pub mod code {
             413 => REQUEST_ENTITY_TOO_LARGE,
             415 => UNSUPPORTED_CONTENT_FORMAT,
             429 => TOO_MANY_REQUESTS,
-            503 => SERVICE_UNAVAILABLE,
+            503 | 507 => SERVICE_UNAVAILABLE,
             _ if status < 500 => BAD_REQUEST,
             _ => INTERNAL_SERVER_ERROR,
         }

@@ -123,6 +123,24 @@ pub struct ConfigArgs {
     /// Most persistent MQTT sessions kept (default 100000).
     #[arg(long, env = "THINGLINE_MQTT_MAX_SESSIONS")]
     pub mqtt_max_sessions: Option<usize>,
+    /// CoAP requests per second from one client IP address (default 1000, the same as the
+    /// burst); beyond it requests are dropped unanswered.
+    #[arg(long, env = "THINGLINE_COAP_RATE")]
+    pub coap_rate: Option<u32>,
+    /// Most CoAP observations (Observe registrations) from one client IP address (default 1000).
+    #[arg(long, env = "THINGLINE_COAP_OBSERVERS_PER_ADDRESS")]
+    pub coap_observers_per_address: Option<usize>,
+    /// Most CoAP observations in all (default 100000).
+    #[arg(long, env = "THINGLINE_COAP_MAX_OBSERVERS")]
+    pub coap_max_observers: Option<usize>,
+    /// Most CoAP exchanges remembered for deduplication (default 262144); when all are younger
+    /// than the retransmission span, new requests get 5.03.
+    #[arg(long, env = "THINGLINE_COAP_MAX_EXCHANGES")]
+    pub coap_max_exchanges: Option<usize>,
+    /// Milliseconds a confirmable CoAP request may wait for its answer before the server sends
+    /// an empty ACK and answers separately (default 1000; 0 always answers separately).
+    #[arg(long, env = "THINGLINE_COAP_SEPARATE_AFTER")]
+    pub coap_separate_after: Option<u64>,
 }
 
 /// The same settings as keys of the TOML file.
@@ -161,6 +179,11 @@ struct FileConfig {
     mqtt_session_queue: Option<usize>,
     mqtt_session_expiry: Option<u64>,
     mqtt_max_sessions: Option<usize>,
+    coap_rate: Option<u32>,
+    coap_observers_per_address: Option<usize>,
+    coap_max_observers: Option<usize>,
+    coap_max_exchanges: Option<usize>,
+    coap_separate_after: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -191,6 +214,24 @@ pub struct Config {
     /// Dead-peer detection on every accepted TCP connection.
     pub peer_timeout: PeerTimeout,
     pub mqtt: MqttSettings,
+    pub coap: CoapSettings,
+}
+
+/// Limits of the CoAP endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct CoapSettings {
+    /// Requests per second (and burst) from one client IP address.
+    pub rate: u32,
+    /// Observations from one client IP address.
+    pub observers_per_address: usize,
+    /// Observations in all.
+    pub max_observers: usize,
+    /// Exchanges remembered for deduplication.
+    pub max_exchanges: usize,
+    /// How long a confirmable request may wait for its answer before an empty ACK goes first.
+    pub separate_after: Duration,
+    /// Largest request or response body reassembled or served block-wise (`THINGLINE_BODY_LIMIT`).
+    pub body_limit: usize,
 }
 
 /// Limits of the MQTT broker.
@@ -344,10 +385,36 @@ impl Config {
             connect_timeout: realtime.auth_timeout,
             write_timeout: body_timeout,
         };
+        let coap = CoapSettings {
+            rate: match args.coap_rate.or(file.coap_rate).unwrap_or(1000) {
+                0 => bail!("THINGLINE_COAP_RATE must be at least 1"),
+                n => n,
+            },
+            observers_per_address: at_least_one(
+                "THINGLINE_COAP_OBSERVERS_PER_ADDRESS",
+                args.coap_observers_per_address.or(file.coap_observers_per_address),
+                1000,
+            )?,
+            max_observers: at_least_one(
+                "THINGLINE_COAP_MAX_OBSERVERS",
+                args.coap_max_observers.or(file.coap_max_observers),
+                100_000,
+            )?,
+            max_exchanges: at_least_one(
+                "THINGLINE_COAP_MAX_EXCHANGES",
+                args.coap_max_exchanges.or(file.coap_max_exchanges),
+                262_144,
+            )?,
+            separate_after: Duration::from_millis(
+                args.coap_separate_after.or(file.coap_separate_after).unwrap_or(1000).min(60_000),
+            ),
+            body_limit,
+        };
         Ok(Config {
             realtime,
             peer_timeout,
             mqtt,
+            coap,
             https_addr: addr("THINGLINE_HTTPS_ADDR", args.https_addr.or(file.https_addr), Some("0.0.0.0:8443"))?
                 .context("THINGLINE_HTTPS_ADDR cannot be off: the app and panel APIs need it")?,
             http_addr: addr("THINGLINE_HTTP_ADDR", args.http_addr.or(file.http_addr), None)?,

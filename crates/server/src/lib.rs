@@ -1,9 +1,10 @@
 //! The Thingline server: the platform service every protocol calls ([`platform`]), the protocol
-//! adapters ([`http`], [`socketio`], [`mqtt`]), configuration, TLS, listeners and the `thingline` command
+//! adapters ([`http`], [`socketio`], [`mqtt`], [`coap`]), configuration, TLS, listeners and the `thingline` command
 //! line. Adapters import the platform and `thingline_core` only, never each other, the store or
 //! the bus; [`server`] puts them together.
 
 pub mod cli;
+pub mod coap;
 pub mod config;
 pub mod http;
 pub mod logging;

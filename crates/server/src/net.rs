@@ -128,6 +128,13 @@ pub async fn bind(addr: SocketAddr, what: &str, setting: &str) -> anyhow::Result
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for {what}: {e} (change it with {setting}, or `off`)"))
 }
 
+/// Binds a UDP socket, with the same clear message as [`bind`] when it cannot.
+pub async fn bind_udp(addr: SocketAddr, what: &str, setting: &str) -> anyhow::Result<tokio::net::UdpSocket> {
+    tokio::net::UdpSocket::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {addr} (UDP) for {what}: {e} (change it with {setting}, or `off`)")
+    })
+}
+
 /// Back-off after a failed accept (out of file descriptors and similar), instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// At most one log line per this long about failing accepts.

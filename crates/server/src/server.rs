@@ -13,7 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::platform::{self, Limits, Platform};
-use crate::{Config, http, mqtt, net, socketio, tls};
+use crate::{Config, coap, http, mqtt, net, socketio, tls};
 
 /// Events buffered per topic before a slow subscriber lags.
 const BUS_CAPACITY: usize = 1024;
@@ -24,6 +24,7 @@ pub struct RunningServer {
     pub http_addr: Option<SocketAddr>,
     pub mqtt_addr: Option<SocketAddr>,
     pub mqtts_addr: Option<SocketAddr>,
+    pub coap_addr: Option<SocketAddr>,
     pub platform: Arc<Platform>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
@@ -92,9 +93,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         Some(addr) => Some(net::bind(addr, "MQTTS", "THINGLINE_MQTTS_ADDR").await?),
         None => None,
     };
-    if let Some(addr) = config.coap_addr {
-        tracing::warn!(%addr, "CoAP is not part of this version yet; THINGLINE_COAP_ADDR is ignored");
-    }
+    let coap_socket = match config.coap_addr {
+        Some(addr) => Some(Arc::new(net::bind_udp(addr, "CoAP", "THINGLINE_COAP_ADDR").await?)),
+        None => None,
+    };
 
     // The HTTP API with MQTT over WebSocket beside it and Socket.IO in front of both, behind the
     // HTTPS-only guard.
@@ -131,6 +133,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             tasks.spawn(mqtt::serve(listener, Arc::clone(&broker)));
         }
     }
+    let mut coap_addr = None;
+    if let Some(socket) = coap_socket {
+        let addr = socket.local_addr().context("the CoAP socket's address")?;
+        tracing::info!(listener = %"coap", addr = %addr, "listening");
+        coap_addr = Some(addr);
+        let endpoint = coap::Endpoint::new(Arc::clone(&platform), config.coap, Arc::clone(&socket));
+        tasks.spawn(coap::serve(socket, endpoint));
+    }
     tracing::info!(store = platform.store().backend(), data_dir = %config.data_dir.display(), "ready");
-    Ok(RunningServer { https_addr, http_addr, mqtt_addr, mqtts_addr, platform, shutdown, tasks })
+    Ok(RunningServer { https_addr, http_addr, mqtt_addr, mqtts_addr, coap_addr, platform, shutdown, tasks })
 }

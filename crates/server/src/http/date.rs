@@ -7,9 +7,6 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::json;
-use thingline_core::Error;
-use thingline_core::time::{format_datetime, now_ms};
 
 use super::extract::{Query, authorization};
 use super::{ApiResult, AppState};
@@ -33,13 +30,5 @@ async fn date(State(state): State<AppState>, headers: HeaderMap, q: Query) -> Ap
 
 /// The date envelope: `{"date": d, "values": [{"value": d}]}`.
 pub fn render_date(format: Option<&str>) -> thingline_core::Result<Response> {
-    let now = now_ms();
-    let value = match format.unwrap_or("UTC") {
-        f if f.eq_ignore_ascii_case("utc") => json!(format_datetime(now)),
-        f if f.eq_ignore_ascii_case("unix_timestamp") => json!(now.div_euclid(1000)),
-        other => {
-            return Err(Error::bad_request(format!("format must be UTC or unix_timestamp, not {other:?}")));
-        }
-    };
-    Ok(Json(json!({"date": value, "values": [{"value": value}]})).into_response())
+    Ok(Json(crate::platform::server_date(format)?).into_response())
 }

@@ -10,14 +10,14 @@ use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::json;
 use thingline_core::Error;
-use thingline_core::query::{TimelineQuery, parse_bool_flag, parse_limit};
+use thingline_core::query::{TimelineQuery, parse_limit};
 
 use super::body::Body;
 use super::extract::{ClientIp, Path, Query};
 use super::stream::{self, Greeting};
 use super::{ApiResult, AppState, json_text};
 use crate::platform::{ReadOut, Target, WriteFlags, WriteItem, parse_write_items};
-use crate::wire::{items_array, push_str_lit};
+use crate::wire::push_str_lit;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -51,10 +51,7 @@ async fn activate(state: axum::extract::State<AppState>, ClientIp(ip): ClientIp,
 
 /// The `store` and `broadcast` flags of a write (both default true).
 pub fn write_flags(q: &Query) -> thingline_core::Result<WriteFlags> {
-    Ok(WriteFlags {
-        store: parse_bool_flag("store", q.get("store"), true)?,
-        broadcast: parse_bool_flag("broadcast", q.get("broadcast"), true)?,
-    })
+    WriteFlags::from_params(q.get("store"), q.get("broadcast"))
 }
 
 async fn write(
@@ -73,17 +70,7 @@ async fn write(
 
 /// Renders a read: timeline items, or the settings document under the key asked.
 pub fn render_read(out: &ReadOut) -> String {
-    match out {
-        ReadOut::Timeline(items) => items_array(items),
-        ReadOut::Document { key, value } => {
-            let mut s = String::from("[{\"key\":");
-            push_str_lit(&mut s, key);
-            s.push_str(",\"value\":");
-            s.push_str(&value.to_string());
-            s.push_str("}]");
-            s
-        }
-    }
+    out.render()
 }
 
 async fn read(

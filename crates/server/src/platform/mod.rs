@@ -34,6 +34,23 @@ pub use subscriptions::{
 pub use users::{LinkBy, LoginOutcome, session_lifetime};
 pub use values::{AllResources, ReadOut, WriteFlags, WriteItem, json_error, parse_write_items};
 
+/// The server's clock as `GET /v2/utils/date` answers it on every protocol: `{"date": d,
+/// "values": [{"value": d}]}`, `format=UTC` (default, ISO-8601) or `unix_timestamp` (seconds).
+pub fn server_date(format: Option<&str>) -> thingline_core::Result<serde_json::Value> {
+    use thingline_core::time::{format_datetime, now_ms};
+    let now = now_ms();
+    let value = match format.unwrap_or("UTC") {
+        f if f.eq_ignore_ascii_case("utc") => serde_json::json!(format_datetime(now)),
+        f if f.eq_ignore_ascii_case("unix_timestamp") => serde_json::json!(now.div_euclid(1000)),
+        other => {
+            return Err(thingline_core::Error::bad_request(format!(
+                "format must be UTC or unix_timestamp, not {other:?}"
+            )));
+        }
+    };
+    Ok(serde_json::json!({"date": value, "values": [{"value": value}]}))
+}
+
 /// Limits that protect the platform from one client.
 #[derive(Debug, Clone)]
 pub struct Limits {

@@ -52,6 +52,16 @@ impl Default for WriteFlags {
     }
 }
 
+impl WriteFlags {
+    /// The flags of a write's query parameters `store` and `broadcast` (both default true).
+    pub fn from_params(store: Option<&str>, broadcast: Option<&str>) -> Result<WriteFlags> {
+        Ok(WriteFlags {
+            store: thingline_core::query::parse_bool_flag("store", store, true)?,
+            broadcast: thingline_core::query::parse_bool_flag("broadcast", broadcast, true)?,
+        })
+    }
+}
+
 #[derive(Deserialize)]
 struct WriteBody<'a> {
     #[serde(borrow)]
@@ -206,6 +216,23 @@ pub struct AllResources {
 pub enum ReadOut {
     Timeline(Vec<ValueItem>),
     Document { key: String, value: serde_json::Value },
+}
+
+impl ReadOut {
+    /// The JSON answer of a read: timeline items, or the settings document under the key asked.
+    pub fn render(&self) -> String {
+        match self {
+            ReadOut::Timeline(items) => crate::wire::items_array(items),
+            ReadOut::Document { key, value } => {
+                let mut s = String::from("[{\"key\":");
+                crate::wire::push_str_lit(&mut s, key);
+                s.push_str(",\"value\":");
+                s.push_str(&value.to_string());
+                s.push_str("}]");
+                s
+            }
+        }
+    }
 }
 
 impl Platform {

@@ -30,6 +30,8 @@ pub struct TestServer {
     /// `--mqtt-addr`/`--mqtts-addr`).
     pub mqtt: Option<std::net::SocketAddr>,
     pub mqtts: Option<std::net::SocketAddr>,
+    /// The CoAP (UDP) listener, when started with [`coap_on`] or spawned with `--coap-addr`.
+    pub coap: Option<std::net::SocketAddr>,
     running: Option<RunningServer>,
     /// The `thingline` binary, when the server was spawned as a process ([`TestServer::spawn`]).
     process: Option<spawned::Proc>,
@@ -67,6 +69,11 @@ pub fn mqtt_on(args: &mut ConfigArgs) {
     args.mqtts_addr = Some("127.0.0.1:0".into());
 }
 
+/// Turns the CoAP listener on, on UDP port 0.
+pub fn coap_on(args: &mut ConfigArgs) {
+    args.coap_addr = Some("127.0.0.1:0".into());
+}
+
 /// A reqwest client that trusts the server's generated certificate (real TLS verification).
 pub fn client_for(data_dir: &std::path::Path) -> Client {
     let pem = std::fs::read(data_dir.join("tls/cert.pem")).expect("generated certificate");
@@ -82,6 +89,11 @@ impl TestServer {
     /// Starts with the MQTT and MQTTS listeners on port 0.
     pub async fn start_mqtt() -> TestServer {
         Self::start_with(mqtt_on).await
+    }
+
+    /// Starts with the CoAP listener on UDP port 0.
+    pub async fn start_coap() -> TestServer {
+        Self::start_with(coap_on).await
     }
 
     /// Starts with the test defaults, adjusted by `adjust`.
@@ -109,6 +121,7 @@ impl TestServer {
             client: client_for(&data_dir),
             mqtt: running.mqtt_addr,
             mqtts: running.mqtts_addr,
+            coap: running.coap_addr,
             data_dir,
             running: Some(running),
             process: None,
@@ -136,6 +149,7 @@ impl TestServer {
             client: client_for(dir),
             mqtt: process.mqtt,
             mqtts: process.mqtts,
+            coap: process.coap,
             data_dir: dir.to_path_buf(),
             running: None,
             process: Some(process),

@@ -28,19 +28,19 @@ pub struct Proc {
     /// The MQTT listeners, when `extra` turned them on.
     pub mqtt: Option<std::net::SocketAddr>,
     pub mqtts: Option<std::net::SocketAddr>,
+    pub coap: Option<std::net::SocketAddr>,
     /// Log lines not read yet (stderr).
     pub lines: mpsc::Receiver<String>,
 }
 
 /// Spawns `thingline serve` on `dir` with port-0 HTTPS and plain listeners (MQTT and CoAP off,
-/// unless `extra` names `--mqtt-addr`/`--mqtts-addr`), the test panel account, `extra` arguments
+/// unless `extra` names `--mqtt-addr`/`--mqtts-addr`/`--coap-addr`), the test panel account, `extra` arguments
 /// and `env` variables; waits for its listening lines.
 pub fn spawn_with(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Proc {
     let mut cmd = Command::new(bin());
     cmd.arg("serve")
         .args(["--data-dir", dir.to_str().expect("utf8 path")])
         .args(["--https-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-        .args(["--coap-addr", "off"])
         .args(extra)
         .env("THINGLINE_PANEL_EMAIL", super::PANEL_EMAIL)
         .env("THINGLINE_PANEL_PASSWORD", super::PANEL_PASSWORD)
@@ -50,6 +50,10 @@ pub fn spawn_with(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Proc {
         .stderr(Stdio::piped());
     let want_mqtt = extra.contains(&"--mqtt-addr");
     let want_mqtts = extra.contains(&"--mqtts-addr");
+    let want_coap = extra.contains(&"--coap-addr");
+    if !want_coap {
+        cmd.args(["--coap-addr", "off"]);
+    }
     if !want_mqtt {
         cmd.args(["--mqtt-addr", "off"]);
     }
@@ -69,9 +73,14 @@ pub fn spawn_with(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Proc {
             }
         }
     });
-    let (mut https, mut http, mut mqtt, mut mqtts) = (None, None, None, None);
+    let (mut https, mut http, mut mqtt, mut mqtts, mut coap) = (None, None, None, None, None);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while https.is_none() || http.is_none() || (want_mqtt && mqtt.is_none()) || (want_mqtts && mqtts.is_none()) {
+    while https.is_none()
+        || http.is_none()
+        || (want_mqtt && mqtt.is_none())
+        || (want_mqtts && mqtts.is_none())
+        || (want_coap && coap.is_none())
+    {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let line = rx.recv_timeout(left).expect("listening lines within 30 s");
         if let Some(addr) = line.split("listener=https addr=").nth(1) {
@@ -87,8 +96,11 @@ pub fn spawn_with(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Proc {
         if let Some(addr) = line.split("listener=mqtts addr=").nth(1) {
             mqtts = addr_of(addr);
         }
+        if let Some(addr) = line.split("listener=coap addr=").nth(1) {
+            coap = addr_of(addr);
+        }
     }
-    Proc { child, https: https.expect("https"), http: http.expect("http"), mqtt, mqtts, lines: rx }
+    Proc { child, https: https.expect("https"), http: http.expect("http"), mqtt, mqtts, coap, lines: rx }
 }
 
 /// [`spawn_with`] without extra environment.
