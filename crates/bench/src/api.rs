@@ -146,6 +146,34 @@ impl Api {
         Ok(())
     }
 
+    /// `GET /v2/things/{token}/resources/{key}?limit=…[&endDate=…]`: one page of a timeline,
+    /// newest first; `None` when the key was never written (404).
+    pub async fn read_page(
+        &self,
+        thing_token: &str,
+        key: &str,
+        limit: u32,
+        end_date: Option<&str>,
+    ) -> Result<Option<Vec<Value>>> {
+        let mut url = self.url(&format!("/v2/things/{thing_token}/resources/{key}?limit={limit}"));
+        if let Some(end) = end_date {
+            // An ISO datetime (`2026-01-01T00:00:00.000Z`) needs no escaping in a query.
+            url.push_str(&format!("&endDate={end}"));
+        }
+        let response = self.client.get(url).send().await.context("reading a timeline")?;
+        let status = response.status();
+        let text = response.text().await.context("reading the answer to a timeline read")?;
+        match status {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok(None),
+            _ => bail!("a timeline read answered {status}: {}", snippet(&text)),
+        }
+        match serde_json::from_str(&text) {
+            Ok(Value::Array(items)) => Ok(Some(items)),
+            _ => bail!("a timeline read answered a non-array: {}", snippet(&text)),
+        }
+    }
+
     /// `POST` a JSON body; any 2xx answer is returned as JSON (for calls whose exact status the
     /// targets differ on).
     pub async fn post_ok(&self, path: &str, token: Option<&str>, body: &Value) -> Result<Value> {

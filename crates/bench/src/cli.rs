@@ -1,5 +1,6 @@
 //! Command line: `reference`, `run <scenario>`, `seed`, `realtime-latency`, `realtime-memory`,
-//! `floor-server`, `mqtt-publish`, `mqtt-relay` and `mqtt-memory`, and the dispatch to each.
+//! `floor-server`, `mqtt-publish`, `mqtt-relay`, `mqtt-memory`, `coap-write`, `coap-observe` and
+//! `udp-echo`, and the dispatch to each.
 //!
 //! Flags shared by every command that spawns Thingline live in [`ServerArgs`].
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{floor, mqtt, realtime, reference, scenarios, seed, startup};
+use crate::{coap, floor, mqtt, realtime, reference, scenarios, seed, startup};
 
 /// Load generator for Thingline, measured against a bare axum + rustls reference.
 #[derive(Debug, Parser)]
@@ -48,6 +49,16 @@ pub enum Command {
     /// MQTT resident memory per idle connection (connected, then subscribed), Thingline and
     /// Mosquitto.
     MqttMemory(MqttMemoryArgs),
+    /// CoAP confirmable single-value writes: N clients, each on its own UDP socket and thing,
+    /// one write outstanding; 2.01s per second and latency, against a bare tokio UDP echo of the
+    /// same datagrams (`udp-echo`); then every thing's values checked through the HTTPS API.
+    CoapWrite(CoapWriteArgs),
+    /// CoAP Observe notification latency from commit: N observers of one thing, paced HTTPS
+    /// writes; and in the same run the same with N Socket.IO subscribers.
+    CoapObserve(CoapObserveArgs),
+    /// Serve the reference of `coap-write`: a tokio UDP echo (every datagram sent back);
+    /// prints `listening addr=…`.
+    UdpEcho(UdpEchoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -459,6 +470,114 @@ pub struct MqttMemoryArgs {
     pub common: MqttCommon,
 }
 
+/// What `coap-write` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum CoapWriteTarget {
+    /// Thingline, spawned with its CoAP listener on 127.0.0.1:0.
+    Thingline,
+    /// This executable's `udp-echo`, spawned.
+    Echo,
+}
+
+#[derive(Debug, Args)]
+pub struct CoapWriteArgs {
+    /// Clients, each with its own UDP socket and its own thing, one confirmable write outstanding.
+    #[arg(long, default_value_t = 100)]
+    pub clients: usize,
+    /// Measured seconds per target and round.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Seconds of writing before the measured window (not counted).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Measure each target this many times, alternating which goes first.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// Targets (comma-separated); each round measures them in turn.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "thingline,echo")]
+    pub targets: Vec<CoapWriteTarget>,
+    /// Tokio worker threads of the clients' runtime (they share the cores with the server).
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
+    /// Seconds before a client retransmits an unanswered request (RFC 7252's ACK_TIMEOUT),
+    /// doubled at each retransmission.
+    #[arg(long, default_value_t = 2.0)]
+    pub retransmit_after: f64,
+    /// Runtime workers of the echo (default: one per core, as Thingline's runtime).
+    #[arg(long)]
+    pub echo_workers: Option<usize>,
+    /// Thingline's THINGLINE_COAP_MAX_EXCHANGES: the dedup table must hold every exchange of
+    /// the last 247 s (at its default of 262,144 a run at 20,000 writes/s fills it in 13 s and
+    /// new requests get 5.03).
+    #[arg(long, default_value_t = 8_388_608)]
+    pub max_exchanges: usize,
+    /// Also write machine-readable results to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+impl CoapWriteArgs {
+    /// The selected targets, deduplicated, thingline first.
+    pub fn selected(&self) -> Vec<CoapWriteTarget> {
+        let mut targets = self.targets.clone();
+        targets.sort();
+        targets.dedup();
+        targets
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CoapObserveArgs {
+    /// CoAP observers of the one thing (each on its own UDP socket); as many Socket.IO
+    /// subscribers in the Socket.IO measurement.
+    #[arg(long, default_value_t = 1000)]
+    pub observers: usize,
+    /// Writes per second through HTTPS (one value each, the value is a sequence number).
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Measured seconds per measurement.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Warm-up seconds of writes before the measured window (not recorded).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Rounds: each measures CoAP and Socket.IO, alternating which goes first.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// The observations' keepAlive (ms), in the registration's path as the SDK sends it.
+    #[arg(long, default_value_t = 60_000)]
+    pub keep_alive: u64,
+    /// Tokio worker threads of the clients' runtime (CoAP and Socket.IO; the writer has its own).
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
+    /// Registrations (and Socket.IO setups) in progress at once.
+    #[arg(long, default_value_t = 32)]
+    pub connect_concurrency: usize,
+    /// Seconds one attempt to register (or open a socket) may take (one retry on failure).
+    #[arg(long, default_value_t = 20.0)]
+    pub open_timeout: f64,
+    /// Also write machine-readable results to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UdpEchoArgs {
+    /// Address to bind; port 0 picks a free port (printed as `listening addr=…`).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub addr: SocketAddr,
+    /// Runtime worker threads (default: one per core, as Thingline's runtime).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Tasks receiving and sending on the one socket (default: one per worker).
+    #[arg(long)]
+    pub tasks: Option<usize>,
+}
+
 /// Seconds from a flag, clamped to something a `Duration` can hold.
 pub fn secs(value: f64) -> Duration {
     Duration::from_secs_f64(value.clamp(0.0, 86_400.0))
@@ -483,5 +602,8 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::MqttPublish(args) => mqtt::publish::run(&args).await,
         Command::MqttRelay(args) => mqtt::relay::run(&args).await,
         Command::MqttMemory(args) => mqtt::memory::run(&args).await,
+        Command::CoapWrite(args) => coap::write::run(&args).await,
+        Command::CoapObserve(args) => coap::observe::run(&args).await,
+        Command::UdpEcho(args) => coap::echo::serve(&args).await,
     }
 }

@@ -1,6 +1,7 @@
 //! `thingline-bench`: the load generator that measures Thingline against a bare
-//! axum + rustls reference server (and its MQTT broker against Mosquitto), both driven by the
-//! same client code in the same run.
+//! axum + rustls reference server (its MQTT broker against Mosquitto, its CoAP adapter against a
+//! bare UDP echo and against its own Socket.IO), both driven by the same client code in the same
+//! run.
 //!
 //! `main` only installs the TLS crypto provider, parses the command line and hands over
 //! to [`cli::dispatch`]. See `cli.rs` for the commands and flags.
@@ -8,6 +9,7 @@
 mod api;
 mod app;
 mod cli;
+mod coap;
 mod driver;
 mod filesystem;
 mod floor;

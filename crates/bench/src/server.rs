@@ -1,10 +1,11 @@
 //! Spawning the servers under test as child processes, and stopping them.
 //!
-//! Thingline, the reference and the realtime floor (this executable's `reference` and
-//! `floor-server` commands) and the Node socket.io reference are started on port 0; their real
-//! address is read from their output (`listener=https addr=…` for Thingline, `listening addr=…`
-//! for the bench's own two, `listening port=…` for the Node one). Thingline's other listeners
-//! (`listener=mqtt addr=…`, when its MQTT listener is on) are kept by name, see
+//! Thingline, the reference, the realtime floor and the UDP echo (this executable's `reference`,
+//! `floor-server` and `udp-echo` commands) and the Node socket.io reference are started on port
+//! 0; their real address is read from their output (`listener=https addr=…` for Thingline,
+//! `listening addr=…` for the bench's own three, `listening port=…` for the Node one).
+//! Thingline's other listeners (`listener=mqtt addr=…`, `listener=coap addr=…`, when on) are
+//! kept by name, see
 //! [`ServerProcess::listener`]. Both pipes are drained for the
 //! whole life of the child so it never blocks on a full pipe; the last lines are kept to explain
 //! a failed start. Children are stopped with SIGTERM, then killed after a grace period
@@ -78,6 +79,9 @@ pub struct ThinglineSpec {
     /// `--mqtt-addr`: `None` turns the MQTT listener off (the HTTP benchmarks), `127.0.0.1:0`
     /// for the MQTT ones.
     pub mqtt_addr: Option<String>,
+    /// `--coap-addr`: `None` turns the CoAP listener off, `127.0.0.1:0` for the CoAP commands
+    /// (its address is logged as `listener=coap addr=…`).
+    pub coap_addr: Option<String>,
     /// Environment settings on top of the bench's own (e.g. `THINGLINE_MQTT_MAX_INFLIGHT`).
     pub env: Vec<(String, String)>,
 }
@@ -108,6 +112,7 @@ impl ThinglineSpec {
             allow_tmpfs: args.allow_tmpfs,
             extra_args: Vec::new(),
             mqtt_addr: None,
+            coap_addr: None,
             env: Vec::new(),
         })
     }
@@ -171,7 +176,7 @@ pub async fn spawn_thingline(spec: &ThinglineSpec) -> Result<ServerProcess> {
         .args(["--https-addr", "127.0.0.1:0"])
         .args(["--mqtt-addr", spec.mqtt_addr.as_deref().unwrap_or("off")])
         .args(["--mqtts-addr", "off"])
-        .args(["--coap-addr", "off"])
+        .args(["--coap-addr", spec.coap_addr.as_deref().unwrap_or("off")])
         .args(["--durability", spec.durability.as_str()])
         .args(&spec.extra_args)
         .env("THINGLINE_PANEL_EMAIL", &spec.panel_email)
@@ -192,6 +197,12 @@ pub async fn spawn_thingline(spec: &ThinglineSpec) -> Result<ServerProcess> {
         "THINGLINE_MQTT_MAX_CONNECTIONS",
         "THINGLINE_MQTT_MAX_INFLIGHT",
         "THINGLINE_REALTIME_STREAMS_PER_THING",
+        "THINGLINE_COAP_ADDR",
+        "THINGLINE_COAP_RATE",
+        "THINGLINE_COAP_OBSERVERS_PER_ADDRESS",
+        "THINGLINE_COAP_MAX_OBSERVERS",
+        "THINGLINE_COAP_MAX_EXCHANGES",
+        "THINGLINE_COAP_SEPARATE_AFTER",
     ] {
         command.env_remove(name);
     }
@@ -209,6 +220,18 @@ pub async fn spawn_reference(echo_log: bool, timeout: Duration) -> Result<Server
     spawn_child("reference", command, AddrMarker::Reference, echo_log, timeout)
         .await
         .context("starting the reference server")
+}
+
+/// Start this executable's `udp-echo` (the reference of `coap-write`) on 127.0.0.1 port 0 with
+/// `workers` runtime workers (`None`: one per core, as Thingline).
+pub async fn spawn_udp_echo(workers: Option<usize>, echo_log: bool, timeout: Duration) -> Result<ServerProcess> {
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let mut command = Command::new(exe);
+    command.args(["udp-echo", "--addr", "127.0.0.1:0"]);
+    if let Some(workers) = workers {
+        command.args(["--workers", &workers.to_string()]);
+    }
+    spawn_child("udp-echo", command, AddrMarker::Reference, echo_log, timeout).await.context("starting the UDP echo")
 }
 
 /// Start this executable's `floor-server` on port 0 with the given certificate and key.

@@ -17,16 +17,16 @@
 //! and its distinct values are the distinct messages it received.
 
 mod codec;
-mod conn;
+pub(crate) mod conn;
 pub mod memory;
 pub mod publish;
 mod publisher;
 pub mod relay;
-mod report;
-mod seconds;
+pub(crate) mod report;
+pub(crate) mod seconds;
 mod subscriber;
 mod sysheap;
-mod targets;
+pub(crate) mod targets;
 
 use std::time::{Duration, Instant};
 
@@ -54,16 +54,16 @@ pub struct Clock {
 }
 
 impl Clock {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self { base: Instant::now() }
     }
 
-    fn now_ns(&self) -> u64 {
+    pub(crate) fn now_ns(&self) -> u64 {
         self.base.elapsed().as_nanos() as u64
     }
 
     /// The `Instant` at `ns` in this clock.
-    fn instant(&self, ns: u64) -> tokio::time::Instant {
+    pub(crate) fn instant(&self, ns: u64) -> tokio::time::Instant {
         tokio::time::Instant::from_std(self.base + Duration::from_nanos(ns))
     }
 }
@@ -76,18 +76,18 @@ pub struct Window {
 }
 
 impl Window {
-    fn contains(&self, ns: u64) -> bool {
+    pub(crate) fn contains(&self, ns: u64) -> bool {
         ns >= self.from && ns < self.to
     }
 
-    fn seconds(&self) -> f64 {
+    pub(crate) fn seconds(&self) -> f64 {
         self.to.saturating_sub(self.from) as f64 / 1e9
     }
 }
 
 /// The outputs of client tasks that finish within `timeout` (the others are aborted); a task
 /// whose connection never opened hands back `None`.
-async fn join<T>(handles: Vec<tokio::task::JoinHandle<Option<T>>>, timeout: Duration) -> Vec<T> {
+pub(crate) async fn join<T>(handles: Vec<tokio::task::JoinHandle<Option<T>>>, timeout: Duration) -> Vec<T> {
     let by = tokio::time::Instant::now() + timeout;
     let mut outputs = Vec::with_capacity(handles.len());
     let mut aborted = 0;

@@ -38,7 +38,7 @@ impl Opening {
         }
     }
 
-    fn line(&self, what: &str) -> String {
+    pub(crate) fn line(&self, what: &str) -> String {
         format!(
             "{what} {}/{} open in {:.1} s ({} retried, {} failed)",
             self.opened, self.connections, self.seconds, self.retries, self.failures
@@ -80,6 +80,11 @@ impl Cpu {
 
     /// CPU microseconds per message of the broker and of the client threads.
     fn line(&self, messages: u64) -> String {
+        self.line_named("broker", messages)
+    }
+
+    /// [`Cpu::line`] with the server called `server`.
+    pub(crate) fn line_named(&self, server: &str, messages: u64) -> String {
         let opt = |v: Option<f64>| v.map_or_else(|| "?".to_string(), |v| format!("{v:.2}"));
         let per = |v: Option<f64>| match v {
             Some(v) if messages > 0 => format!("{:.1}", v * 1e6 / messages as f64),
@@ -87,7 +92,7 @@ impl Cpu {
         };
         let others = self.others();
         format!(
-            "CPU          broker {} s ({} µs/msg), client threads {} s ({} µs/msg), bench process {} s, others+irq {} s",
+            "CPU          {server} {} s ({} µs/msg), client threads {} s ({} µs/msg), bench process {} s, others+irq {} s",
             opt(self.server_seconds),
             per(self.server_seconds),
             opt(self.client_threads_seconds),
@@ -365,7 +370,7 @@ impl MemoryReport {
     }
 }
 
-fn cpus() -> usize {
+pub(crate) fn cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
 }
 
@@ -395,7 +400,7 @@ fn print_store(store: Option<&StoreSetup>) {
     println!("{}", store_line(store));
 }
 
-fn latency_line(name: &str, l: &LatencySummary) -> String {
+pub(crate) fn latency_line(name: &str, l: &LatencySummary) -> String {
     format!(
         "{name} p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2} ms ({} samples)",
         l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.count

@@ -57,10 +57,21 @@ impl Seconds {
 }
 
 /// Sleep through the window, sampling `counter` and the CPU every second; returns the samples
-/// and the CPU used over the whole window.
+/// and the CPU used over the whole window (the client threads: the MQTT clients').
 pub async fn sample(clock: &Clock, window: Window, counter: &AtomicU64, server: Option<u32>) -> (Seconds, Cpu) {
+    sample_threads(clock, window, counter, server, CLIENT_THREAD).await
+}
+
+/// [`sample`], with the client threads those named `client_thread`.
+pub async fn sample_threads(
+    clock: &Clock,
+    window: Window,
+    counter: &AtomicU64,
+    server: Option<u32>,
+    client_thread: &str,
+) -> (Seconds, Cpu) {
     tokio::time::sleep_until(clock.instant(window.from)).await;
-    let start = CpuSnapshot::of(server, CLIENT_THREAD);
+    let start = CpuSnapshot::of(server, client_thread);
     let (mut counts, mut others) = (Vec::new(), Vec::new());
     let mut last = counter.load(Ordering::Relaxed);
     let mut last_cpu = start;
@@ -68,7 +79,7 @@ pub async fn sample(clock: &Clock, window: Window, counter: &AtomicU64, server: 
     while second <= window.to {
         tokio::time::sleep_until(clock.instant(second)).await;
         let now = counter.load(Ordering::Relaxed);
-        let cpu = CpuSnapshot::of(server, CLIENT_THREAD);
+        let cpu = CpuSnapshot::of(server, client_thread);
         counts.push(now - last);
         others.push(Cpu::new(cpu.since(&last_cpu)).others().unwrap_or(f64::NAN));
         last = now;
@@ -76,7 +87,7 @@ pub async fn sample(clock: &Clock, window: Window, counter: &AtomicU64, server: 
         second += 1_000_000_000;
     }
     tokio::time::sleep_until(clock.instant(window.to)).await;
-    let used = CpuSnapshot::of(server, CLIENT_THREAD).since(&start);
+    let used = CpuSnapshot::of(server, client_thread).since(&start);
     (Seconds::new(counts, others), Cpu::new(used))
 }
 

@@ -211,7 +211,7 @@ fn random_tokens(count: usize) -> Vec<String> {
 
 /// 10,000 connections need more descriptors than a default soft limit: raise it to the hard one
 /// (the spawned Thingline inherits it).
-fn raise_open_files_limit() {
+pub(crate) fn raise_open_files_limit() {
     // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit we own.
     unsafe {
         let mut limit: libc::rlimit = std::mem::zeroed();

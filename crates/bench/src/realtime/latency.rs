@@ -1,12 +1,16 @@
 //! The `realtime-latency` measurement of one target: its sockets opened, the paced writes, the
 //! drain of the last deliveries, and the statistics (send→receipt, 201→receipt, write RTT, CPU
-//! over the window, deliveries expected/received/missing).
+//! over the window, deliveries expected/received/missing). Everything after the opening
+//! ([`measure_subscribed`]) serves any kind of subscriber that records (value, receipt time) in
+//! a [`SocketOutput`]: `coap-observe` measures its CoAP observers with it.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use super::client::{Shared, SocketOutput};
 use super::cpu::CpuSnapshot;
 use super::report::TargetReport;
 use super::sockets::{close_sockets, open_sockets};
@@ -18,6 +22,33 @@ use crate::driver::summarize;
 /// After the last write's 201: how long to wait for the expected deliveries.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The writes of a measurement: warm-up, measured, in all.
+#[derive(Debug, Clone, Copy)]
+pub struct WritePlan {
+    pub warmup: u64,
+    pub measured: u64,
+    pub total: u64,
+}
+
+impl WritePlan {
+    pub fn of(args: &RealtimeArgs) -> Self {
+        let warmup = (args.warmup.max(0.0) * args.rate).round() as u64;
+        let measured = ((args.seconds * args.rate).round() as u64).max(1);
+        Self { warmup, measured, total: warmup + measured }
+    }
+}
+
+/// How opening a target's subscribers went.
+#[derive(Debug, Clone, Default)]
+pub struct Opening {
+    pub opened: usize,
+    /// Opened on the retry after a failed first attempt (why the first failed).
+    pub retries: Vec<String>,
+    /// Failed twice.
+    pub failures: Vec<String>,
+    pub open_seconds: f64,
+}
+
 /// One target: `--subs` sockets opened, `--rate` writes for `--warmup` + `--seconds`, the last
 /// deliveries drained (at most [`DRAIN_TIMEOUT`]), the sockets closed, the figures computed.
 pub async fn measure(
@@ -27,21 +58,43 @@ pub async fn measure(
     clients: &tokio::runtime::Handle,
 ) -> Result<TargetReport> {
     let label = target.label;
-    let rate = args.rate;
-    let warmup_writes = (args.warmup.max(0.0) * rate).round() as u64;
-    let measured_writes = ((args.seconds * rate).round() as u64).max(1);
-    let total_writes = warmup_writes + measured_writes;
-    let sockets = open_sockets(&args.common, target, fixture, clients, args.subs, total_writes as usize + 16).await?;
+    let plan = WritePlan::of(args);
+    let sockets = open_sockets(&args.common, target, fixture, clients, args.subs, plan.total as usize + 16).await?;
     let shared = sockets.shared.clone();
-    let opened = sockets.opened;
+    let opening = Opening {
+        opened: sockets.opened,
+        retries: sockets.retries.clone(),
+        failures: sockets.failures.clone(),
+        open_seconds: sockets.open_seconds,
+    };
+    let url = format!("https://{}/v2/things/{}", target.addr, fixture.thing_token);
+    measure_subscribed(args, label, &url, target.pid, shared, opening, close_sockets(sockets, label)).await
+}
+
+/// The measurement once the subscribers are open: `--rate` writes to `url` (the HTTPS write of
+/// the subscribed thing) for `--warmup` + `--seconds`, the last deliveries drained (at most
+/// [`DRAIN_TIMEOUT`]), the subscribers stopped by awaiting `close` (which hands back their
+/// records), the figures computed. `shared` is the subscribers' clock and counters; `pid` the
+/// server's.
+pub async fn measure_subscribed(
+    args: &RealtimeArgs,
+    label: &str,
+    url: &str,
+    pid: u32,
+    shared: Arc<Shared>,
+    opening: Opening,
+    close: impl Future<Output = Vec<SocketOutput>>,
+) -> Result<TargetReport> {
+    let rate = args.rate;
+    let WritePlan { warmup: warmup_writes, measured: measured_writes, total: total_writes } = WritePlan::of(args);
+    let opened = opening.opened;
 
     // Write, then wait for the last deliveries.
     eprintln!("{label}: writing {rate}/s for {:.0} s warm-up + {:.0} s measured", args.warmup.max(0.0), args.seconds);
-    let url = format!("https://{}/v2/things/{}", target.addr, fixture.thing_token);
-    let writer = match write_loop(&url, rate, warmup_writes, total_writes, &shared, target.pid).await {
+    let writer = match write_loop(url, rate, warmup_writes, total_writes, &shared, pid).await {
         Ok(writer) => writer,
         Err(err) => {
-            close_sockets(sockets, label).await;
+            close.await;
             return Err(err);
         }
     };
@@ -52,13 +105,11 @@ pub async fn measure(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let window_end_ns = shared.now_ns();
-    let cpu_end = CpuSnapshot::take(target.pid);
+    let cpu_end = CpuSnapshot::take(pid);
 
     // Stop the clients and collect their records.
-    let retries = sockets.retries.clone();
-    let failures = sockets.failures.clone();
-    let open_seconds = sockets.open_seconds;
-    let outputs = close_sockets(sockets, label).await;
+    let Opening { retries, failures, open_seconds, .. } = opening;
+    let outputs = close.await;
 
     // Statistics.
     let mut send_ns = vec![None; total_writes as usize + 1];
@@ -154,6 +205,11 @@ pub async fn measure(
         server_cpu_seconds: cpu(cpu_end.server, writer.cpu_start.server),
         bench_cpu_seconds: cpu(cpu_end.process, writer.cpu_start.process),
         client_threads_cpu_seconds: cpu(cpu_end.client_threads, writer.cpu_start.client_threads),
+        others_cpu_seconds: cpu(cpu_end.machine, writer.cpu_start.machine).map(|machine| {
+            machine
+                - cpu(cpu_end.process, writer.cpu_start.process).unwrap_or(0.0)
+                - cpu(cpu_end.server, writer.cpu_start.server).unwrap_or(0.0)
+        }),
     };
     eprintln!(
         "{label}: p99 {:.2} ms, {}/{} deliveries",

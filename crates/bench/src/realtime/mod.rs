@@ -21,14 +21,14 @@
 //! is measured if 99 % opened, failures reported), writes (30 s), the drain of the last
 //! deliveries, the stop of the client tasks, the reference's start, the settling of VmRSS.
 
-mod client;
+pub(crate) mod client;
 pub(crate) mod cpu;
-mod fixture;
-mod latency;
+pub(crate) mod fixture;
+pub(crate) mod latency;
 pub(crate) mod memory;
-mod report;
-mod sockets;
-mod targets;
+pub(crate) mod report;
+pub(crate) mod sockets;
+pub(crate) mod targets;
 mod writer;
 
 use std::path::Path;

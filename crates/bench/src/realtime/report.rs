@@ -57,6 +57,9 @@ pub struct TargetReport {
     pub bench_cpu_seconds: Option<f64>,
     /// The client runtime's threads alone over the window.
     pub client_threads_cpu_seconds: Option<f64>,
+    /// The machine's busy time over the window less the server's and this process's: other
+    /// processes (the machine is shared) and interrupts charged to no process.
+    pub others_cpu_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -153,7 +156,7 @@ impl MemoryReport {
     }
 }
 
-fn cpus() -> usize {
+pub(crate) fn cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
 }
 
@@ -176,56 +179,10 @@ fn ratio(figures: &[(&str, f64)], a: &str, b: &str) -> Option<f64> {
 }
 
 pub fn print_report(report: &RealtimeReport) {
-    let opt = |v: Option<f64>| v.map_or_else(|| "?".to_string(), |v| format!("{v:.2}"));
     println!();
     print_store(report.store.as_ref());
     for t in &report.targets {
-        let s = &t.latency_from_send;
-        println!(
-            "{:<10} {} subscribers x {} writes/s, {} measured writes (+{} warm-up), {} cores",
-            t.target, t.opened, t.rate, t.measured_writes, t.warmup_writes, report.cpus
-        );
-        println!(
-            "  sockets      {}/{} opened in {:.1} s, {} retried after a failed first attempt, {} failed twice",
-            t.opened, t.subs, t.open_seconds, t.open_retries, t.open_failures
-        );
-        for sample in &t.open_retry_samples {
-            println!("    first attempt: {sample}");
-        }
-        for sample in &t.open_failure_samples {
-            println!("    failed: {sample}");
-        }
-        println!(
-            "  deliveries   expected {}  received {}  missing {}  (error envelopes {}, disconnects {})",
-            t.expected_deliveries, t.received_deliveries, t.missing, t.topic_errors, t.disconnects
-        );
-        println!(
-            "  send→receipt p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2} ms",
-            s.p50_ms, s.p90_ms, s.p99_ms, s.p999_ms, s.max_ms
-        );
-        println!(
-            "  201→receipt  p50 {:.2}  p99 {:.2} ms  ({} deliveries before their 201)",
-            t.latency_from_201.p50_ms, t.latency_from_201.p99_ms, t.delivered_before_201
-        );
-        println!(
-            "  write RTT    p50 {:.2}  p99 {:.2} ms  ({} errors, {:.1} writes/s achieved, {} late, max {} in flight)",
-            t.write_rtt.p50_ms,
-            t.write_rtt.p99_ms,
-            t.write_errors,
-            t.achieved_write_rate,
-            t.late_writes,
-            t.max_inflight
-        );
-        println!(
-            "  CPU          server {} s, bench process {} s (client threads {} s) over {:.2} s",
-            opt(t.server_cpu_seconds),
-            opt(t.bench_cpu_seconds),
-            opt(t.client_threads_cpu_seconds),
-            t.window_seconds
-        );
-        for sample in t.write_error_samples.iter().chain(&t.topic_error_samples) {
-            println!("  ! {sample}");
-        }
+        print_target(t, report.cpus);
     }
     let ratios = [
         ("thingline/reference", report.p99_thingline_over_reference),
@@ -236,6 +193,53 @@ pub fn print_report(report: &RealtimeReport) {
         if let Some(ratio) = ratio {
             println!("{name} send→receipt p99: {ratio:.2}");
         }
+    }
+}
+
+/// The lines of one target (`cpus`: the machine's cores).
+pub fn print_target(t: &TargetReport, cpus: usize) {
+    let opt = |v: Option<f64>| v.map_or_else(|| "?".to_string(), |v| format!("{v:.2}"));
+    let s = &t.latency_from_send;
+    println!(
+        "{:<10} {} subscribers x {} writes/s, {} measured writes (+{} warm-up), {} cores",
+        t.target, t.opened, t.rate, t.measured_writes, t.warmup_writes, cpus
+    );
+    println!(
+        "  sockets      {}/{} opened in {:.1} s, {} retried after a failed first attempt, {} failed twice",
+        t.opened, t.subs, t.open_seconds, t.open_retries, t.open_failures
+    );
+    for sample in &t.open_retry_samples {
+        println!("    first attempt: {sample}");
+    }
+    for sample in &t.open_failure_samples {
+        println!("    failed: {sample}");
+    }
+    println!(
+        "  deliveries   expected {}  received {}  missing {}  (error envelopes {}, disconnects {})",
+        t.expected_deliveries, t.received_deliveries, t.missing, t.topic_errors, t.disconnects
+    );
+    println!(
+        "  send→receipt p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2} ms",
+        s.p50_ms, s.p90_ms, s.p99_ms, s.p999_ms, s.max_ms
+    );
+    println!(
+        "  201→receipt  p50 {:.2}  p99 {:.2} ms  ({} deliveries before their 201)",
+        t.latency_from_201.p50_ms, t.latency_from_201.p99_ms, t.delivered_before_201
+    );
+    println!(
+        "  write RTT    p50 {:.2}  p99 {:.2} ms  ({} errors, {:.1} writes/s achieved, {} late, max {} in flight)",
+        t.write_rtt.p50_ms, t.write_rtt.p99_ms, t.write_errors, t.achieved_write_rate, t.late_writes, t.max_inflight
+    );
+    println!(
+        "  CPU          server {} s, bench process {} s (client threads {} s), others+irq {} s over {:.2} s",
+        opt(t.server_cpu_seconds),
+        opt(t.bench_cpu_seconds),
+        opt(t.client_threads_cpu_seconds),
+        opt(t.others_cpu_seconds),
+        t.window_seconds
+    );
+    for sample in t.write_error_samples.iter().chain(&t.topic_error_samples) {
+        println!("  ! {sample}");
     }
 }
 
