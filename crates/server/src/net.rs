@@ -128,6 +128,19 @@ pub async fn bind(addr: SocketAddr, what: &str, setting: &str) -> anyhow::Result
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for {what}: {e} (change it with {setting}, or `off`)"))
 }
 
+/// The address a per-client limit counts under: an IPv4 address as it is (also when mapped into
+/// IPv6), an IPv6 address by its /64 (a host usually holds a whole /64, so counting single IPv6
+/// addresses would let one host take 2^64 shares).
+pub fn client_subnet(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V4(_) => ip,
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => std::net::IpAddr::V6(std::net::Ipv6Addr::from(v6.to_bits() & !((1u128 << 64) - 1))),
+        },
+    }
+}
+
 /// Binds a UDP socket, with the same clear message as [`bind`] when it cannot.
 pub async fn bind_udp(addr: SocketAddr, what: &str, setting: &str) -> anyhow::Result<tokio::net::UdpSocket> {
     tokio::net::UdpSocket::bind(addr).await.map_err(|e| {

@@ -11,7 +11,7 @@
 //! platform ends the subscription (thing deleted, too slow) or the server stops, a last
 //! notification without the Observe option carries the error envelope.
 //!
-//! Bounded: observations per client address and in all (reserved before subscribing, released
+//! Bounded: observations per client address (IPv6: per /64) and in all (reserved before subscribing, released
 //! when the observation ends).
 
 use std::collections::{HashMap, VecDeque};
@@ -83,7 +83,7 @@ impl Observers {
     /// endpoint and token (which ends); otherwise the caps are checked.
     fn reserve(&self, key: Key) -> Result<(Reservation<'_>, CancellationToken)> {
         let mut t = self.table.lock();
-        let ip = key.0.ip();
+        let ip = crate::net::client_subnet(key.0.ip());
         if let Some(old) = t.map.remove(&key) {
             old.cancel.cancel();
         } else {
@@ -109,7 +109,7 @@ impl Observers {
         if t.map.get(key).is_some_and(|e| e.id == id) {
             t.map.remove(key);
             t.total -= 1;
-            let ip = key.0.ip();
+            let ip = crate::net::client_subnet(key.0.ip());
             if let Some(n) = t.per_address.get_mut(&ip) {
                 *n -= 1;
                 if *n == 0 {

@@ -1,4 +1,4 @@
-//! Per-address rate limits: a token bucket per client IP address (`THINGLINE_COAP_RATE` requests
+//! Per-address rate limits: a token bucket per client IP address (IPv6: per /64) (`THINGLINE_COAP_RATE` requests
 //! a second, the same as the burst). A request over the rate is dropped unanswered: answering
 //! would give a spoofer what it wants, and a real client retransmits.
 //!
@@ -41,8 +41,10 @@ impl RateLimit {
         }
     }
 
-    /// Takes one request from `ip`'s bucket; false when it is empty.
+    /// Takes one request from `ip`'s bucket (an IPv6 address's /64 shares one); false when it
+    /// is empty.
     pub fn allow(&self, ip: IpAddr) -> bool {
+        let ip = crate::net::client_subnet(ip);
         let mut shard = self.shards[self.hasher.hash_one(ip) as usize % SHARDS].lock();
         let now = Instant::now();
         let rate = self.rate;
