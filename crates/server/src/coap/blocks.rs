@@ -19,6 +19,8 @@ use thingline_coap_message::Block;
 pub const KEEP: Duration = Duration::from_secs(60);
 /// Bytes kept in all uploads and downloads together.
 pub const MAX_BYTES: usize = 64 << 20;
+/// Uploads, and answers kept for block-wise fetching, per client address (IPv6: per /64).
+pub const PER_ADDRESS: usize = 8;
 
 type Key = (SocketAddr, String);
 
@@ -40,6 +42,14 @@ struct Inner {
     bytes: usize,
 }
 
+impl Inner {
+    /// Transfers of `peer`'s address kept now (in `map`).
+    fn of_address<T>(map: &HashMap<Key, T>, peer: SocketAddr) -> usize {
+        let subnet = crate::net::client_subnet(peer.ip());
+        map.keys().filter(|(p, _)| crate::net::client_subnet(p.ip()) == subnet).count()
+    }
+}
+
 /// What a Block1 block led to.
 pub enum Put {
     /// More blocks to come: answer 2.31 Continue.
@@ -50,7 +60,7 @@ pub enum Put {
     TooLarge,
     /// Not the block expected next (or a non-final block of the wrong size): 4.08.
     Incomplete,
-    /// Too many bytes kept for transfers in all: 5.03.
+    /// Too many bytes kept for transfers in all, or too many transfers of the address: 5.03.
     Busy,
 }
 
@@ -87,6 +97,9 @@ impl Blocks {
         if block.num == 0 {
             if let Some(old) = inner.uploads.remove(&key) {
                 inner.bytes -= old.body.len();
+            }
+            if Inner::of_address(&inner.uploads, key.0) >= PER_ADDRESS {
+                return Put::Busy;
             }
             inner.uploads.insert(key.clone(), Upload { body: Vec::new(), at: Instant::now() });
         }
@@ -136,7 +149,7 @@ impl Blocks {
         }
         let more = slice.as_ref().is_some_and(|s| s.block.more);
         if more {
-            if inner.bytes + payload.len() > MAX_BYTES {
+            if inner.bytes + payload.len() > MAX_BYTES || Inner::of_address(&inner.downloads, key.0) >= PER_ADDRESS {
                 return None;
             }
             inner.bytes += payload.len();

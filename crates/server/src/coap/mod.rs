@@ -257,6 +257,15 @@ impl Endpoint {
         let limit = self.settings.body_limit;
         let mut block1 = None;
         if let Some(b) = req.block1 {
+            // Bodies are kept between blocks only for a thing's own requests (a valid thingToken),
+            // so a spoofed source cannot fill the transfer buffers.
+            let token = match req.path.as_slice() {
+                [v2, things, token, ..] if v2 == "v2" && things == "things" => token,
+                _ => return (Answer::error(&Error::not_found("Not found")), None),
+            };
+            if let Err(e) = self.platform.thing_by_token(token).await {
+                return (Answer::error(&e), None);
+            }
             let key = (peer, format!("{:?} {}", req.method, req.resource_key()));
             match self.blocks.put(key, b, &req.payload, req.size1) {
                 Put::Continue => return (Answer::ok(code::CONTINUE, Vec::new()), Some(b)),
