@@ -52,7 +52,8 @@ async def main():
     ctx = await Context.create_client_context()
     observations = {}
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
+    # Commands carry 100 KB payloads: past StreamReader's 64 KiB line limit.
+    reader = asyncio.StreamReader(limit=16 * 1024 * 1024)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     tasks = set()
 
@@ -64,7 +65,8 @@ async def main():
         if cmd.get("content_format") is not None:
             kw["content_format"] = cmd["content_format"]
         if cmd.get("non"):
-            kw["mtype"] = aiocoap.NON
+            # Non-confirmable (aiocoap >= 0.4.8 says so through the transport tuning).
+            kw["transport_tuning"] = aiocoap.Unreliable()
         try:
             resp = await ctx.request(Message(**kw)).response
             out(describe(n, resp))

@@ -17,8 +17,8 @@
 //       answered by {"type":"response","id":N,"code":…,"payload":…,"observe":…} (the first
 //       packet), then {"type":"data","id":N,"payload":…} for every chunk the stream emits (what
 //       the SDK hands its callback), {"type":"end","id":N} when the stream ends
-//   {"op":"close","id":M,"target":N}   closes subscription N (`res.close()`, as on the SDK's unsubscribe):
-//       coap 0.8 answers the next notification with a Reset; answered by {"type":"closed","id":M}
+//   {"op":"close","id":M,"target":N}   closes subscription N (`res.close()`, as on the SDK's unsubscribe;
+//       with no other request open, coap 0.8 closes its socket); answered by {"type":"closed","id":M}
 //   {"op":"end"}            exits
 'use strict';
 const coap = require('coap');
