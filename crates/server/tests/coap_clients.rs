@@ -467,6 +467,16 @@ async fn aiocoap_observes_writes_keep_alives_and_cancels() {
         }
     };
     assert_eq!(payload_json(&data)[0]["value"], "OFF");
+    // A notification larger than a block: aiocoap fetches the rest and hands over the whole.
+    let big = noise(5000, 14);
+    assert_eq!(server.write(&thing, json!([{"key": "big", "value": big}])).await, StatusCode::CREATED);
+    let data = loop {
+        let n = note(&mut c).await;
+        if n["payload"] != "{}" {
+            break n;
+        }
+    };
+    assert_eq!(payload_json(&data)[0]["value"].as_str(), Some(big.as_str()), "the whole notification");
 
     // Cancelled: the next notification is refused, and the only slot frees up.
     c.call(json!({"op": "cancel", "target": obs})).await;
