@@ -15,7 +15,7 @@
 //!
 //! Modules: `codec` (the CoAP wire, by hand), `thingline` (Thingline spawned with its CoAP
 //! listener on, and its things), `writer` (one writing client), `write` (the command), `verify`
-//! (the values read back), `observer` (one observer), `observe` (the command), `echo` (the
+//! (the values read back), `udpstat` (the kernel's UDP drop counters), `observer` (one observer), `observe` (the command), `echo` (the
 //! reference server), `report` (what the commands print and check). The clock, the measured
 //! window and the per-second series with the machine's CPU are the MQTT bench's
 //! (`crate::mqtt`), the Socket.IO side and the writer the realtime bench's (`crate::realtime`).
@@ -26,6 +26,7 @@ pub mod observe;
 mod observer;
 mod report;
 mod thingline;
+mod udpstat;
 mod verify;
 pub mod write;
 mod writer;

@@ -25,6 +25,7 @@ use super::codec::Template;
 use super::observer::{ObserverPlan, observer_task};
 use super::report::{self, ObserveReport, ObserveRound, ObserverStats};
 use super::thingline::CoapThingline;
+use super::udpstat::UdpCounters;
 use crate::cli::{CoapObserveArgs, RealtimeArgs, RealtimeCommon, RealtimeTarget, secs};
 use crate::mqtt::conn::OpenTally;
 use crate::realtime::client::{Shared, SocketOutput};
@@ -160,6 +161,7 @@ async fn measure_coap(
         disconnects: AtomicU64::new(0),
     });
     eprintln!("{label}: registering {n} observers ({} client threads)", args.client_threads);
+    let udp_start = UdpCounters::now();
     let (stop_tx, stop_rx) = watch::channel(false);
     let (opened_tx, mut opened_rx) = mpsc::unbounded_channel();
     let handles: Vec<_> = (0..n)
@@ -178,6 +180,7 @@ async fn measure_coap(
         let _ = stop_tx.send(true);
         let (outputs, all) = collect(handles).await;
         stats = all;
+        stats.udp = UdpCounters::now().since(&udp_start);
         outputs
     };
     if let Err(err) = tally.check(label, n) {

@@ -64,6 +64,7 @@ pub async fn observer_task(
         last_observe: None,
         output: SocketOutput::default(),
         stats: ObserverStats::default(),
+        deregistering: false,
         values: Vec::new(),
     };
     {
@@ -95,7 +96,12 @@ pub async fn observer_task(
     drop(opened);
     o.output.records.reserve(plan.capacity);
     o.record_until(&mut stop).await;
-    o.deregister().await;
+    {
+        // At most `--connect-concurrency` at once, as the registrations: a burst of 1,000
+        // datagrams overflows the server socket's receive buffer (208 KB by default).
+        let _permit = plan.gate.acquire().await;
+        o.deregister().await;
+    }
     let seen = o.output.records.len();
     let mut seqs: Vec<u64> = o.output.records.iter().map(|(seq, _)| *seq).collect();
     seqs.sort_unstable();
@@ -118,6 +124,8 @@ struct Observer<'a> {
     stats: ObserverStats,
     /// Scratch for a notification's values.
     values: Vec<u64>,
+    /// The exchange awaited is the deregistration.
+    deregistering: bool,
 }
 
 /// How a datagram relates to the exchange awaited.
@@ -169,7 +177,11 @@ impl Observer<'_> {
             let len = match tokio::time::timeout_at(wake, self.recv()).await {
                 Err(_) => {
                     if !separate && tokio::time::Instant::now() >= deadline {
-                        self.stats.registration_retransmissions += 1;
+                        if self.deregistering {
+                            self.stats.deregistration_retransmissions += 1;
+                        } else {
+                            self.stats.registration_retransmissions += 1;
+                        }
                         self.send_tx().await?;
                         timeout *= 2;
                         deadline = tokio::time::Instant::now() + timeout;
@@ -296,6 +308,7 @@ impl Observer<'_> {
 
     /// GET with Observe=1 and the registration's token, answered (2.05 without Observe).
     async fn deregister(&mut self) {
+        self.deregistering = true;
         self.mid = self.mid.wrapping_add(1);
         self.plan.deregister.encode(&mut self.tx, self.mid, self.token, 0);
         let until = tokio::time::Instant::now() + DEREGISTER_TIMEOUT;

@@ -5,6 +5,7 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::udpstat::UdpCounters;
 use super::verify::Verification;
 use crate::driver::{LatencySummary, median};
 use crate::mqtt::report::{Cpu, Opening, cpus, latency_line};
@@ -48,6 +49,8 @@ pub struct WriteMeasurement {
     /// Send → answer of the answers in the window.
     pub latency: LatencySummary,
     pub cpu: Cpu,
+    /// The kernel's UDP drops over the measurement (sockets opened to clients joined).
+    pub udp: UdpCounters,
 }
 
 /// Thingline's CoAP over the echo, on the medians over rounds.
@@ -146,6 +149,7 @@ pub fn print_write(report: &WriteReport) {
         );
         let server = if m.target == "echo" { "echo" } else { "server" };
         println!("  {}", m.cpu.line_named(server, m.answered_in_window));
+        println!("  {}", m.udp.line());
         for sample in m.clients.samples.iter().chain(&m.error_samples).chain(&m.client_error_samples) {
             println!("  ! {sample}");
         }
@@ -220,6 +224,8 @@ pub fn check_write(report: &WriteReport) -> Result<()> {
 pub struct ObserverStats {
     /// Registrations retransmitted (unanswered for 2 s).
     pub registration_retransmissions: u64,
+    /// Deregistrations retransmitted.
+    pub deregistration_retransmissions: u64,
     /// Notifications (2.05 with Observe after the registration's answer).
     pub notifications: u64,
     /// Of those, confirmable (each acknowledged with an empty ACK).
@@ -239,11 +245,14 @@ pub struct ObserverStats {
     pub deregistered: u64,
     pub deregister_failures: u64,
     pub deregister_samples: Vec<String>,
+    /// The kernel's UDP drops over the measurement (registration to deregistration).
+    pub udp: UdpCounters,
 }
 
 impl ObserverStats {
     pub fn add(&mut self, other: &ObserverStats) {
         self.registration_retransmissions += other.registration_retransmissions;
+        self.deregistration_retransmissions += other.deregistration_retransmissions;
         self.notifications += other.notifications;
         self.confirmable += other.confirmable;
         self.keepalives += other.keepalives;
@@ -338,18 +347,14 @@ pub fn print_observe(report: &ObserveReport) {
         print_target(&r.coap, report.cpus);
         let o = &r.coap_observers;
         println!(
-            "  observers    notifications {} ({} confirmable, acknowledged)  keep-alives {}  OUT OF ORDER {}  DUPLICATES {}  ENDED BY THE SERVER {}  unexpected {}  registrations retransmitted {}  deregistered {} ({} failed)",
-            o.notifications,
-            o.confirmable,
-            o.keepalives,
-            o.out_of_order,
-            o.duplicates,
-            o.ended,
-            o.unexpected,
-            o.registration_retransmissions,
-            o.deregistered,
-            o.deregister_failures
+            "  observers    notifications {} ({} confirmable, acknowledged)  keep-alives {}  OUT OF ORDER {}  DUPLICATES {}  ENDED BY THE SERVER {}  unexpected {}",
+            o.notifications, o.confirmable, o.keepalives, o.out_of_order, o.duplicates, o.ended, o.unexpected,
         );
+        println!(
+            "  observers    registrations retransmitted {}; deregistered {} ({} failed, {} retransmitted)",
+            o.registration_retransmissions, o.deregistered, o.deregister_failures, o.deregistration_retransmissions
+        );
+        println!("  {}", o.udp.line());
         for sample in o.ended_samples.iter().chain(&o.deregister_samples) {
             println!("  ! {sample}");
         }

@@ -197,6 +197,7 @@ async fn measure(
         answerer: if target.kind == CoapWriteTarget::Echo { Answerer::Echo } else { Answerer::Coap },
         retransmit_after: secs(args.retransmit_after),
     });
+    let udp_start = super::udpstat::UdpCounters::now();
     let (go_tx, go_rx) = watch::channel(None::<Window>);
     let (opened_tx, mut opened_rx) = mpsc::unbounded_channel();
     let mut handles = Vec::with_capacity(n);
@@ -251,6 +252,7 @@ async fn measure(
         client_error_samples: Vec::new(),
         latency: Default::default(),
         cpu,
+        udp: super::udpstat::UdpCounters::now().since(&udp_start),
     };
     for Indexed { out, .. } in &outputs {
         m.sent += out.sent;

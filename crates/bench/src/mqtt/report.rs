@@ -60,6 +60,8 @@ pub struct Cpu {
     /// other processes used (the machine is shared: a sign of a noisy measurement) plus the
     /// interrupts charged to no process (loopback TCP, a few seconds per 10 s here).
     pub machine_seconds: Option<f64>,
+    /// Of the machine's, the time in hard and soft interrupts (in `others` too).
+    pub irq_seconds: Option<f64>,
 }
 
 impl Cpu {
@@ -69,6 +71,7 @@ impl Cpu {
             bench_seconds: used.process,
             client_threads_seconds: used.client_threads,
             machine_seconds: used.machine,
+            irq_seconds: used.irq,
         }
     }
 
@@ -92,13 +95,14 @@ impl Cpu {
         };
         let others = self.others();
         format!(
-            "CPU          {server} {} s ({} µs/msg), client threads {} s ({} µs/msg), bench process {} s, others+irq {} s",
+            "CPU          {server} {} s ({} µs/msg), client threads {} s ({} µs/msg), bench process {} s, others+irq {} s (irq {} s)",
             opt(self.server_seconds),
             per(self.server_seconds),
             opt(self.client_threads_seconds),
             per(self.client_threads_seconds),
             opt(self.bench_seconds),
-            opt(others)
+            opt(others),
+            opt(self.irq_seconds)
         )
     }
 }

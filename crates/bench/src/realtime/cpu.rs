@@ -16,6 +16,8 @@ pub struct CpuSnapshot {
     pub client_threads: Option<f64>,
     /// Busy time of every core of the machine, interrupts included.
     pub machine: Option<f64>,
+    /// Of that, the time in hard and soft interrupts (loopback UDP and TCP are received there).
+    pub irq: Option<f64>,
 }
 
 impl CpuSnapshot {
@@ -26,11 +28,13 @@ impl CpuSnapshot {
     /// The server's CPU (when its pid is known) and that of this process's threads named
     /// `client_thread`.
     pub fn of(server_pid: Option<u32>, client_thread: &str) -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").ok();
         Self {
             server: server_pid.and_then(|pid| stat_cpu_seconds(Path::new(&format!("/proc/{pid}/stat"))).ok()),
             process: own_cpu_seconds(),
             client_threads: client_threads_cpu_seconds(client_thread).ok(),
-            machine: std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(parse_machine_busy),
+            machine: stat.as_deref().and_then(parse_machine_busy),
+            irq: stat.as_deref().and_then(parse_machine_irq),
         }
     }
 
@@ -42,6 +46,7 @@ impl CpuSnapshot {
             process: minus(self.process, start.process),
             client_threads: minus(self.client_threads, start.client_threads),
             machine: minus(self.machine, start.machine),
+            irq: minus(self.irq, start.irq),
         }
     }
 }
@@ -55,6 +60,13 @@ fn parse_machine_busy(text: &str) -> Option<f64> {
         text.lines().next()?.strip_prefix("cpu ")?.split_whitespace().map(|f| f.parse().ok()).collect::<Option<_>>()?;
     let busy = [0, 1, 2, 5, 6, 7].iter().map(|&i| fields.get(i).copied().unwrap_or(0.0)).sum::<f64>();
     Some(busy / clock_ticks())
+}
+
+/// Seconds of all cores in hard and soft interrupts, from the `cpu` line of `/proc/stat`.
+fn parse_machine_irq(text: &str) -> Option<f64> {
+    let fields: Vec<f64> =
+        text.lines().next()?.strip_prefix("cpu ")?.split_whitespace().map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    Some((fields.get(5)? + fields.get(6)?) / clock_ticks())
 }
 
 /// utime + stime of a `/proc/.../stat` file, in seconds.
@@ -122,6 +134,8 @@ mod tests {
         let text = "cpu  500 1 70 9000 15 2 8 4 0 0\ncpu0 1 2 3 4\n";
         let busy = parse_machine_busy(text).expect("parsed");
         assert!((busy - 585.0 / clock_ticks()).abs() < 1e-9);
+        let irq = parse_machine_irq(text).expect("parsed");
+        assert!((irq - 10.0 / clock_ticks()).abs() < 1e-9);
         assert!(parse_machine_busy("intr 1 2").is_none());
     }
 
