@@ -204,6 +204,14 @@ async fn content_formats_json_and_text_are_read_as_json_and_others_are_4_15() {
         r.assert_error(code::UNSUPPORTED_CONTENT_FORMAT, 415);
     }
     assert_eq!(values(&server, &thing, "cf").await.len(), 2, "a refused write stored nothing");
+    // Answers are JSON: an Accept of JSON or text is served, another is 4.06 Not Acceptable.
+    let read = Req::get(&read_path(&thing, "cf"));
+    assert_eq!(
+        peer.request(read.clone().uint_option(opt::ACCEPT, 50)).await.assert_json(code::CONTENT)[0]["value"],
+        "text"
+    );
+    let r = peer.request(read.uint_option(opt::ACCEPT, 42)).await;
+    r.assert_error(code::NOT_ACCEPTABLE, 406);
     server.stop().await;
 }
 
@@ -310,6 +318,13 @@ async fn non_confirmable_requests_get_non_responses() {
     assert_eq!(r.kind, Kind::Non);
     r.assert_error(code::NOT_FOUND, 404);
     assert_eq!(values(&server, &thing, "temperature").await, vec![json!(21)]);
+    // A non-confirmable Observe registration.
+    let (sent, r) = peer.exchange(Req::get(&format!("{}?keepAlive=60000", write_path(&thing))).observe(0).non()).await;
+    assert_eq!(r.kind, Kind::Non);
+    assert!(r.observe().is_some(), "the registration's answer carries Observe");
+    assert_eq!(r.json(), json!({"status": "success", "message": "subscribed"}));
+    assert_eq!(server.write(&thing, json!([{"key": "temperature", "value": 22}])).await, StatusCode::CREATED);
+    assert_eq!(peer.data_notification(&sent.token, WAIT).await.json()[0]["value"], 22);
     server.stop().await;
 }
 

@@ -34,6 +34,7 @@ pub mod code {
     pub const BAD_OPTION: u8 = 0x82;
     pub const NOT_FOUND: u8 = 0x84;
     pub const METHOD_NOT_ALLOWED: u8 = 0x85;
+    pub const NOT_ACCEPTABLE: u8 = 0x86;
     pub const REQUEST_ENTITY_INCOMPLETE: u8 = 0x88;
     pub const CONFLICT: u8 = 0x89;
     pub const REQUEST_ENTITY_TOO_LARGE: u8 = 0x8D;
