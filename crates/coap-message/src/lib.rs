@@ -62,6 +62,7 @@ pub mod code {
             403 => FORBIDDEN,
             404 => NOT_FOUND,
             405 => METHOD_NOT_ALLOWED,
+            406 => NOT_ACCEPTABLE,
             409 => CONFLICT,
             413 => REQUEST_ENTITY_TOO_LARGE,
             415 => UNSUPPORTED_CONTENT_FORMAT,

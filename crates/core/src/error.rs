@@ -23,6 +23,9 @@ pub enum Error {
     /// 405: the path exists, but not with this method.
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// 406: no representation the client accepts (CoAP Accept).
+    #[error("{0}")]
+    NotAcceptable(String),
     /// 408: the client did not send its request (body) in time.
     #[error("{0}")]
     RequestTimeout(String),
@@ -32,6 +35,9 @@ pub enum Error {
     /// 413: body or value over the configured limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 415: a body in a format the server does not read (CoAP Content-Format).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 429: rate limited.
     #[error("{0}")]
     TooManyRequests(String),
@@ -59,9 +65,11 @@ impl Error {
             Error::Forbidden(_) => 403,
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed(_) => 405,
+            Error::NotAcceptable(_) => 406,
             Error::RequestTimeout(_) => 408,
             Error::Conflict(_) => 409,
             Error::PayloadTooLarge(_) => 413,
+            Error::UnsupportedMediaType(_) => 415,
             Error::TooManyRequests(_) => 429,
             Error::Unavailable(_) => 503,
             Error::InsufficientStorage(_) => 507,

@@ -238,18 +238,12 @@ impl Endpoint {
     /// the Block1 option to echo.
     async fn answer(self: &Arc<Self>, peer: SocketAddr, mut req: Request) -> (Answer, Option<Block>) {
         if !matches!(req.content_format, None | Some(JSON) | Some(message::TEXT)) {
-            return (
-                Answer::error(&Error::bad_request("Content-Format must be application/json"))
-                    .with_code(code::UNSUPPORTED_CONTENT_FORMAT),
-                None,
-            );
+            let e = Error::UnsupportedMediaType("Content-Format must be application/json (50) or none".into());
+            return (Answer::error(&e), None);
         }
         if !matches!(req.accept, None | Some(JSON) | Some(message::TEXT)) {
-            return (
-                Answer::error(&Error::bad_request("Only application/json answers are available"))
-                    .with_code(code::NOT_ACCEPTABLE),
-                None,
-            );
+            let e = Error::NotAcceptable("Answers are application/json (50): Accept that or nothing".into());
+            return (Answer::error(&e), None);
         }
         if let Method::Other(_) = req.method {
             return (Answer::error(&Error::MethodNotAllowed("Method not allowed".into())), None);
