@@ -126,6 +126,7 @@ impl Endpoint {
                     let e = Error::bad_request(message);
                     let mut a = Answer::error(&e);
                     a.code = code;
+                    let (kind, mid) = self.reply_to(kind, mid);
                     let bytes = self.frame(kind, mid, token, a, bytes.len(), None);
                     self.outbox.send(&bytes, peer);
                 }
@@ -150,8 +151,10 @@ impl Endpoint {
                 Begin::Replay(bytes) => return self.outbox.send(&bytes, peer),
                 Begin::Full => {
                     let e = Error::Unavailable("Too many exchanges in progress; retry later".into());
-                    let bytes =
-                        self.frame(request.kind, request.mid, request.token, Answer::error(&e), bytes.len(), None);
+                    let bytes = {
+                        let (kind, mid) = self.reply_to(request.kind, request.mid);
+                        self.frame(kind, mid, request.token, Answer::error(&e), bytes.len(), None)
+                    };
                     return self.outbox.send(&bytes, peer);
                 }
             }
@@ -178,20 +181,21 @@ impl Endpoint {
         let block2 = req.block2;
         let work = self.answer(peer, req);
         tokio::pin!(work);
-        let answer = if kind == Kind::Con {
-            tokio::select! {
+        let answer = match kind {
+            Kind::Con if self.settings.separate_after.is_zero() => None,
+            Kind::Con => tokio::select! {
                 a = &mut work => Some(a),
                 _ = tokio::time::sleep(self.settings.separate_after) => None,
-            }
-        } else {
-            Some(work.as_mut().await)
+            },
+            _ => Some(work.as_mut().await),
         };
         match answer {
             Some((mut a, block1)) => {
                 let registered = a.registered.take();
+                let (kind, mid_out) = self.reply_to(kind, mid);
                 let bytes = self.frame(
                     kind,
-                    mid,
+                    mid_out,
                     token,
                     a,
                     request_len,
@@ -226,10 +230,15 @@ impl Endpoint {
                     // A retransmission of the request now gets the empty ACK again.
                     self.exchanges.finish(peer, mid, Arc::from(&ack[..]));
                 }
-                if let Some(r) = registered {
-                    let _ = r.sent.send(());
-                }
-                self.outbox.send_con(Arc::from(bytes), own_mid, peer).await;
+                // The observation starts once the registration's answer is on its way.
+                let started = registered.map(|r| r.sent);
+                self.outbox
+                    .send_con_then(Arc::from(bytes), own_mid, peer, move || {
+                        if let Some(sent) = started {
+                            let _ = sent.send(());
+                        }
+                    })
+                    .await;
             }
         }
     }
@@ -300,7 +309,17 @@ impl Endpoint {
         (self.route(peer, &req).await, block1)
     }
 
-    /// Frames an answer as the datagram to send, applying the amplification bound and serving
+    /// The type and message id of the answer to a request of `kind` and `mid` sent right away:
+    /// piggybacked in the ACK of a confirmable one, a non-confirmable message of its own for a
+    /// non-confirmable one.
+    fn reply_to(&self, kind: Kind, mid: u16) -> (Kind, u16) {
+        match kind {
+            Kind::Non => (Kind::Non, self.outbox.next_mid()),
+            _ => (Kind::Ack, mid),
+        }
+    }
+
+    /// Frames an answer (of type `kind`, message id `mid`) as the datagram to send, applying the amplification bound and serving
     /// a large authenticated answer block-wise (`transfer`).
     fn frame(
         &self,
@@ -312,7 +331,7 @@ impl Endpoint {
         transfer: Option<Transfer<'_>>,
     ) -> Vec<u8> {
         let mut r = Response {
-            kind: Some(if kind == Kind::Con { Kind::Ack } else { kind }),
+            kind: Some(kind),
             mid,
             token,
             code: a.code,
@@ -320,10 +339,6 @@ impl Endpoint {
             content_format: (!a.body.is_empty()).then_some(JSON),
             ..Response::default()
         };
-        if kind == Kind::Non {
-            r.kind = Some(Kind::Non);
-            r.mid = self.outbox.next_mid();
-        }
         if let Some(slice) = a.slice {
             r.block2 = Some(slice.0);
             r.size2 = Some(slice.1 as u32);

@@ -72,12 +72,27 @@ impl Outbox {
 
     /// Sends a confirmable message with id `mid` until it is acknowledged, reset, or given up.
     pub async fn send_con(&self, bytes: Arc<[u8]>, mid: u16, peer: SocketAddr) -> Delivery {
+        self.send_con_then(bytes, mid, peer, || {}).await
+    }
+
+    /// [`Outbox::send_con`], calling `after_first` once the first transmission is sent.
+    pub async fn send_con_then(
+        &self,
+        bytes: Arc<[u8]>,
+        mid: u16,
+        peer: SocketAddr,
+        after_first: impl FnOnce(),
+    ) -> Delivery {
+        let mut after_first = Some(after_first);
         let (tx, mut rx) = oneshot::channel();
         self.pending.lock().insert((peer, mid), Waiter::Con(tx));
         let mut timeout = ACK_TIMEOUT.mul_f64(1.0 + rand::random::<f64>() * 0.5);
         let mut result = Delivery::TimedOut;
         for attempt in 0..=MAX_RETRANSMIT {
             self.send(&bytes, peer);
+            if let Some(f) = after_first.take() {
+                f();
+            }
             tokio::select! {
                 r = &mut rx => {
                     result = r.unwrap_or(Delivery::Stopped);
