@@ -60,7 +60,9 @@ pub struct Cpu {
     /// other processes used (the machine is shared: a sign of a noisy measurement) plus the
     /// interrupts charged to no process (loopback TCP, a few seconds per 10 s here).
     pub machine_seconds: Option<f64>,
-    /// Of the machine's, the time in hard and soft interrupts (in `others` too).
+    /// Of the machine's, the time in hard and soft interrupts (loopback UDP and TCP are
+    /// received there). Without IRQ time accounting it is charged to the process that was
+    /// running as well, so it overlaps the processes' figures rather than adding to them.
     pub irq_seconds: Option<f64>,
 }
 
@@ -95,7 +97,7 @@ impl Cpu {
         };
         let others = self.others();
         format!(
-            "CPU          {server} {} s ({} µs/msg), client threads {} s ({} µs/msg), bench process {} s, others+irq {} s (irq {} s)",
+            "CPU          {server} {} s ({} µs/msg), client threads {} s ({} µs/msg), bench process {} s, others+irq {} s (the machine's interrupts {} s, most inside the processes' figures)",
             opt(self.server_seconds),
             per(self.server_seconds),
             opt(self.client_threads_seconds),
