@@ -123,12 +123,11 @@ impl Endpoint {
             }
             Err(Refusal::Answer { kind, mid, token, code, message }) => {
                 if self.rate.allow(peer.ip()) {
-                    let e = Error::bad_request(message);
-                    let mut a = Answer::error(&e);
-                    a.code = code;
+                    // 4.02 and 4.00 both say "bad request" in the envelope (HTTP has no 4.02).
+                    let a = Answer::error(&Error::bad_request(message)).with_code(code);
                     let (kind, mid) = self.reply_to(kind, mid);
-                    let bytes = self.frame(kind, mid, token, a, bytes.len(), None);
-                    self.outbox.send(&bytes, peer);
+                    let answer = self.frame(kind, mid, token, a, bytes.len(), None);
+                    self.outbox.send(&answer, peer);
                 }
                 return;
             }
@@ -151,11 +150,9 @@ impl Endpoint {
                 Begin::Replay(bytes) => return self.outbox.send(&bytes, peer),
                 Begin::Full => {
                     let e = Error::Unavailable("Too many exchanges in progress; retry later".into());
-                    let bytes = {
-                        let (kind, mid) = self.reply_to(request.kind, request.mid);
-                        self.frame(kind, mid, request.token, Answer::error(&e), bytes.len(), None)
-                    };
-                    return self.outbox.send(&bytes, peer);
+                    let (kind, mid) = self.reply_to(request.kind, request.mid);
+                    let answer = self.frame(kind, mid, request.token, Answer::error(&e), bytes.len(), None);
+                    return self.outbox.send(&answer, peer);
                 }
             }
         }
