@@ -4,11 +4,15 @@
 //! confirmable one acknowledged with an empty ACK; at the stop, a deregistration (GET with
 //! Observe=1, RFC 7641 §3.6) so that the server stops notifying before the next measurement.
 //!
+//! A confirmable notification seen again (the same message id: the server did not get the ACK
+//! and retransmitted it) is acknowledged again and counted, not recorded twice.
+//!
 //! The registration's answer is a 2.05 with an Observe option carrying
 //! `{"status":"success","message":"subscribed"}` (piggybacked, or after an empty ACK); it is
 //! retransmitted after 2 s of silence (the timeout doubling), within `--open-timeout` per
 //! attempt, and tried once more with a new message id and token on failure.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -31,6 +35,8 @@ const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 const BUFFER: usize = 2048;
 /// Samples kept per observer.
 const SAMPLES: usize = 1;
+/// Confirmable notifications remembered by message id.
+const RECENT_CON: usize = 8;
 
 /// What every observer of a measurement has in common.
 pub struct ObserverPlan {
@@ -65,6 +71,7 @@ pub async fn observer_task(
         output: SocketOutput::default(),
         stats: ObserverStats::default(),
         deregistering: false,
+        con_mids: VecDeque::new(),
         values: Vec::new(),
     };
     {
@@ -126,6 +133,8 @@ struct Observer<'a> {
     values: Vec<u64>,
     /// The exchange awaited is the deregistration.
     deregistering: bool,
+    /// Message ids of the last confirmable notifications (to recognise a retransmission).
+    con_mids: VecDeque<u16>,
 }
 
 /// How a datagram relates to the exchange awaited.
@@ -241,6 +250,18 @@ impl Observer<'_> {
         }
         // Our token: a notification, or the separate answer of the exchange awaited.
         if d.code == codec::CONTENT && d.observe.is_some() && self.last_observe.is_some() {
+            if d.kind == Kind::Con {
+                // A retransmission (our ACK was lost) is acknowledged again, not delivered twice
+                // (RFC 7252 §4.5).
+                if self.con_mids.contains(&d.mid) {
+                    self.stats.retransmitted_notifications += 1;
+                    return Ok(Reply::Other);
+                }
+                if self.con_mids.len() == RECENT_CON {
+                    self.con_mids.pop_front();
+                }
+                self.con_mids.push_back(d.mid);
+            }
             self.notification(d.kind, d.observe.unwrap_or(0), d.payload, received);
             return Ok(Reply::Other);
         }

@@ -230,6 +230,9 @@ pub struct ObserverStats {
     pub notifications: u64,
     /// Of those, confirmable (each acknowledged with an empty ACK).
     pub confirmable: u64,
+    /// Confirmable notifications received again (same message id: the server retransmitted
+    /// them, its ACK lost), acknowledged again and not counted above.
+    pub retransmitted_notifications: u64,
     /// `{}` keep-alives.
     pub keepalives: u64,
     /// Notifications whose Observe number was not newer than the previous one's (RFC 7641 §3.4).
@@ -255,6 +258,7 @@ impl ObserverStats {
         self.deregistration_retransmissions += other.deregistration_retransmissions;
         self.notifications += other.notifications;
         self.confirmable += other.confirmable;
+        self.retransmitted_notifications += other.retransmitted_notifications;
         self.keepalives += other.keepalives;
         self.out_of_order += other.out_of_order;
         self.duplicates += other.duplicates;
@@ -347,8 +351,15 @@ pub fn print_observe(report: &ObserveReport) {
         print_target(&r.coap, report.cpus);
         let o = &r.coap_observers;
         println!(
-            "  observers    notifications {} ({} confirmable, acknowledged)  keep-alives {}  OUT OF ORDER {}  DUPLICATES {}  ENDED BY THE SERVER {}  unexpected {}",
-            o.notifications, o.confirmable, o.keepalives, o.out_of_order, o.duplicates, o.ended, o.unexpected,
+            "  observers    notifications {} ({} confirmable, acknowledged; {} RETRANSMITTED by the server)  keep-alives {}  OUT OF ORDER {}  DUPLICATES {}  ENDED BY THE SERVER {}  unexpected {}",
+            o.notifications,
+            o.confirmable,
+            o.retransmitted_notifications,
+            o.keepalives,
+            o.out_of_order,
+            o.duplicates,
+            o.ended,
+            o.unexpected,
         );
         println!(
             "  observers    registrations retransmitted {}; deregistered {} ({} failed, {} retransmitted)",
