@@ -25,7 +25,7 @@ use super::codec::Template;
 use super::observer::{ObserverPlan, observer_task};
 use super::report::{self, ObserveReport, ObserveRound, ObserverStats};
 use super::thingline::CoapThingline;
-use super::udpstat::UdpCounters;
+use super::udpstat::{UdpCounters, socket_drops};
 use crate::cli::{CoapObserveArgs, RealtimeArgs, RealtimeCommon, RealtimeTarget, secs};
 use crate::mqtt::conn::OpenTally;
 use crate::realtime::client::{Shared, SocketOutput};
@@ -162,6 +162,7 @@ async fn measure_coap(
     });
     eprintln!("{label}: registering {n} observers ({} client threads)", args.client_threads);
     let udp_start = UdpCounters::now();
+    let drops_start = socket_drops(thingline.coap);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (opened_tx, mut opened_rx) = mpsc::unbounded_channel();
     let handles: Vec<_> = (0..n)
@@ -181,6 +182,8 @@ async fn measure_coap(
         let (outputs, all) = collect(handles).await;
         stats = all;
         stats.udp = UdpCounters::now().since(&udp_start);
+        stats.server_socket_drops =
+            socket_drops(thingline.coap).zip(drops_start).map(|(end, start)| end.saturating_sub(start));
         outputs
     };
     if let Err(err) = tally.check(label, n) {

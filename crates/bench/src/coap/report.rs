@@ -51,6 +51,8 @@ pub struct WriteMeasurement {
     pub cpu: Cpu,
     /// The kernel's UDP drops over the measurement (sockets opened to clients joined).
     pub udp: UdpCounters,
+    /// Of those, at the server's (or the echo's) socket: requests it never saw.
+    pub server_socket_drops: Option<u64>,
 }
 
 /// Thingline's CoAP over the echo, on the medians over rounds.
@@ -149,7 +151,7 @@ pub fn print_write(report: &WriteReport) {
         );
         let server = if m.target == "echo" { "echo" } else { "server" };
         println!("  {}", m.cpu.line_named(server, m.answered_in_window));
-        println!("  {}", m.udp.line());
+        println!("  {}; at the {server}'s socket {}", m.udp.line(), opt_u64(m.server_socket_drops));
         for sample in m.clients.samples.iter().chain(&m.error_samples).chain(&m.client_error_samples) {
             println!("  ! {sample}");
         }
@@ -180,6 +182,10 @@ pub fn print_write(report: &WriteReport) {
             println!("  ! {sample}");
         }
     }
+}
+
+fn opt_u64(v: Option<u64>) -> String {
+    v.map_or_else(|| "?".to_string(), |v| v.to_string())
 }
 
 /// Fail when the values read back do not match the 2.01s, when more than 0.1 % of the writes
@@ -250,6 +256,8 @@ pub struct ObserverStats {
     pub deregister_samples: Vec<String>,
     /// The kernel's UDP drops over the measurement (registration to deregistration).
     pub udp: UdpCounters,
+    /// Of those, at the server's CoAP socket (ACKs, registrations it never saw).
+    pub server_socket_drops: Option<u64>,
 }
 
 impl ObserverStats {
@@ -365,7 +373,7 @@ pub fn print_observe(report: &ObserveReport) {
             "  observers    registrations retransmitted {}; deregistered {} ({} failed, {} retransmitted)",
             o.registration_retransmissions, o.deregistered, o.deregister_failures, o.deregistration_retransmissions
         );
-        println!("  {}", o.udp.line());
+        println!("  {}; at the server's socket {}", o.udp.line(), opt_u64(o.server_socket_drops));
         for sample in o.ended_samples.iter().chain(&o.deregister_samples) {
             println!("  ! {sample}");
         }

@@ -198,6 +198,7 @@ async fn measure(
         retransmit_after: secs(args.retransmit_after),
     });
     let udp_start = super::udpstat::UdpCounters::now();
+    let drops_start = super::udpstat::socket_drops(target.addr);
     let (go_tx, go_rx) = watch::channel(None::<Window>);
     let (opened_tx, mut opened_rx) = mpsc::unbounded_channel();
     let mut handles = Vec::with_capacity(n);
@@ -253,6 +254,9 @@ async fn measure(
         latency: Default::default(),
         cpu,
         udp: super::udpstat::UdpCounters::now().since(&udp_start),
+        server_socket_drops: super::udpstat::socket_drops(target.addr)
+            .zip(drops_start)
+            .map(|(end, start)| end.saturating_sub(start)),
     };
     for Indexed { out, .. } in &outputs {
         m.sent += out.sent;
