@@ -506,6 +506,9 @@ pub struct CoapWriteArgs {
     /// Runtime workers of the echo (default: one per core, as Thingline's runtime).
     #[arg(long)]
     pub echo_workers: Option<usize>,
+    /// SO_RCVBUF of the echo's socket (default: the kernel's, as Thingline's).
+    #[arg(long)]
+    pub echo_recv_buffer: Option<usize>,
     /// Thingline's THINGLINE_COAP_MAX_EXCHANGES: the dedup table must hold every exchange of
     /// the last 247 s (at its default of 262,144 a run at 20,000 writes/s fills it in 13 s and
     /// new requests get 5.03).
@@ -576,6 +579,10 @@ pub struct UdpEchoArgs {
     /// Tasks receiving and sending on the one socket (default: one per worker).
     #[arg(long)]
     pub tasks: Option<usize>,
+    /// SO_RCVBUF of the socket in bytes (default: the kernel's, as Thingline's CoAP socket; the
+    /// kernel caps it at net.core.rmem_max and doubles it).
+    #[arg(long)]
+    pub recv_buffer: Option<usize>,
 }
 
 /// Seconds from a flag, clamped to something a `Duration` can hold.

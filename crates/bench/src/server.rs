@@ -223,13 +223,22 @@ pub async fn spawn_reference(echo_log: bool, timeout: Duration) -> Result<Server
 }
 
 /// Start this executable's `udp-echo` (the reference of `coap-write`) on 127.0.0.1 port 0 with
-/// `workers` runtime workers (`None`: one per core, as Thingline).
-pub async fn spawn_udp_echo(workers: Option<usize>, echo_log: bool, timeout: Duration) -> Result<ServerProcess> {
+/// `workers` runtime workers (`None`: one per core, as Thingline) and SO_RCVBUF `recv_buffer`
+/// (`None`: the kernel's default).
+pub async fn spawn_udp_echo(
+    workers: Option<usize>,
+    recv_buffer: Option<usize>,
+    echo_log: bool,
+    timeout: Duration,
+) -> Result<ServerProcess> {
     let exe = std::env::current_exe().context("locating this executable")?;
     let mut command = Command::new(exe);
     command.args(["udp-echo", "--addr", "127.0.0.1:0"]);
     if let Some(workers) = workers {
         command.args(["--workers", &workers.to_string()]);
+    }
+    if let Some(bytes) = recv_buffer {
+        command.args(["--recv-buffer", &bytes.to_string()]);
     }
     spawn_child("udp-echo", command, AddrMarker::Reference, echo_log, timeout).await.context("starting the UDP echo")
 }

@@ -29,7 +29,7 @@ pub async fn serve(args: &UdpEchoArgs) -> Result<()> {
         .context("building the echo runtime")?;
     let socket = {
         let _entered = runtime.enter();
-        UdpSocket::from_std(bind_std(args.addr)?).context("registering the socket")?
+        UdpSocket::from_std(bind_std(args.addr, args.recv_buffer)?).context("registering the socket")?
     };
     let local = socket.local_addr().context("reading the bound address")?;
     let socket = Arc::new(socket);
@@ -71,9 +71,27 @@ fn default_workers() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-/// A non-blocking std socket bound to `addr`.
-fn bind_std(addr: std::net::SocketAddr) -> Result<std::net::UdpSocket> {
+/// A non-blocking std socket bound to `addr`, with SO_RCVBUF `recv_buffer` when given.
+fn bind_std(addr: std::net::SocketAddr, recv_buffer: Option<usize>) -> Result<std::net::UdpSocket> {
+    use std::os::fd::AsRawFd;
     let socket = std::net::UdpSocket::bind(addr).with_context(|| format!("binding the echo socket on {addr}"))?;
     socket.set_nonblocking(true).context("making the socket non-blocking")?;
+    if let Some(bytes) = recv_buffer {
+        let value = libc::c_int::try_from(bytes).context("--recv-buffer out of range")?;
+        // SAFETY: setsockopt on a socket we own, with a pointer to a c_int and its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&raw const value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            anyhow::bail!("setting SO_RCVBUF: {}", std::io::Error::last_os_error());
+        }
+        eprintln!("udp-echo: SO_RCVBUF {bytes} asked");
+    }
     Ok(socket)
 }
