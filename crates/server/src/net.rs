@@ -141,11 +141,36 @@ pub fn client_subnet(ip: std::net::IpAddr) -> std::net::IpAddr {
     }
 }
 
-/// Binds a UDP socket, with the same clear message as [`bind`] when it cannot.
+/// Socket buffers asked for a UDP listener: one socket takes every client's datagrams, and a
+/// burst beyond the kernel's default (about 200 KiB) would be dropped before it is read. The
+/// kernel caps the size at `net.core.rmem_max` / `wmem_max`.
+pub const UDP_BUFFER: usize = 4 << 20;
+
+/// Binds a UDP socket with [`UDP_BUFFER`]-sized buffers, with the same clear message as [`bind`]
+/// when it cannot.
 pub async fn bind_udp(addr: SocketAddr, what: &str, setting: &str) -> anyhow::Result<tokio::net::UdpSocket> {
-    tokio::net::UdpSocket::bind(addr).await.map_err(|e| {
+    let fail = |e: std::io::Error| {
         anyhow::anyhow!("cannot listen on {addr} (UDP) for {what}: {e} (change it with {setting}, or `off`)")
-    })
+    };
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None).map_err(fail)?;
+    for (which, result) in
+        [("receive", socket.set_recv_buffer_size(UDP_BUFFER)), ("send", socket.set_send_buffer_size(UDP_BUFFER))]
+    {
+        if let Err(e) = result {
+            tracing::warn!(%addr, error = %e, "could not size the UDP {which} buffer");
+        }
+    }
+    let got = socket.recv_buffer_size().unwrap_or(0);
+    if got < UDP_BUFFER {
+        tracing::info!(
+            %addr,
+            bytes = got,
+            "the UDP receive buffer is smaller than asked: raise net.core.rmem_max for bursts of datagrams"
+        );
+    }
+    socket.set_nonblocking(true).map_err(fail)?;
+    socket.bind(&addr.into()).map_err(fail)?;
+    tokio::net::UdpSocket::from_std(socket.into()).map_err(fail)
 }
 
 /// Back-off after a failed accept (out of file descriptors and similar), instead of spinning.
