@@ -506,9 +506,10 @@ pub struct CoapWriteArgs {
     /// Runtime workers of the echo (default: one per core, as Thingline's runtime).
     #[arg(long)]
     pub echo_workers: Option<usize>,
-    /// SO_RCVBUF of the echo's socket (default: the kernel's, as Thingline's).
-    #[arg(long)]
-    pub echo_recv_buffer: Option<usize>,
+    /// SO_RCVBUF and SO_SNDBUF of the echo's socket (default: 4 MiB, as Thingline asks for
+    /// its UDP listeners; 0: the kernel's defaults).
+    #[arg(long, default_value_t = 4 << 20)]
+    pub echo_socket_buffer: usize,
     /// Thingline's THINGLINE_COAP_MAX_EXCHANGES: the dedup table must hold every exchange of
     /// the last 247 s (at its default of 262,144 a run at 20,000 writes/s fills it in 13 s and
     /// new requests get 5.03).
@@ -579,10 +580,10 @@ pub struct UdpEchoArgs {
     /// Tasks receiving and sending on the one socket (default: one per worker).
     #[arg(long)]
     pub tasks: Option<usize>,
-    /// SO_RCVBUF of the socket in bytes (default: the kernel's, as Thingline's CoAP socket; the
-    /// kernel caps it at net.core.rmem_max and doubles it).
-    #[arg(long)]
-    pub recv_buffer: Option<usize>,
+    /// SO_RCVBUF and SO_SNDBUF of the socket in bytes, as Thingline asks for its UDP listeners
+    /// (the kernel caps them at net.core.rmem_max / wmem_max); 0 leaves the kernel's defaults.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub socket_buffer: usize,
 }
 
 /// Seconds from a flag, clamped to something a `Duration` can hold.

@@ -223,11 +223,11 @@ pub async fn spawn_reference(echo_log: bool, timeout: Duration) -> Result<Server
 }
 
 /// Start this executable's `udp-echo` (the reference of `coap-write`) on 127.0.0.1 port 0 with
-/// `workers` runtime workers (`None`: one per core, as Thingline) and SO_RCVBUF `recv_buffer`
-/// (`None`: the kernel's default).
+/// `workers` runtime workers (`None`: one per core, as Thingline) and socket buffers of
+/// `socket_buffer` bytes (0: the kernel's defaults).
 pub async fn spawn_udp_echo(
     workers: Option<usize>,
-    recv_buffer: Option<usize>,
+    socket_buffer: usize,
     echo_log: bool,
     timeout: Duration,
 ) -> Result<ServerProcess> {
@@ -237,9 +237,7 @@ pub async fn spawn_udp_echo(
     if let Some(workers) = workers {
         command.args(["--workers", &workers.to_string()]);
     }
-    if let Some(bytes) = recv_buffer {
-        command.args(["--recv-buffer", &bytes.to_string()]);
-    }
+    command.args(["--socket-buffer", &socket_buffer.to_string()]);
     spawn_child("udp-echo", command, AddrMarker::Reference, echo_log, timeout).await.context("starting the UDP echo")
 }
 

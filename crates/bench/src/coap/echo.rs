@@ -29,7 +29,7 @@ pub async fn serve(args: &UdpEchoArgs) -> Result<()> {
         .context("building the echo runtime")?;
     let socket = {
         let _entered = runtime.enter();
-        UdpSocket::from_std(bind_std(args.addr, args.recv_buffer)?).context("registering the socket")?
+        UdpSocket::from_std(bind_std(args.addr, args.socket_buffer)?).context("registering the socket")?
     };
     let local = socket.local_addr().context("reading the bound address")?;
     let socket = Arc::new(socket);
@@ -71,27 +71,20 @@ fn default_workers() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-/// A non-blocking std socket bound to `addr`, with SO_RCVBUF `recv_buffer` when given.
-fn bind_std(addr: std::net::SocketAddr, recv_buffer: Option<usize>) -> Result<std::net::UdpSocket> {
-    use std::os::fd::AsRawFd;
-    let socket = std::net::UdpSocket::bind(addr).with_context(|| format!("binding the echo socket on {addr}"))?;
-    socket.set_nonblocking(true).context("making the socket non-blocking")?;
-    if let Some(bytes) = recv_buffer {
-        let value = libc::c_int::try_from(bytes).context("--recv-buffer out of range")?;
-        // SAFETY: setsockopt on a socket we own, with a pointer to a c_int and its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&raw const value).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            anyhow::bail!("setting SO_RCVBUF: {}", std::io::Error::last_os_error());
-        }
-        eprintln!("udp-echo: SO_RCVBUF {bytes} asked");
+/// A non-blocking std socket bound to `addr`, with SO_RCVBUF and SO_SNDBUF of `buffer` bytes
+/// asked before binding, as Thingline's `bind_udp` does (0: the kernel's defaults).
+fn bind_std(addr: std::net::SocketAddr, buffer: usize) -> Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)
+        .context("creating the echo socket")?;
+    if buffer > 0 {
+        socket.set_recv_buffer_size(buffer).context("sizing the echo socket's receive buffer")?;
+        socket.set_send_buffer_size(buffer).context("sizing the echo socket's send buffer")?;
     }
-    Ok(socket)
+    socket.set_nonblocking(true).context("making the socket non-blocking")?;
+    socket.bind(&addr.into()).with_context(|| format!("binding the echo socket on {addr}"))?;
+    eprintln!(
+        "udp-echo: socket buffers {buffer} bytes asked (0: the kernel's defaults), receive buffer {} bytes given",
+        socket.recv_buffer_size().unwrap_or(0)
+    );
+    Ok(socket.into())
 }

@@ -72,7 +72,7 @@ pub async fn run(args: &CoapWriteArgs) -> Result<()> {
         "clientThreads": args.client_threads,
         "retransmitAfter": args.retransmit_after,
         "echoWorkers": args.echo_workers,
-        "echoRecvBuffer": args.echo_recv_buffer,
+        "echoSocketBuffer": args.echo_socket_buffer,
         "maxExchanges": args.max_exchanges,
         "request": "CON POST v2/things/{token}? (no Content-Format)",
         "payload": r#"{"values":[{"key":"t","value":N}]}"#,
@@ -108,7 +108,8 @@ async fn measure_all(
     let tokens: Vec<String> = provisioned.things.into_iter().map(|t| t.thing_token).collect();
     let echo = if selected.contains(&CoapWriteTarget::Echo) {
         let echo =
-            spawn_udp_echo(args.echo_workers, args.echo_recv_buffer, server.server_log, server.start_timeout()).await?;
+            spawn_udp_echo(args.echo_workers, args.echo_socket_buffer, server.server_log, server.start_timeout())
+                .await?;
         eprintln!("echo: {} (pid {})", echo.addr, echo.pid);
         Some(echo)
     } else {
