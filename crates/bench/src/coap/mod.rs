@@ -15,13 +15,15 @@
 //!
 //! Modules: `codec` (the CoAP wire, by hand), `thingline` (Thingline spawned with its CoAP
 //! listener on, and its things), `writer` (one writing client), `write` (the command), `verify`
-//! (the values read back), `udpstat` (the kernel's UDP drop counters), `observer` (one observer), `observe` (the command), `echo` (the
+//! (the values read back), `udpstat` (the kernel's UDP drop counters),
+//! `mids` (message ids that never repeat on a local port within a run), `observer` (one observer), `observe` (the command), `echo` (the
 //! reference server), `report` (what the commands print and check). The clock, the measured
 //! window and the per-second series with the machine's CPU are the MQTT bench's
 //! (`crate::mqtt`), the Socket.IO side and the writer the realtime bench's (`crate::realtime`).
 
 mod codec;
 pub mod echo;
+mod mids;
 pub mod observe;
 mod observer;
 mod report;
@@ -50,11 +52,12 @@ fn client_runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
 }
 
 /// A UDP socket of its own (an ephemeral port on loopback), connected to `server`: it sends
-/// there and receives only from there.
-async fn connected_socket(server: SocketAddr) -> Result<UdpSocket> {
+/// there and receives only from there; with the message ids of its port.
+async fn connected_socket(server: SocketAddr) -> Result<(UdpSocket, mids::Mids)> {
     let local: SocketAddr =
         if server.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" }.parse().context("local address")?;
     let socket = UdpSocket::bind(local).await.context("binding a UDP socket")?;
     socket.connect(server).await.with_context(|| format!("connecting the UDP socket to {server}"))?;
-    Ok(socket)
+    let port = socket.local_addr().context("reading the socket's address")?.port();
+    Ok((socket, mids::Mids::claim(port)))
 }

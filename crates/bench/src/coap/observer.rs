@@ -23,6 +23,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::codec::{self, Datagram, Kind, Template};
 use super::connected_socket;
+use super::mids::Mids;
 use super::report::ObserverStats;
 use crate::mqtt::conn::Opened;
 use crate::realtime::client::{Shared, SocketOutput, clip};
@@ -63,7 +64,8 @@ pub async fn observer_task(
         plan: &plan,
         shared: &shared,
         socket: None,
-        mid: (index as u16).wrapping_mul(257),
+        mids: None,
+        mid: 0,
         token: (index as u32) << 8,
         rx: vec![0; BUFFER],
         tx: Vec::with_capacity(128),
@@ -120,7 +122,11 @@ pub async fn observer_task(
 struct Observer<'a> {
     plan: &'a ObserverPlan,
     shared: &'a Shared,
+    /// Message ids of the socket's port (declared before the socket: dropped, so handed back,
+    /// while the port is still bound).
+    mids: Option<Mids>,
     socket: Option<UdpSocket>,
+    /// The id of the exchange awaited.
     mid: u16,
     token: u32,
     rx: Vec<u8>,
@@ -150,9 +156,11 @@ enum Reply {
 impl Observer<'_> {
     /// A new socket, a new message id and token, the registration sent and answered.
     async fn register(&mut self) -> Result<(), String> {
-        let socket = connected_socket(self.plan.addr).await.map_err(|e| format!("{e:#}"))?;
+        let (socket, mids) = connected_socket(self.plan.addr).await.map_err(|e| format!("{e:#}"))?;
+        // The old port's ids are handed back before its socket closes.
+        self.mids = Some(mids);
         self.socket = Some(socket);
-        self.mid = self.mid.wrapping_add(1);
+        self.mid = self.next_mid()?;
         self.token = self.token.wrapping_add(1);
         self.plan.register.encode(&mut self.tx, self.mid, self.token, 0);
         let (code, observe, payload) = self.exchange(None).await?;
@@ -330,7 +338,14 @@ impl Observer<'_> {
     /// GET with Observe=1 and the registration's token, answered (2.05 without Observe).
     async fn deregister(&mut self) {
         self.deregistering = true;
-        self.mid = self.mid.wrapping_add(1);
+        self.mid = match self.next_mid() {
+            Ok(mid) => mid,
+            Err(err) => {
+                self.stats.deregister_failures += 1;
+                self.stats.deregister_samples.push(err);
+                return;
+            }
+        };
         self.plan.deregister.encode(&mut self.tx, self.mid, self.token, 0);
         let until = tokio::time::Instant::now() + DEREGISTER_TIMEOUT;
         // Notifications still arriving are acknowledged and recorded meanwhile.
@@ -354,6 +369,11 @@ impl Observer<'_> {
                 }
             }
         }
+    }
+
+    /// The next message id of the socket's port.
+    fn next_mid(&mut self) -> Result<u16, String> {
+        self.mids.as_mut().and_then(Mids::next).ok_or_else(|| "no message id left on this port".to_string())
     }
 
     async fn recv(&mut self) -> std::io::Result<usize> {

@@ -12,9 +12,10 @@
 //! timeout doubling each time, at most [`MAX_RETRANSMIT`] times (RFC 7252 §4.2). An empty ACK
 //! stops the retransmissions.
 //!
-//! Message ids count up per socket from a random start; before one would repeat (65,536 requests
-//! on a socket) the client moves to a new socket, so that a (socket, message id) pair never
-//! repeats within a run and a new write is never taken for a retransmission. Tokens are 4 bytes,
+//! Message ids count up per local port from a random start, continued by a later socket that
+//! gets the same port (module `mids`); before one would repeat (65,536 requests on a port) the
+//! client moves to a new socket, so that a (port, message id) pair never repeats within a run
+//! and a new write is never taken for a retransmission. Tokens are 4 bytes,
 //! distinct per client. The value written is a sequence number per thing, continued across the
 //! measurements of a run, so that the values read back at the end can be checked one by one.
 
@@ -28,6 +29,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::codec::{self, Kind, Template};
 use super::connected_socket;
+use super::mids::Mids;
 use crate::mqtt::conn::Opened;
 use crate::mqtt::{Clock, Window};
 
@@ -123,10 +125,10 @@ pub async fn run(
     mut go: watch::Receiver<Option<Window>>,
     opened: mpsc::UnboundedSender<Opened>,
 ) -> Option<ClientOutput> {
-    let socket = match connected_socket(plan.addr).await {
-        Ok(socket) => {
+    let (socket, mids) = match connected_socket(plan.addr).await {
+        Ok(opened_socket) => {
             let _ = opened.send(Opened::Ok { retried: None });
-            socket
+            opened_socket
         }
         Err(err) => {
             let _ = opened.send(Opened::Failed(format!("{err:#}")));
@@ -139,8 +141,8 @@ pub async fn run(
         plan: &plan,
         shared: &shared,
         socket,
-        mids_left: 1 << 16,
-        mid: random_u16(token_base),
+        mids,
+        mid: 0,
         token: token_base,
         tx: Vec::with_capacity(128),
         rx: vec![0; BUFFER],
@@ -155,9 +157,11 @@ pub async fn run(
 struct Client<'a> {
     plan: &'a ClientPlan,
     shared: &'a WriteShared,
+    /// Message ids of this socket's port (declared before the socket: dropped, so handed back,
+    /// while the port is still bound).
+    mids: Mids,
     socket: UdpSocket,
-    /// Message ids this socket may still use.
-    mids_left: u32,
+    /// The id of the request in flight.
     mid: u16,
     token: u32,
     tx: Vec<u8>,
@@ -170,13 +174,17 @@ impl Client<'_> {
         let clock = self.shared.clock;
         let give_up_at = window.to + DRAIN.as_nanos() as u64;
         while clock.now_ns() < window.to {
-            if self.mids_left == 0 {
-                self.socket = connected_socket(self.plan.addr).await.map_err(|e| format!("{e:#}"))?;
-                self.mids_left = 1 << 16;
-                self.out.sockets += 1;
-            }
-            self.mids_left -= 1;
-            self.mid = self.mid.wrapping_add(1);
+            self.mid = match self.mids.next() {
+                Some(mid) => mid,
+                None => {
+                    let (socket, mut mids) = connected_socket(self.plan.addr).await.map_err(|e| format!("{e:#}"))?;
+                    self.mid = mids.next().ok_or("a new socket's port has no message id left")?;
+                    // The old port's ids are handed back before its socket closes.
+                    (self.mids, self.socket) = (mids, socket);
+                    self.out.sockets += 1;
+                    self.mid
+                }
+            };
             self.token = self.token.wrapping_add(1);
             let seq = self.out.last_seq + 1;
             self.out.last_seq = seq;
@@ -289,12 +297,6 @@ impl Client<'_> {
     async fn send(&self, datagram: &[u8]) -> Result<(), String> {
         self.socket.send(datagram).await.map(|_| ()).map_err(|e| format!("sending: {e}"))
     }
-}
-
-/// A start for a socket's message ids (not 0 for every client).
-fn random_u16(seed: u32) -> u16 {
-    let mut rng = crate::driver::WorkerRng::from_clock(u64::from(seed));
-    rng.next_u64() as u16
 }
 
 #[cfg(test)]
