@@ -159,19 +159,7 @@ impl Endpoint {
             (Method::Get, ["all_resources"]) => {
                 let limit = parse_limit(req.param("limit"))?;
                 let page = p.read_all(&thing, limit, req.param("after")).await?;
-                let mut out = String::from("[");
-                for (i, (key, read)) in page.keys.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str("{\"key\":");
-                    crate::wire::push_str_lit(&mut out, key);
-                    out.push_str(",\"values\":");
-                    out.push_str(&read.render());
-                    out.push('}');
-                }
-                out.push(']');
-                Ok(Answer::ok(code::CONTENT, out))
+                Ok(Answer::ok(code::CONTENT, page.render()))
             }
             (_, [] | ["resources"] | ["resources", _] | ["all_resources"]) => Err(method_not_allowed()),
             _ => Err(Error::not_found("Not found")),

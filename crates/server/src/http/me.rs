@@ -23,7 +23,7 @@ use thingline_core::time::format_datetime;
 use super::body::Body;
 use super::extract::{Path, Query, authorization};
 use super::stream::{self, Greeting};
-use super::things::{render_read, write_flags};
+use super::things::write_flags;
 use super::{ApiResult, AppState, json_text};
 use crate::platform::{LinkBy, ReadOut, Session, Target};
 use crate::wire::push_str_lit;
@@ -175,7 +175,7 @@ async fn read_one(
     }
     let query = query_of(&q)?;
     let out = state.platform.read_as(&s, &thing_id, &key, &query).await?;
-    Ok(json_text(StatusCode::OK, render_read(&out)))
+    Ok(json_text(StatusCode::OK, out.render()))
 }
 
 async fn write_one(

@@ -16,8 +16,7 @@ use super::body::Body;
 use super::extract::{ClientIp, Path, Query};
 use super::stream::{self, Greeting};
 use super::{ApiResult, AppState, json_text};
-use crate::platform::{ReadOut, Target, WriteFlags, WriteItem, parse_write_items};
-use crate::wire::push_str_lit;
+use crate::platform::{Target, WriteFlags, WriteItem, parse_write_items};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -68,11 +67,6 @@ async fn write(
     Ok((StatusCode::CREATED, Json(json!({"status": "created"}))).into_response())
 }
 
-/// Renders a read: timeline items, or the settings document under the key asked.
-pub fn render_read(out: &ReadOut) -> String {
-    out.render()
-}
-
 async fn read(
     state: axum::extract::State<AppState>,
     Path((token, key)): Path<(String, String)>,
@@ -82,7 +76,7 @@ async fn read(
     let thing = p.thing_by_token(&token).await?;
     let query = TimelineQuery::from_params(q.get("limit"), q.get("startDate"), q.get("endDate"))?;
     let out = p.read_values(&thing, &key, &query).await?;
-    Ok(json_text(StatusCode::OK, render_read(&out)))
+    Ok(json_text(StatusCode::OK, out.render()))
 }
 
 async fn read_description(
@@ -112,19 +106,7 @@ async fn all_resources(
     let thing = p.thing_by_token(&token).await?;
     let limit = parse_limit(q.get("limit"))?;
     let page = p.read_all(&thing, limit, q.get("after")).await?;
-    let mut out = String::from("[");
-    for (i, (key, read)) in page.keys.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str("{\"key\":");
-        push_str_lit(&mut out, key);
-        out.push_str(",\"values\":");
-        out.push_str(&render_read(read));
-        out.push('}');
-    }
-    out.push(']');
-    let mut response = json_text(StatusCode::OK, out);
+    let mut response = json_text(StatusCode::OK, page.render());
     if let Some(after) = page.next_after {
         let link =
             format!("</v2/things/{token}/all_resources?limit={limit}&after={}>; rel=\"next\"", percent_encode(&after));

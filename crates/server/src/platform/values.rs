@@ -210,6 +210,25 @@ pub struct AllResources {
     pub next_after: Option<String>,
 }
 
+impl AllResources {
+    /// The JSON answer: `[{"key":k,"values":[…]}, …]`.
+    pub fn render(&self) -> String {
+        let mut out = String::from("[");
+        for (i, (key, read)) in self.keys.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"key\":");
+            crate::wire::push_str_lit(&mut out, key);
+            out.push_str(",\"values\":");
+            out.push_str(&read.render());
+            out.push('}');
+        }
+        out.push(']');
+        out
+    }
+}
+
 /// What a read returns: a timeline (items with datetimes), or the `$settings` document (or a
 /// path inside it), echoed under the key asked.
 #[derive(Debug)]
