@@ -34,11 +34,10 @@ impl Kind {
     }
 }
 
-/// Codes (`class << 5 | detail`).
+/// Request codes (`class << 5 | detail`); the response codes are the server's crate's.
 pub const GET: u8 = 0x01;
 pub const POST: u8 = 0x02;
-pub const CREATED: u8 = 0x41;
-pub const CONTENT: u8 = 0x45;
+pub use thingline_coap_message::code::{CONTENT, CREATED, dotted};
 
 /// Option numbers.
 const OBSERVE: u16 = 6;
@@ -49,11 +48,6 @@ const PAYLOAD_HEAD: &[u8] = br#"{"values":[{"key":"t","value":"#;
 const PAYLOAD_TAIL: &[u8] = b"}]}";
 /// What precedes a value in a notification's array of value items.
 const VALUE_MARK: &[u8] = br#""value":"#;
-
-/// `c.dd`, as RFC 7252 writes codes.
-pub fn dotted(code: u8) -> String {
-    format!("{}.{:02}", code >> 5, code & 0x1F)
-}
 
 /// A request's fixed part after the header and token: its options (and, for a write, the
 /// payload up to the value), built once per client.

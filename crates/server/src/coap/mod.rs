@@ -176,7 +176,7 @@ impl Endpoint {
         let (kind, mid, token) = (req.kind, req.mid, req.token.clone());
         let resource = req.resource_key();
         let block2 = req.block2;
-        let work = self.answer(peer, req);
+        let work = self.answer(peer, req, &resource);
         tokio::pin!(work);
         let answer = match kind {
             Kind::Con if self.settings.separate_after.is_zero() => None,
@@ -242,7 +242,7 @@ impl Endpoint {
 
     /// The answer to `req`, after the checks every request gets and its Block1 transfer; with
     /// the Block1 option to echo.
-    async fn answer(self: &Arc<Self>, peer: SocketAddr, mut req: Request) -> (Answer, Option<Block>) {
+    async fn answer(self: &Arc<Self>, peer: SocketAddr, mut req: Request, resource: &str) -> (Answer, Option<Block>) {
         if !matches!(req.content_format, None | Some(JSON) | Some(message::TEXT)) {
             let e = Error::UnsupportedMediaType("Content-Format must be application/json (50) or none".into());
             return (Answer::error(&e), None);
@@ -255,6 +255,7 @@ impl Endpoint {
             return (Answer::error(&Error::MethodNotAllowed("Method not allowed".into())), None);
         }
         let limit = self.settings.body_limit;
+        let too_large = || Answer::error(&Error::PayloadTooLarge(format!("Request body is larger than {limit} bytes")));
         let mut block1 = None;
         if let Some(b) = req.block1 {
             // Bodies are kept between blocks only for a thing's own requests (a valid thingToken),
@@ -266,17 +267,14 @@ impl Endpoint {
             if let Err(e) = self.platform.thing_by_token(token).await {
                 return (Answer::error(&e), None);
             }
-            let key = (peer, format!("{:?} {}", req.method, req.resource_key()));
+            let key = (peer, format!("{:?} {resource}", req.method));
             match self.blocks.put(key, b, &req.payload, req.size1) {
                 Put::Continue => return (Answer::ok(code::CONTINUE, Vec::new()), Some(b)),
                 Put::Complete(body) => {
                     req.payload = body;
                     block1 = Some(b);
                 }
-                Put::TooLarge => {
-                    let e = Error::PayloadTooLarge(format!("Request body is larger than {limit} bytes"));
-                    return (Answer::error(&e), None);
-                }
+                Put::TooLarge => return (too_large(), None),
                 Put::Incomplete => {
                     let e =
                         Error::bad_request("Block1 blocks must arrive in order, each but the last of the full size");
@@ -288,14 +286,13 @@ impl Endpoint {
                 }
             }
         } else if req.payload.len() > limit {
-            let e = Error::PayloadTooLarge(format!("Request body is larger than {limit} bytes"));
-            return (Answer::error(&e), None);
+            return (too_large(), None);
         }
         // The next block of an answer being fetched block-wise.
         if let Some(b2) = req.block2
             && b2.num > 0
             && req.observe.is_none()
-            && let Some(slice) = self.blocks.cached(&(peer, req.resource_key()), b2)
+            && let Some(slice) = self.blocks.cached(&(peer, resource.to_owned()), b2)
         {
             let a = Answer {
                 slice: Some((slice.block, slice.total, slice.etag)),

@@ -3,7 +3,6 @@
 //! HTTP write's flags), and subscribes once to `v2/activations/{activationCode}/{nonce}` to be
 //! activated. Wildcards, `$SYS`, shared subscriptions and any other topic reach nothing.
 
-use thingline_core::query::parse_bool_flag;
 use thingline_core::{Error, Result};
 
 use crate::platform::WriteFlags;
@@ -102,16 +101,16 @@ pub fn filter_topic(filter: &str) -> FilterTopic<'_> {
 
 /// The flags of a publish topic's query: `store` and `broadcast`, as on the HTTP write.
 pub fn write_flags(query: Option<&str>) -> Result<WriteFlags> {
-    let mut flags = WriteFlags::default();
+    let (mut store, mut broadcast) = (None, None);
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         match name {
-            "store" => flags.store = parse_bool_flag("store", Some(value), true)?,
-            "broadcast" => flags.broadcast = parse_bool_flag("broadcast", Some(value), true)?,
+            "store" => store = Some(value),
+            "broadcast" => broadcast = Some(value),
             other => return Err(Error::bad_request(format!("unknown topic parameter {other:?}"))),
         }
     }
-    Ok(flags)
+    WriteFlags::from_params(store, broadcast)
 }
 
 /// A thingToken as a topic level: not empty, no `/`, bounded.
