@@ -10,6 +10,7 @@ pub mod app_users;
 pub mod conformance;
 pub mod model;
 pub mod objects;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
