@@ -8,6 +8,7 @@
 //! Failures map to platform errors in one place ([`errors`]): a database that is away is a 503.
 
 mod errors;
+mod objects;
 
 use std::str::FromStr;
 use std::time::Duration;
