@@ -10,8 +10,10 @@
 //! the logs and the metrics endpoint read.
 
 pub mod fanout;
+pub mod port;
 mod registry;
 
+pub use port::{Bus, BusStatus, InProcessBus, Invalidation, Remote};
 pub use fanout::{DropReason, Fanout, GroupKey, Membership, Payload, Renderer, Sink, SinkError};
 pub use registry::{
     ConnectionGuard, Connections, DEFAULT_MAX_CONNECTIONS_PER_USER, DEFAULT_MAX_STREAMS_PER_THING,
