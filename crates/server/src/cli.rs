@@ -122,7 +122,7 @@ async fn add_panel_user(config: Config, email: &str, password: &str) -> anyhow::
     let store = thingline_store::open(&config.store_url, &Default::default()).await?;
     let platform = crate::platform::Platform::new(
         store,
-        thingline_bus::Notifier::new(1),
+        thingline_bus::InProcessBus::new(thingline_bus::Notifier::new(1)),
         Default::default(),
         tokio_util::sync::CancellationToken::new(),
     );

@@ -48,6 +48,10 @@ pub struct ConfigArgs {
     /// `nats://…` to share realtime events between nodes; unset: in-process.
     #[arg(long, env = "THINGLINE_BUS_URL")]
     pub bus_url: Option<String>,
+    /// NATS subject prefix shared by the nodes of one installation (default `thingline`); two
+    /// installations on one NATS need different prefixes.
+    #[arg(long, env = "THINGLINE_BUS_PREFIX")]
+    pub bus_prefix: Option<String>,
     /// Panel account created at start if no panel account has this email.
     #[arg(long, env = "THINGLINE_PANEL_EMAIL")]
     pub panel_email: Option<String>,
@@ -157,6 +161,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     store_url: Option<String>,
     bus_url: Option<String>,
+    bus_prefix: Option<String>,
     panel_email: Option<String>,
     panel_password: Option<String>,
     log: Option<String>,
@@ -199,6 +204,8 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     pub store_url: String,
     pub bus_url: Option<String>,
+    /// NATS subject prefix (`THINGLINE_BUS_PREFIX`).
+    pub bus_prefix: String,
     pub panel_email: Option<String>,
     pub panel_password: Option<String>,
     pub log: String,
@@ -425,6 +432,7 @@ impl Config {
             tls_key,
             store_url,
             bus_url: args.bus_url.or(file.bus_url),
+            bus_prefix: args.bus_prefix.or(file.bus_prefix).unwrap_or_else(|| "thingline".into()),
             panel_email,
             panel_password: args.panel_password.or(file.panel_password),
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),

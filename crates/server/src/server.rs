@@ -51,18 +51,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     crate::install_crypto_provider();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data dir {} (THINGLINE_DATA_DIR)", config.data_dir.display()))?;
-    if config.bus_url.is_some() {
-        anyhow::bail!(
-            "THINGLINE_BUS_URL (NATS) is not available in this version; leave it unset for the in-process bus"
-        );
-    }
     let store_options = StoreOptions { sync_full: config.sync_full, ..StoreOptions::default() };
     let store = thingline_store::open(&config.store_url, &store_options)
         .await
         .with_context(|| format!("opening the store {} (THINGLINE_STORE_URL)", config.store_url))?;
     let shutdown = CancellationToken::new();
     let limits = Limits { body_limit: config.body_limit, ..Limits::default() };
-    let platform = Platform::new(store, Notifier::new(BUS_CAPACITY), limits, shutdown.clone());
+    let bus = open_bus(config.bus_url.as_deref()).await?;
+    let platform = Platform::new(store, bus, limits, shutdown.clone());
+    platform::spawn_remote_invalidations(Arc::clone(&platform));
     let realtime = platform.realtime_limits();
     realtime.set_max_connections_per_user(config.realtime.connections_per_user);
     realtime.set_max_subscriptions_per_connection(config.realtime.subscriptions_per_connection);
@@ -143,4 +140,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     }
     tracing::info!(store = platform.store().backend(), data_dir = %config.data_dir.display(), "ready");
     Ok(RunningServer { https_addr, http_addr, mqtt_addr, mqtts_addr, coap_addr, platform, shutdown, tasks })
+}
+
+/// The bus `THINGLINE_BUS_URL` names: NATS (`nats://…`), or this process alone when unset.
+async fn open_bus(url: Option<&str>) -> anyhow::Result<Arc<dyn thingline_bus::Bus>> {
+    let notifier = Notifier::new(BUS_CAPACITY);
+    match url {
+        None => Ok(thingline_bus::InProcessBus::new(notifier)),
+        Some(url) if url.starts_with("nats://") || url.starts_with("tls://") => {
+            anyhow::bail!("THINGLINE_BUS_URL: NATS is not wired yet ({url})")
+        }
+        Some(url) => anyhow::bail!("THINGLINE_BUS_URL: unsupported bus URL {url:?}: expected nats://HOST:PORT"),
+    }
 }

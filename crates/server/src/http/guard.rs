@@ -20,7 +20,7 @@ pub async fn https_only(req: Request, next: Next) -> Response {
 
 fn allowed_on_plain(uri: &axum::http::Uri) -> bool {
     let path = uri.path();
-    if path == "/v2/health" || path == "/v2/things" || path.starts_with("/v2/things/") {
+    if path == "/v2/health" || path == "/v2/health/ready" || path == "/v2/things" || path.starts_with("/v2/things/") {
         return true;
     }
     path == "/v2/utils/date"

@@ -1,11 +1,13 @@
-//! `GET /v2/health`: 200 `{"status":"ok"}` once the listeners and the store are up (the router
-//! only serves after both), and `GET /v2` (also `/v2/`): 401 `Invalid session token` without a
+//! `GET /v2/health` (liveness): 200 `{"status":"ok"}` once the listeners and the store are up
+//! (the router only serves after both); `GET /v2/health/ready` (readiness): 200 with the store's
+//! and the bus's state when this node should get traffic, 503 with the same details (in the
+//! error envelope) when the store does not answer, the bus is away or the node is stopping; and `GET /v2` (also `/v2/`): 401 `Invalid session token` without a
 //! valid session token as on thethings.iO; with one, who the session belongs to.
 
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use serde_json::json;
 
@@ -13,7 +15,28 @@ use super::extract::authorization;
 use super::{ApiResult, AppState};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v2/health", get(|| async { Json(json!({"status": "ok"})) })).route("/v2", get(whoami))
+    Router::new()
+        .route("/v2/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2", get(whoami))
+}
+
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    let r = state.platform.readiness().await;
+    let details = json!({"store": r.store, "bus": r.bus, "stopping": r.stopping});
+    if r.ready {
+        (StatusCode::OK, Json(json!({"status": "ok", "ready": true, "details": details})))
+    } else {
+        let why = if r.stopping {
+            "stopping"
+        } else if !r.store.ok {
+            "the store is not available"
+        } else {
+            "the bus is not connected"
+        };
+        let body = json!({"status": "error", "code": 503, "message": format!("Not ready: {why}"), "details": details});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+    }
 }
 
 async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Json<serde_json::Value>> {

@@ -61,6 +61,13 @@ impl LatestCache {
         }
     }
 
+    /// Forgets everything.
+    pub fn clear(&self) {
+        let mut inner = self.inner.write();
+        inner.by_thing.clear();
+        inner.entries = 0;
+    }
+
     /// Forgets a deleted thing.
     pub fn forget_thing(&self, thing_seq: i64) {
         let mut inner = self.inner.write();

@@ -3,6 +3,8 @@
 //! authenticate the caller and render the result.
 
 mod auth;
+mod coherence;
+mod health;
 mod latest;
 mod limiter;
 mod mail;
@@ -19,10 +21,12 @@ mod values;
 use std::sync::Arc;
 
 use limiter::RateLimiter;
-use thingline_bus::Notifier;
+use thingline_bus::{Bus, Notifier};
 use thingline_store::Store;
 use tokio_util::sync::CancellationToken;
 
+pub use coherence::spawn_remote_invalidations;
+pub use health::Readiness;
 pub use panel::{AppInput, ProductInput};
 pub use permissions::perm;
 pub use resources::LinkedThing;
@@ -71,7 +75,14 @@ impl Default for Limits {
 /// The platform service. Cheap to share behind an `Arc`.
 pub struct Platform {
     pub(crate) store: Arc<dyn Store>,
+    /// How this node tells every node (itself included) what happened.
+    pub(crate) bus: Arc<dyn Bus>,
+    /// This node's notifier (the bus's): realtime paths subscribe here.
     pub(crate) notifier: Arc<Notifier>,
+    /// Several nodes share the store (the bus reaches other nodes): caches another node's change
+    /// could make stale answer only while the bus is coherent, and session and latest-value
+    /// lookups always ask the store (see `coherence`).
+    pub(crate) clustered: bool,
     pub(crate) things: things::ThingCache,
     /// The newest value of each timeline (limit=1 reads).
     pub(crate) latest: latest::LatestCache,
@@ -88,15 +99,14 @@ pub struct Platform {
 }
 
 impl Platform {
-    pub fn new(
-        store: Arc<dyn Store>,
-        notifier: Arc<Notifier>,
-        limits: Limits,
-        shutdown: CancellationToken,
-    ) -> Arc<Self> {
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, limits: Limits, shutdown: CancellationToken) -> Arc<Self> {
+        let notifier = Arc::clone(bus.notifier());
+        let clustered = bus.status().backend != "in-process";
         Arc::new(Platform {
             store,
+            bus,
             notifier,
+            clustered,
             things: things::ThingCache::default(),
             latest: latest::LatestCache::default(),
             limits,

@@ -85,7 +85,7 @@ impl Platform {
     /// a deletion. Nothing is rendered here: the fan-out renders once per subscribed view.
     fn publish_object(&self, collection: &Collection, op: ObjectOp, id: &str, body: Option<String>) {
         let event = Event::Object { op, id: Arc::from(id), body: body.map(Arc::from) };
-        self.notifier.publish(&collection_topic(collection), event);
+        self.bus.publish(&collection_topic(collection), event);
     }
 
     /// Stores a new object (`_id` from the path, the body, or a new time-ordered id); 409 when

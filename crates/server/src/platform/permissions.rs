@@ -10,7 +10,8 @@
 //! - apps (id → requested keys and index declarations), cleared by [`Platform::app_changed`];
 //! - products (id → public keys), cleared by [`Platform::product_changed`];
 //! - user access (user id → linked and granted things with their grants), cleared on link,
-//!   unlink, grant, and [`Platform::thing_removed`].
+//!   unlink, grant, and a thing's deletion ([`Platform::forget_thing_access`]). On several nodes each
+//!   of these is an [`Invalidation`] every node applies (`coherence`).
 //!
 //! Fills race with invalidations through a generation counter: a fill that started before an
 //! invalidation is not inserted.
@@ -21,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 use serde_json::{Map, Value, json};
+use thingline_bus::Invalidation;
 use thingline_core::Result;
 use thingline_core::classes::IndexDeclarations;
 use thingline_core::keys::base_key;
@@ -141,7 +143,9 @@ impl Platform {
     /// The app (requested keys) of an id, from memory; `None` when it does not exist.
     pub async fn app_view(&self, app_id: &str) -> Result<Option<Arc<AppView>>> {
         let caches = &self.app_api.access;
-        if let Some(a) = caches.apps.read().get(app_id) {
+        if self.caches_usable()
+            && let Some(a) = caches.apps.read().get(app_id)
+        {
             return Ok(Some(Arc::clone(a)));
         }
         let generation = caches.generation();
@@ -160,7 +164,9 @@ impl Platform {
     /// Keys a product declares public (empty for an unknown product), from memory.
     pub async fn public_keys(&self, product_id: &str) -> Result<Arc<HashSet<String>>> {
         let caches = &self.app_api.access;
-        if let Some(p) = caches.products.read().get(product_id) {
+        if self.caches_usable()
+            && let Some(p) = caches.products.read().get(product_id)
+        {
             return Ok(Arc::clone(p));
         }
         let generation = caches.generation();
@@ -176,7 +182,9 @@ impl Platform {
     /// The things a user reaches (links and grants), from memory.
     pub async fn user_access(&self, user_id: i64) -> Result<Arc<UserAccess>> {
         let caches = &self.app_api.access;
-        if let Some(a) = caches.users.read().get(&user_id) {
+        if self.caches_usable()
+            && let Some(a) = caches.users.read().get(&user_id)
+        {
             return Ok(Arc::clone(a));
         }
         let generation = caches.generation();
@@ -293,55 +301,64 @@ impl Platform {
 
     /// Forgets every cached user access (after a change whose reach is not known, like deleting
     /// a user whose grants to others are gone).
-    pub(crate) fn forget_all_user_access(&self) {
+    pub(crate) fn forget_all_user_access(&self) -> Vec<i64> {
         let caches = &self.app_api.access;
         caches.bump();
+        caches.users.write().drain().map(|(u, _)| u).collect()
+    }
+
+    /// Empties every access cache (apps, products, users).
+    pub(crate) fn forget_all_access(&self) {
+        let caches = &self.app_api.access;
+        caches.bump();
+        caches.apps.write().clear();
+        caches.products.write().clear();
         caches.users.write().clear();
     }
 
     /// An app was updated or deleted: its requested keys are reloaded, its sessions re-checked
     /// (a deleted app's sessions stop working), and live subscriptions of its users re-check.
     pub fn app_changed(&self, app_id: &str) {
-        let caches = &self.app_api.access;
-        caches.bump();
-        caches.apps.write().remove(app_id);
-        for user_id in self.forget_sessions_where(|s| s.app_id == app_id) {
-            self.access_changed(user_id);
-        }
+        self.invalidate(Invalidation::App { app_id: app_id.to_owned() });
     }
 
     /// A product's resources changed: public keys are reloaded, users reaching its things re-check.
     pub fn product_changed(&self, product_id: &str) {
+        self.invalidate(Invalidation::Product { product_id: product_id.to_owned() });
+    }
+
+    /// Drops an app's view and its cached sessions; returns the users whose sessions were cached.
+    pub(crate) fn forget_app(&self, app_id: &str) -> Vec<i64> {
+        let caches = &self.app_api.access;
+        caches.bump();
+        caches.apps.write().remove(app_id);
+        self.forget_sessions_where(|s| s.app_id == app_id)
+    }
+
+    /// Drops a product's public keys; returns the users whose cached access reaches its things.
+    pub(crate) fn forget_product(&self, product_id: &str) -> Vec<i64> {
         let caches = &self.app_api.access;
         caches.bump();
         caches.products.write().remove(product_id);
-        let users: Vec<i64> = caches
+        caches
             .users
             .read()
             .iter()
             .filter(|(_, a)| a.things.iter().any(|t| t.thing.product_id == product_id))
             .map(|(u, _)| *u)
-            .collect();
-        for u in users {
-            self.access_changed(u);
-        }
+            .collect()
     }
 
-    /// A thing was deleted: its links and grants are gone (the store cascades); users that
-    /// reached it reload their access and re-check live subscriptions.
-    pub fn thing_removed(&self, thing_id: &str) {
+    /// A thing was deleted: its links and grants are gone (the store cascades); the users whose
+    /// cached access reached it reload it. Returns those users.
+    pub(crate) fn forget_thing_access(&self, thing_id: &str) -> Vec<i64> {
         let caches = &self.app_api.access;
         caches.bump();
-        let users: Vec<i64> = {
-            let mut map = caches.users.write();
-            let users: Vec<i64> = map.iter().filter(|(_, a)| a.get(thing_id).is_some()).map(|(u, _)| *u).collect();
-            for u in &users {
-                map.remove(u);
-            }
-            users
-        };
-        for u in users {
-            self.access_changed(u);
+        let mut map = caches.users.write();
+        let users: Vec<i64> = map.iter().filter(|(_, a)| a.get(thing_id).is_some()).map(|(u, _)| *u).collect();
+        for u in &users {
+            map.remove(u);
         }
+        users
     }
 }

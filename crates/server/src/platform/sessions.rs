@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
+use thingline_bus::Invalidation;
 use thingline_core::ids::{new_secret_token, token_digest};
 use thingline_core::time::now_ms;
 use thingline_core::{Error, Result};
@@ -73,7 +74,8 @@ impl Platform {
     pub async fn session_by_digest(&self, digest: &str) -> Result<Arc<Session>> {
         let now = now_ms();
         let cache = &self.app_api.sessions;
-        let hit = cache.by_digest.read().get(digest).cloned();
+        // Clustered, a logout on another node must be a 401 here at once: the store is asked.
+        let hit = if self.clustered { None } else { cache.by_digest.read().get(digest).cloned() };
         if let Some(s) = hit {
             if s.expires_ms > now {
                 return Ok(s);
@@ -128,11 +130,22 @@ impl Platform {
     /// on it end (401).
     pub async fn end_session(&self, session: &Session) -> Result<()> {
         self.store.delete_app_session(&session.token_digest).await?;
+        self.invalidate(Invalidation::Session { user_id: session.user_id, digest: session.token_digest.clone() });
+        Ok(())
+    }
+
+    /// Removes one cached session (it is re-read from the store on next use).
+    pub(crate) fn forget_session(&self, digest: &str) {
         let cache = &self.app_api.sessions;
         cache.generation.fetch_add(1, Ordering::AcqRel);
-        cache.by_digest.write().remove(&session.token_digest);
-        self.access_changed(session.user_id);
-        Ok(())
+        cache.by_digest.write().remove(digest);
+    }
+
+    /// Empties the session cache.
+    pub(crate) fn forget_all_sessions(&self) {
+        let cache = &self.app_api.sessions;
+        cache.generation.fetch_add(1, Ordering::AcqRel);
+        cache.by_digest.write().clear();
     }
 
     /// Removes cached sessions matching `pred` (they are re-read from the store on next use);

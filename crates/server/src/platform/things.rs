@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use thingline_bus::{Event, Topic};
+use thingline_bus::{Event, Invalidation, Topic};
 use thingline_core::ids::{looks_like_thing_token, new_id, new_thing_token};
 use thingline_core::model::Thing;
 use thingline_core::time::now_ms;
@@ -26,11 +26,11 @@ pub struct ThingCache {
 const MAX_CACHED_THINGS: usize = 500_000;
 
 impl ThingCache {
-    fn get(&self, token: &str) -> Option<Arc<Thing>> {
+    pub(super) fn get(&self, token: &str) -> Option<Arc<Thing>> {
         self.by_token.read().get(token).cloned()
     }
 
-    fn put(&self, thing: Arc<Thing>) {
+    pub(super) fn put(&self, thing: Arc<Thing>) {
         let mut map = self.by_token.write();
         if map.len() >= MAX_CACHED_THINGS {
             map.clear();
@@ -38,8 +38,12 @@ impl ThingCache {
         map.insert(thing.token.clone(), thing);
     }
 
-    fn forget(&self, token: &str) {
+    pub(super) fn forget(&self, token: &str) {
         self.by_token.write().remove(token);
+    }
+
+    pub(super) fn clear(&self) {
+        self.by_token.write().clear();
     }
 }
 
@@ -69,7 +73,9 @@ impl Platform {
 
     /// The thing a thingToken names; 404 when there is none.
     pub async fn thing_by_token(&self, token: &str) -> Result<Arc<Thing>> {
-        if let Some(t) = self.things.get(token) {
+        if self.caches_usable()
+            && let Some(t) = self.things.get(token)
+        {
             return Ok(t);
         }
         if !looks_like_thing_token(token) {
@@ -91,10 +97,8 @@ impl Platform {
         if !self.store.delete_thing(&thing.id).await? {
             return Err(Error::thing_not_found());
         }
-        self.things.forget(&thing.token);
-        self.latest.forget_thing(thing.seq);
-        self.thing_removed(&thing.id);
-        self.notifier.publish(&Topic::Thing(thing.seq), Event::ThingDeleted { thing_seq: thing.seq });
+        self.invalidate(Invalidation::Thing { seq: thing.seq, id: thing.id.clone(), token: thing.token.clone() });
+        self.bus.publish(&Topic::Thing(thing.seq), Event::ThingDeleted { thing_seq: thing.seq });
         Ok(())
     }
 }

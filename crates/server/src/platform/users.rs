@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use serde_json::{Map, Value};
+use thingline_bus::Invalidation;
 use thingline_core::email::normalize_email;
 use thingline_core::keys::{base_key, validate_key};
 use thingline_core::model::{AppUser, GrantEntry, PanelUser, Thing};
@@ -150,7 +151,7 @@ impl Platform {
         if !self.store.link_thing(session.user_id, &thing.id, exclusive, now_ms()).await? {
             return Err(Error::Forbidden("This thing is already linked to a user; link it with its thingToken".into()));
         }
-        self.forget_user_access(session.user_id);
+        self.invalidate(Invalidation::UserAccess { user_id: session.user_id });
         Ok(thing)
     }
 
@@ -160,11 +161,9 @@ impl Platform {
         let access = self.user_access(session.user_id).await?;
         let thing_id = access.get(thing).map_or(thing, |t| t.thing.id.as_str());
         let grantees = self.store.unlink_thing(session.user_id, thing_id).await?.ok_or_else(Error::thing_not_found)?;
-        self.forget_user_access(session.user_id);
-        self.access_changed(session.user_id);
+        self.invalidate(Invalidation::UserAccess { user_id: session.user_id });
         for g in grantees {
-            self.forget_user_access(g);
-            self.access_changed(g);
+            self.invalidate(Invalidation::UserAccess { user_id: g });
         }
         Ok(())
     }
@@ -204,8 +203,7 @@ impl Platform {
             }
         }
         self.store.set_grants(grantee.id, session.user_id, &entries, now_ms()).await?;
-        self.forget_user_access(grantee.id);
-        self.access_changed(grantee.id);
+        self.invalidate(Invalidation::UserAccess { user_id: grantee.id });
         let mut body = format!("You shared resources with {email}:\n");
         for GrantEntry { thing_id, key, perms: bits } in &entries {
             let names: Vec<&str> = perm::NAMES.iter().filter(|(_, b)| bits & b != 0).map(|(n, _)| *n).collect();
@@ -253,10 +251,11 @@ impl Platform {
     /// Stores a new password hash; every session of the user except this one ends.
     async fn set_password_hash(&self, session: &Session, hash: &str) -> Result<()> {
         self.store.set_app_user_password(session.user_id, hash, Some(&session.token_digest)).await?;
-        let (user, keep) = (session.user_id, session.token_digest.clone());
-        self.forget_sessions_where(|s| s.user_id == user && s.token_digest != keep);
         // Live subscriptions of the other sessions end.
-        self.access_changed(user);
+        self.invalidate(Invalidation::UserSessions {
+            user_id: session.user_id,
+            keep: Some(session.token_digest.clone()),
+        });
         Ok(())
     }
 
@@ -273,10 +272,9 @@ impl Platform {
         if user.is_none() || !self.store.delete_app_user(user_id).await? {
             return Err(Error::not_found("User not found"));
         }
-        self.forget_sessions_where(|s| s.user_id == user_id);
+        self.invalidate(Invalidation::UserSessions { user_id, keep: None });
         // Grants this user gave are gone too: every cached access reloads on next use.
-        self.forget_all_user_access();
-        self.access_changed(user_id);
+        self.invalidate(Invalidation::AllUserAccess);
         Ok(())
     }
 }

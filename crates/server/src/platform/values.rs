@@ -307,15 +307,17 @@ impl Platform {
 
     /// Publishes values of a thing to every realtime path.
     pub fn publish_values(&self, thing: &Thing, items: Vec<WrittenValue>) {
-        self.notifier.publish(
+        self.bus.publish(
             &Topic::Thing(thing.seq),
             Event::Values { thing_seq: thing.seq, thing_id: Arc::from(thing.id.as_str()), items: Arc::from(items) },
         );
     }
 
-    /// Tells live subscriptions of an app user that their access changed (a link or grant was
-    /// removed), so they re-check permissions and end what is no longer allowed.
-    pub fn access_changed(&self, user_id: i64) {
+    /// Tells this node's live subscriptions of an app user that their access changed (a link or
+    /// grant was removed, a session ended), so they re-check their session and permissions and
+    /// end what is no longer allowed. Every node does so when it applies the invalidation
+    /// (`coherence`), after dropping what it cached.
+    pub(crate) fn access_changed(&self, user_id: i64) {
         self.notifier.publish(&Topic::User(user_id), Event::AccessChanged { user_id });
     }
 
@@ -333,7 +335,10 @@ impl Platform {
             }
             _ => {
                 let latest_only = query.limit == 1 && query.start.is_none() && query.end.is_none();
-                if latest_only && let Some((ts, value)) = self.latest.get(thing.seq, key) {
+                if latest_only
+                    && !self.clustered
+                    && let Some((ts, value)) = self.latest.get(thing.seq, key)
+                {
                     return Ok(ReadOut::Timeline(vec![ValueItem {
                         key: key.to_owned(),
                         value: value.to_string(),

@@ -209,6 +209,10 @@ impl crate::Store for SqliteStore {
         self.write.close().await;
     }
 
+    async fn ping(&self) -> thingline_core::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await.map(|_| ()).map_err(db_err)
+    }
+
     fn backend(&self) -> &'static str {
         "sqlite"
     }
