@@ -2,7 +2,7 @@
 //! of what changed, and every realtime path (thing streams, app subscriptions, collection
 //! subscriptions, Socket.IO, later MQTT and CoAP) subscribes here. In-process it is a map of
 //! bounded tokio broadcast channels; a slow subscriber lags (and is told) instead of growing
-//! memory or slowing writers. Across nodes a NATS bridge will republish into the same notifier.
+//! memory or slowing writers. Across nodes [`nats::NatsBus`] republishes into the same notifier.
 //!
 //! [`fanout`] groups the subscribers that see events the same way behind one bus subscription,
 //! renders each event once for all of them and drops the slow ones; [`Connections`] and
@@ -10,6 +10,7 @@
 //! the logs and the metrics endpoint read.
 
 pub mod fanout;
+pub mod nats;
 pub mod port;
 mod registry;
 
@@ -25,11 +26,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use thingline_core::model::WrittenValue;
 use tokio::sync::broadcast;
 
 /// What a subscriber listens to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Topic {
     /// Every value written to one thing (by its internal seq).
     Thing(i64),
@@ -41,7 +43,7 @@ pub enum Topic {
 }
 
 /// What travels on the bus.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
     /// Values written to a thing, in write order.
     Values { thing_seq: i64, thing_id: Arc<str>, items: Arc<[WrittenValue]> },
@@ -63,7 +65,7 @@ impl Event {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ObjectOp {
     Created,
     Updated,

@@ -95,7 +95,7 @@ pub struct OutboxMail {
 }
 
 /// One value as committed (or broadcast without storing).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ValueItem {
     pub key: String,
     /// The value as JSON text.
@@ -108,14 +108,14 @@ pub struct ValueItem {
 /// `geo` attribute it was written with. The `$geo` point such an attribute also records travels
 /// inside it, not as an item of its own, so a subscriber of the whole thing receives the items as
 /// the writer sent them (a `geo` object on its item, no extra nested array).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WrittenValue {
     pub item: ValueItem,
     pub geo: Option<GeoAttr>,
 }
 
 /// The `geo` attribute of a written value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GeoAttr {
     /// The attribute as the writer sent it (JSON text, validated), e.g. `{"lat":41.39,"long":2.15}`.
     pub sent: String,
