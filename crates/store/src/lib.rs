@@ -12,6 +12,8 @@ pub mod model;
 pub mod objects;
 pub mod postgres;
 pub mod sqlite;
+#[cfg(feature = "conformance")]
+pub mod testing;
 
 use std::sync::Arc;
 
@@ -98,6 +100,8 @@ pub trait TimelineStore: Send + Sync {
 pub trait Store: PanelStore + CatalogStore + ThingStore + TimelineStore + AppUserStore + ObjectStore {
     /// Waits for in-flight acknowledged writes and closes the backend.
     async fn close(&self);
+    /// Answers a trivial query (readiness checks): an error when the database cannot be reached.
+    async fn ping(&self) -> Result<()>;
     /// A short name for logs (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
 }
@@ -108,7 +112,8 @@ pub async fn open(url: &str, options: &StoreOptions) -> anyhow::Result<Arc<dyn S
         let store = sqlite::SqliteStore::open(std::path::Path::new(path), options).await?;
         Ok(Arc::new(store))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        anyhow::bail!("the PostgreSQL store is not available in this version; use sqlite://")
+        let store = postgres::PgStore::open(url, options).await?;
+        Ok(Arc::new(store))
     } else {
         anyhow::bail!("unsupported store URL {url:?}: expected sqlite://PATH or postgres://…")
     }

@@ -1,20 +1,30 @@
 //! The scale-out backend: PostgreSQL through sqlx, shared by any number of Thingline nodes.
 //! Everything that must hold across nodes is enforced by the database: unique emails and
-//! `_id`s (unique constraints), single-use activation codes (one `UPDATE … WHERE used IS NULL`),
-//! distinct datetimes per timeline (the timeline row's lock and the points' primary key).
+//! `_id`s (unique constraints), single-use activation codes (one `UPDATE … WHERE used_ms IS
+//! NULL`), distinct datetimes per timeline (the timeline row's lock and the points' primary key).
 //! Timelines live in a range-partitioned table ([`partitions`]) whose values are appended by
 //! group-commit writers ([`timelines`]) with one multi-row `INSERT … SELECT FROM unnest(…)` per
 //! group. Migrations run under an advisory lock, so nodes starting together apply them once.
 //! Failures map to platform errors in one place ([`errors`]): a database that is away is a 503.
+//!
+//! This module owns the store itself: opening (pools, migrations, the partition layout, the
+//! writers and the partition maintenance task) and closing ([`crate::Store`]).
 
+mod app_users;
+mod catalog;
 mod errors;
 mod objects;
+mod panel;
+mod partitions;
+mod things;
+mod timelines;
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use tokio::sync::oneshot;
 
 pub(crate) use errors::{db_err, is_unique_violation};
 
@@ -22,8 +32,8 @@ use crate::StoreOptions;
 
 /// Schema migrations, applied in order at start; `thingline_schema` records the applied versions.
 const MIGRATIONS: &[(i64, &str)] = &[
-    // (1, include_str!("../../migrations/postgres/0001_foundation.sql")),
-    // (2, include_str!("../../migrations/postgres/0002_objects.sql")),
+    (1, include_str!("../../migrations/postgres/0001_foundation.sql")),
+    (2, include_str!("../../migrations/postgres/0002_objects.sql")),
 ];
 
 /// Any constant shared by every node: the advisory lock migrations run under.
@@ -31,13 +41,19 @@ const MIGRATION_LOCK: i64 = 0x7468_696e_676c_696e; // "thinglin"
 
 /// The PostgreSQL store.
 pub struct PgStore {
-    /// Every query and transactional write.
+    /// Every query and transactional write except timeline appends.
     pub(crate) pool: PgPool,
+    /// The group-commit writers of timeline appends (with their own connections).
+    writers: timelines::Writers,
+    /// Stops the partition maintenance task, and the task to wait for.
+    maintenance: parking_lot::Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
 }
 
 impl PgStore {
-    /// Connects to `url` (`postgres://…`; a `?options=-c search_path=…` selects a schema) and runs
-    /// the migrations this version has not applied yet.
+    /// Connects to `url` (`postgres://…`; a `?options=-c search_path=…` selects a schema), runs
+    /// the migrations this version has not applied yet, makes sure the timeline partitions of
+    /// the coming months exist, and starts the append writers and the hourly partition
+    /// maintenance.
     pub async fn open(url: &str, options: &StoreOptions) -> anyhow::Result<Self> {
         let connect = PgConnectOptions::from_str(url)?
             .application_name("thingline")
@@ -48,10 +64,27 @@ impl PgStore {
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(5))
             .idle_timeout(Some(Duration::from_secs(60)))
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await?;
         migrate(&pool).await?;
-        Ok(PgStore { pool })
+        partitions::ensure(&pool, thingline_core::time::now_ms()).await?;
+        let write_pool = PgPoolOptions::new()
+            .max_connections(timelines::WRITERS as u32)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(5))
+            .idle_timeout(Some(Duration::from_secs(300)))
+            .connect_lazy_with(connect.application_name("thingline-writer"));
+        let writers = timelines::Writers::spawn(write_pool);
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(partitions::run_maintenance(pool.clone(), stopped));
+        Ok(PgStore { pool, writers, maintenance: parking_lot::Mutex::new(Some((stop, task))) })
+    }
+
+    /// Creates the monthly timeline partitions up to three months after the month of `now_ms`
+    /// (splitting the future partition), as the hourly maintenance does with the current time.
+    /// Safe to run from any number of nodes at once.
+    pub async fn maintain_partitions(&self, now_ms: i64) -> anyhow::Result<()> {
+        partitions::maintain(&self.pool, now_ms).await
     }
 }
 
@@ -91,4 +124,26 @@ async fn apply_migrations(conn: &mut sqlx::PgConnection) -> anyhow::Result<()> {
         tracing::info!(version, "applied schema migration");
     }
     Ok(())
+}
+
+#[async_trait::async_trait]
+impl crate::Store for PgStore {
+    async fn close(&self) {
+        // Appends already queued are committed and answered before the writers stop.
+        self.writers.close().await;
+        let maintenance = self.maintenance.lock().take();
+        if let Some((stop, task)) = maintenance {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        self.pool.close().await;
+    }
+
+    async fn ping(&self) -> thingline_core::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(db_err)
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
 }

@@ -1,0 +1,392 @@
+//! App users, sessions, links, grants, settings and outbox on PostgreSQL. A taken email (per
+//! app) is refused by the unique constraint (a 409). What must hold across nodes is held by row
+//! locks: an exclusive link locks the thing's row (two users never both link it first), a
+//! settings merge locks the user's row (no merge is lost). A grant request is one transaction.
+
+use async_trait::async_trait;
+use sqlx::Row;
+use thingline_core::{Error, Result};
+
+use super::things::thing_from;
+use super::{PgStore, db_err, is_unique_violation};
+use crate::{AppSessionRecord, AppUserStore, GrantRecord};
+use thingline_core::model::{AppUser, GrantEntry, OutboxMail, Thing};
+
+fn user_from(row: &sqlx::postgres::PgRow) -> Result<AppUser> {
+    Ok(AppUser {
+        id: row.try_get("id").map_err(db_err)?,
+        app_id: row.try_get("app_id").map_err(db_err)?,
+        email: row.try_get("email").map_err(db_err)?,
+        password_hash: row.try_get("password_hash").map_err(db_err)?,
+        created_ms: row.try_get("created_ms").map_err(db_err)?,
+    })
+}
+
+fn parse_doc(text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| Error::internal(format!("corrupt user settings: {e}")))
+}
+
+fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_foreign_key_violation())
+}
+
+#[async_trait]
+impl AppUserStore for PgStore {
+    async fn create_app_user(&self, app_id: &str, email: &str, password_hash: &str, now_ms: i64) -> Result<AppUser> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO app_users (app_id, email, password_hash, created_ms) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(app_id)
+        .bind(email)
+        .bind(password_hash)
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::Conflict(format!("A user with email {email} already exists in this app"))
+            } else if is_foreign_key_violation(&e) {
+                Error::not_found(format!("App {app_id} not found"))
+            } else {
+                db_err(e)
+            }
+        })?;
+        Ok(AppUser {
+            id,
+            app_id: app_id.to_owned(),
+            email: email.to_owned(),
+            password_hash: password_hash.to_owned(),
+            created_ms: now_ms,
+        })
+    }
+
+    async fn app_user_by_email(&self, app_id: &str, email: &str) -> Result<Option<AppUser>> {
+        let sql = "SELECT id, app_id, email, password_hash, created_ms FROM app_users WHERE app_id = $1 AND email = $2";
+        let row = sqlx::query(sql).bind(app_id).bind(email).fetch_optional(&self.pool).await.map_err(db_err)?;
+        row.as_ref().map(user_from).transpose()
+    }
+
+    async fn app_user(&self, id: i64) -> Result<Option<AppUser>> {
+        let sql = "SELECT id, app_id, email, password_hash, created_ms FROM app_users WHERE id = $1";
+        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await.map_err(db_err)?;
+        row.as_ref().map(user_from).transpose()
+    }
+
+    async fn app_users_of(&self, app_id: &str) -> Result<Vec<AppUser>> {
+        let sql = "SELECT id, app_id, email, password_hash, created_ms FROM app_users WHERE app_id = $1 ORDER BY id";
+        let rows = sqlx::query(sql).bind(app_id).fetch_all(&self.pool).await.map_err(db_err)?;
+        rows.iter().map(user_from).collect()
+    }
+
+    async fn delete_app_user(&self, id: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // The user's private (`/classes/me`) collections, with their objects and index rows.
+        sqlx::query(
+            "DELETE FROM object_collections WHERE owner = $1 \
+             AND app_id = (SELECT app_id FROM app_users WHERE id = $1)",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let n = sqlx::query("DELETE FROM app_users WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        tx.commit().await.map_err(db_err)?;
+        Ok(n > 0)
+    }
+
+    async fn set_app_user_password(&self, user_id: i64, password_hash: &str, keep: Option<&str>) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let n = sqlx::query("UPDATE app_users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        if n == 0 {
+            return Err(Error::not_found("User not found"));
+        }
+        sqlx::query("DELETE FROM app_sessions WHERE user_id = $1 AND token_digest <> $2")
+            .bind(user_id)
+            .bind(keep.unwrap_or(""))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn create_app_session(&self, user_id: i64, token_digest: &str, expires_ms: i64, now_ms: i64) -> Result<()> {
+        sqlx::query("INSERT INTO app_sessions (token_digest, user_id, expires_ms, created_ms) VALUES ($1, $2, $3, $4)")
+            .bind(token_digest)
+            .bind(user_id)
+            .bind(expires_ms)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn app_session(&self, token_digest: &str, now_ms: i64) -> Result<Option<AppSessionRecord>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.app_id, u.email, s.expires_ms FROM app_sessions s JOIN app_users u ON u.id = s.user_id \
+             WHERE s.token_digest = $1 AND s.expires_ms > $2",
+        )
+        .bind(token_digest)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(AppSessionRecord {
+            user_id: row.try_get("id").map_err(db_err)?,
+            app_id: row.try_get("app_id").map_err(db_err)?,
+            email: row.try_get("email").map_err(db_err)?,
+            expires_ms: row.try_get("expires_ms").map_err(db_err)?,
+        }))
+    }
+
+    async fn delete_app_session(&self, token_digest: &str) -> Result<bool> {
+        let n = sqlx::query("DELETE FROM app_sessions WHERE token_digest = $1")
+            .bind(token_digest)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn link_thing(&self, user_id: i64, thing_id: &str, exclusive: bool, now_ms: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let own: Option<i32> = sqlx::query_scalar("SELECT 1 FROM app_links WHERE user_id = $1 AND thing_id = $2")
+            .bind(user_id)
+            .bind(thing_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if own.is_some() {
+            return Ok(true);
+        }
+        if exclusive {
+            // Exclusive links of one thing are ordered by its row's lock (on any node).
+            let thing: Option<i32> = sqlx::query_scalar("SELECT 1 FROM things WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(thing_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            if thing.is_none() {
+                return Err(Error::not_found("Thing not found"));
+            }
+            let any: Option<i64> = sqlx::query_scalar("SELECT user_id FROM app_links WHERE thing_id = $1 LIMIT 1")
+                .bind(thing_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            if let Some(linked_by) = any {
+                // The user's own link, made meanwhile, counts as success.
+                return Ok(linked_by == user_id);
+            }
+        }
+        sqlx::query(
+            "INSERT INTO app_links (user_id, thing_id, created_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, thing_id) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(thing_id)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| if is_foreign_key_violation(&e) { Error::not_found("Thing not found") } else { db_err(e) })?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
+    async fn unlink_thing(&self, user_id: i64, thing_id: &str) -> Result<Option<Vec<i64>>> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let n = sqlx::query("DELETE FROM app_links WHERE user_id = $1 AND thing_id = $2")
+            .bind(user_id)
+            .bind(thing_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut grantees: Vec<i64> =
+            sqlx::query_scalar("DELETE FROM app_grants WHERE granted_by = $1 AND thing_id = $2 RETURNING user_id")
+                .bind(user_id)
+                .bind(thing_id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        grantees.sort_unstable();
+        grantees.dedup();
+        Ok(Some(grantees))
+    }
+
+    async fn linked_things(&self, user_id: i64) -> Result<Vec<Thing>> {
+        let rows = sqlx::query(
+            "SELECT t.seq, t.id, t.token, t.product_id, t.activation_code, t.created_ms FROM app_links l \
+             JOIN things t ON t.id = l.thing_id WHERE l.user_id = $1 ORDER BY l.created_ms, t.seq",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(thing_from).collect()
+    }
+
+    async fn set_grants(&self, user_id: i64, granted_by: i64, entries: &[GrantEntry], now_ms: i64) -> Result<()> {
+        // One transaction: an entry that fails rolls back the ones before it (the transaction
+        // is dropped uncommitted).
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        for entry in entries {
+            if entry.perms == 0 {
+                sqlx::query("DELETE FROM app_grants WHERE user_id = $1 AND thing_id = $2 AND key = $3")
+                    .bind(user_id)
+                    .bind(&entry.thing_id)
+                    .bind(&entry.key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO app_grants (user_id, thing_id, key, perms, granted_by, created_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, thing_id, key) DO UPDATE SET \
+                 perms = excluded.perms, granted_by = excluded.granted_by, created_ms = excluded.created_ms",
+            )
+            .bind(user_id)
+            .bind(&entry.thing_id)
+            .bind(&entry.key)
+            .bind(i64::from(entry.perms))
+            .bind(granted_by)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_foreign_key_violation(&e) { Error::not_found("Thing or user not found") } else { db_err(e) }
+            })?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn grants_of(&self, user_id: i64) -> Result<Vec<GrantRecord>> {
+        let rows = sqlx::query(
+            "SELECT t.seq, t.id, t.token, t.product_id, t.activation_code, t.created_ms, g.key, g.perms, g.granted_by \
+             FROM app_grants g JOIN things t ON t.id = g.thing_id WHERE g.user_id = $1 \
+             ORDER BY g.created_ms, t.seq, g.key",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                let perms: i64 = row.try_get("perms").map_err(db_err)?;
+                Ok(GrantRecord {
+                    thing: thing_from(row)?,
+                    key: row.try_get("key").map_err(db_err)?,
+                    perms: u8::try_from(perms & 0xff).unwrap_or(0),
+                    granted_by: row.try_get("granted_by").map_err(db_err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn app_user_settings(&self, user_id: i64) -> Result<serde_json::Value> {
+        let doc: Option<String> = sqlx::query_scalar("SELECT settings FROM app_users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        parse_doc(&doc.ok_or_else(|| Error::not_found("User not found"))?)
+    }
+
+    async fn merge_app_user_settings(
+        &self,
+        user_id: i64,
+        patch: serde_json::Map<String, serde_json::Value>,
+        max_bytes: usize,
+    ) -> Result<serde_json::Value> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let doc: Option<String> = sqlx::query_scalar("SELECT settings FROM app_users WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let mut doc = parse_doc(&doc.ok_or_else(|| Error::not_found("User not found"))?)?;
+        if !doc.is_object() {
+            doc = serde_json::Value::Object(serde_json::Map::new());
+        }
+        if let Some(obj) = doc.as_object_mut() {
+            for (k, v) in patch {
+                if v.is_null() {
+                    obj.remove(&k);
+                } else {
+                    obj.insert(k, v);
+                }
+            }
+        }
+        let text = serde_json::to_string(&doc).map_err(Error::internal)?;
+        if text.len() > max_bytes {
+            return Err(Error::PayloadTooLarge(format!("settings are limited to {max_bytes} bytes")));
+        }
+        sqlx::query("UPDATE app_users SET settings = $1 WHERE id = $2")
+            .bind(text)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(doc)
+    }
+
+    async fn add_outbox_mail(&self, app_id: &str, to: &str, subject: &str, body: &str, now_ms: i64) -> Result<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO app_outbox (app_id, to_email, subject, body, created_ms) VALUES ($1, $2, $3, $4, $5) \
+             RETURNING id",
+        )
+        .bind(app_id)
+        .bind(to)
+        .bind(subject)
+        .bind(body)
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)
+    }
+
+    async fn outbox_of_app(&self, app_id: &str, limit: u32) -> Result<Vec<OutboxMail>> {
+        let rows = sqlx::query(
+            "SELECT id, app_id, to_email, subject, body, created_ms FROM app_outbox WHERE app_id = $1 \
+             ORDER BY id DESC LIMIT $2",
+        )
+        .bind(app_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(OutboxMail {
+                    id: row.try_get("id").map_err(db_err)?,
+                    app_id: row.try_get("app_id").map_err(db_err)?,
+                    to: row.try_get("to_email").map_err(db_err)?,
+                    subject: row.try_get("subject").map_err(db_err)?,
+                    body: row.try_get("body").map_err(db_err)?,
+                    created_ms: row.try_get("created_ms").map_err(db_err)?,
+                })
+            })
+            .collect()
+    }
+}
