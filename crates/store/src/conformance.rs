@@ -1,7 +1,7 @@
 //! The conformance suite every backend runs: behaviour the platform relies on, written against
 //! `dyn Store` only. A backend's test file opens a fresh store and calls [`run_all`].
 
-mod objects;
+pub mod objects;
 
 use std::sync::Arc;
 

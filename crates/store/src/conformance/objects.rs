@@ -24,7 +24,9 @@ fn query(limit: u32) -> ListQuery {
     ListQuery { limit, ..ListQuery::default() }
 }
 
-pub(super) async fn objects_in_collections(store: &dyn Store) {
+/// The objects checks (also run by [`super::run_all`]); the store must have the panel user
+/// `ops@example.com`, whose apps `obj-app-1` to `obj-app-3` they create.
+pub async fn objects_in_collections(store: &dyn Store) {
     let owner = store.panel_user_by_email("ops@example.com").await.expect("user").expect("exists").id;
     for id in ["obj-app-1", "obj-app-2"] {
         let app = App {
