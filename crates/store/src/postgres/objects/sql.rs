@@ -493,7 +493,7 @@ mod tests {
         assert_eq!(exact_decimal(90.0), "90");
         assert_eq!(exact_decimal(0.1), "0.1000000000000000055511151231257827021181583404541015625");
         assert_eq!(exact_decimal(1152921504606846976.0), "1152921504606846976");
-        assert_eq!(exact_decimal(-2.5e-3), "-0.00250000000000000005204170427930421261303126811981201171875");
+        assert_eq!(exact_decimal(-2.5e-3), "-0.0025000000000000000520417042793042128323577344417572021484375");
         let tiny = exact_decimal(f64::from_bits(1));
         assert!(tiny.starts_with("0.000") && tiny.ends_with("5") && tiny.len() == 2 + 1074, "{tiny}");
         let huge = exact_decimal(f64::MAX);
