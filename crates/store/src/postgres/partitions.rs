@@ -12,16 +12,24 @@
 //! The first [`maintain`] on an empty layout creates `points_history` up to the start of the
 //! current month and `points_future` from there; from then on it runs at every start and
 //! hourly ([`run_maintenance`]), and creates the months up to three ahead of the current one by
-//! splitting `points_future`: in one transaction the future partition is detached, the month and
-//! a new future partition are created, the detached partition's rows (normally none: values
-//! dated months ahead) are moved into them and it is dropped. The history and future partitions
-//! bound the layout at MINVALUE and MAXVALUE, so every datetime the API accepts (the years 0000 to
-//! 9999) lands in a partition whatever the maintenance did or missed; a node that was down for
+//! splitting `points_future`: in one transaction the future partition is detached, the month is
+//! created, the future partition's rows of that month (normally none: values dated months
+//! ahead) are moved into it, and the future partition is attached again from the month's end.
+//! The DDL holds `points` alone for a moment (waiting at most a lock timeout for it). The
+//! history and future partitions bound the layout at MINVALUE and MAXVALUE, so every datetime
+//! the API accepts (the years 0000 to 9999) lands in a partition whatever the maintenance did
+//! or missed; a node that was down for
 //! months catches up one month per step. Each step runs under a transaction-scoped advisory lock
 //! and reads the layout afresh once it holds it, so any number of nodes may run it at once.
 //!
 //! Retention (a later issue) drops whole monthly partitions (`points_history` first), which
-//! costs no row deletes; reads and `newest_ts` do not depend on old partitions being there.
+//! costs no row deletes (a timeline whose values were all dropped then reads as written but
+//! empty, `timelines.newest_ts` staying set).
+//!
+//! There is no DEFAULT partition, on purpose: with range partitions only, the planner reads them
+//! in order (an ordered Append, no MergeAppend), so a newest-first read with `LIMIT` probes the
+//! newest partition's primary key first and stops there when it has enough (`limit=1` is one
+//! index probe), and the bounds prune partitions at run time.
 
 use std::time::Duration;
 
@@ -136,16 +144,16 @@ async fn step(pool: &PgPool, now_ms: i64, target: i64) -> anyhow::Result<bool> {
     }
     let hi = add_months(month_start(lo), 1);
     let month = month_name(lo);
-    let old = quote_ident(name);
-    // When the future partition is empty (the usual case) moving its rows costs nothing.
+    let future = quote_ident(name);
+    // The future partition is taken out, the month's rows (normally none: values dated months
+    // ahead) move to the new month, and it goes back in from the month's end. The rows that stay
+    // are only read (the bound check of ATTACH), not rewritten.
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "ALTER TABLE points DETACH PARTITION {old};\n\
-         ALTER TABLE {old} RENAME TO points_future_split;\n\
+        "ALTER TABLE points DETACH PARTITION {future};\n\
          CREATE TABLE {month} PARTITION OF points FOR VALUES FROM ({lo}) TO ({hi});\n\
-         CREATE TABLE points_future PARTITION OF points FOR VALUES FROM ({hi}) TO (MAXVALUE);\n\
-         INSERT INTO points (thing_seq, timeline_id, ts, value) \
-           SELECT thing_seq, timeline_id, ts, value FROM points_future_split;\n\
-         DROP TABLE points_future_split;"
+         WITH moved AS (DELETE FROM {future} WHERE ts < {hi} RETURNING thing_seq, timeline_id, ts, value) \
+           INSERT INTO points (thing_seq, timeline_id, ts, value) SELECT * FROM moved;\n\
+         ALTER TABLE points ATTACH PARTITION {future} FOR VALUES FROM ({hi}) TO (MAXVALUE);"
     )))
     .execute(&mut *tx)
     .await
