@@ -3,6 +3,7 @@
 //! objects, through `unnest` of bound arrays) and the collection read, built from fixed fragments
 //! with every client value bound as a parameter.
 
+use std::cmp::Ordering;
 use std::collections::HashSet;
 
 use sqlx::postgres::{PgArguments, PgConnection};
@@ -20,17 +21,28 @@ type Query = sqlx::query::Query<'static, Postgres, PgArguments>;
 /// `0002_objects.sql`): ordered and compared as a row, they order and compare exactly as SQLite's
 /// untyped `v` column does.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct Encoded {
+pub(crate) struct Encoded {
     /// Type rank: 0 number, 1 text, 2 null, 3 false, 4 true.
-    pub vt: i16,
+    pub(crate) vt: i16,
     /// A number's exact decimal (bound as text, cast to NUMERIC), `0` otherwise.
-    pub vn: String,
+    pub(crate) vn: String,
     /// A text's UTF-8 bytes, empty otherwise.
-    pub vs: Vec<u8>,
+    pub(crate) vs: Vec<u8>,
 }
 
 impl Encoded {
-    pub(super) fn of(s: &Scalar) -> Encoded {
+    /// The type rank `vt` of a value.
+    fn of_rank(s: &Scalar) -> i16 {
+        match s {
+            Scalar::Int(_) | Scalar::Float(_) => 0,
+            Scalar::Text(_) => 1,
+            Scalar::Null => 2,
+            Scalar::Bool(false) => 3,
+            Scalar::Bool(true) => 4,
+        }
+    }
+
+    pub(crate) fn of(s: &Scalar) -> Encoded {
         let (vt, vn, vs) = match s {
             Scalar::Int(i) => (0, i.to_string(), Vec::new()),
             Scalar::Float(f) => (0, exact_decimal(*f), Vec::new()),
@@ -355,13 +367,142 @@ fn push_value(binds: &mut Vec<Bind>, e: Encoded) {
     binds.push(Bind::Bytes(e.vs));
 }
 
+/// A filter matching at most this many objects is "selective": with a field order, its matches
+/// are read through the filter index and sorted in memory instead of walking the sort index.
+const SELECTIVE: i64 = 1000;
+
+/// A page of collection `cid`, choosing the access path as the SQLite backend does. Filters
+/// alone walk the filter index (already in primary key order); a field order alone walks the
+/// sort index; both together walk the sort index and probe the filters, unless one filter is
+/// selective (≤ [`SELECTIVE`] matches, counted with a bounded scan), whose matches are then
+/// sorted in memory: the index has no path from an object to its value of the sort field, so
+/// the planner could only probe the sort field's whole range per match.
+pub(super) async fn list(conn: &mut PgConnection, cid: i64, q: &ListQuery) -> Result<Vec<String>> {
+    if let ListOrder::Field { name, desc } = &q.order {
+        let mut best: Option<(usize, i64)> = None;
+        for (i, (field, v)) in q.filters.iter().enumerate() {
+            let n = bounded_count(conn, cid, field, v).await?;
+            if best.is_none_or(|(_, m)| n < m) {
+                best = Some((i, n));
+            }
+        }
+        if let Some((i, n)) = best.filter(|(_, n)| *n <= SELECTIVE) {
+            let mut filters = q.filters.clone();
+            filters.swap(0, i);
+            let limit = u32::try_from(n).unwrap_or(0).max(1);
+            let matches = ListQuery { limit, filters, order: ListOrder::IdAsc, ..ListQuery::default() };
+            let bodies = list_with_sql(conn, cid, &matches).await?;
+            let cursor = match &q.after {
+                Some(after) => {
+                    let k = sort_key(after);
+                    Some((cursor_value(conn, cid, &k, name).await?, k))
+                }
+                None => None,
+            };
+            return sort_in_memory(bodies, name, *desc, cursor, q.skip, q.limit);
+        }
+    }
+    list_with_sql(conn, cid, q).await
+}
+
+/// How many objects match one equality, counting no further than [`SELECTIVE`] + 1.
+async fn bounded_count(conn: &mut PgConnection, cid: i64, name: &str, v: &Scalar) -> Result<i64> {
+    let e = Encoded::of(v);
+    sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM object_fields \
+         WHERE cid = $1 AND name = $2 AND vt = $3 AND vn = $4::numeric AND vs = $5 LIMIT $6) AS m",
+    )
+    .bind(cid)
+    .bind(name.to_owned())
+    .bind(e.vt)
+    .bind(e.vn)
+    .bind(e.vs)
+    .bind(SELECTIVE + 1)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_err)
+}
+
+/// The order of `(vt, vn, vs)` (SQLite's order of `v`): numbers exactly, then text by bytes,
+/// then null < false < true.
+pub(super) fn scalar_cmp(a: &Scalar, b: &Scalar) -> Ordering {
+    /// An integer against a float, exactly (no rounding of either).
+    fn int_float(i: i64, f: f64) -> Ordering {
+        // 2^63: floats at or beyond it exceed every i64, below -2^63 none is smaller.
+        const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+        if f.is_nan() {
+            return Ordering::Equal;
+        }
+        if f >= TWO_63 {
+            return Ordering::Less;
+        }
+        if f < -TWO_63 {
+            return Ordering::Greater;
+        }
+        let t = f.trunc();
+        // Exact: |t| < 2^63 (or t = -2^63) is an integer an i64 holds.
+        #[allow(clippy::cast_possible_truncation)]
+        let ti = t as i64;
+        i.cmp(&ti).then_with(|| 0.0f64.partial_cmp(&(f - t)).unwrap_or(Ordering::Equal))
+    }
+    let rank = |s: &Scalar| Encoded::of_rank(s);
+    match (a, b) {
+        (Scalar::Int(x), Scalar::Int(y)) => x.cmp(y),
+        (Scalar::Float(x), Scalar::Float(y)) => x.partial_cmp(y).unwrap_or(Ordering::Equal),
+        (Scalar::Int(x), Scalar::Float(y)) => int_float(*x, *y),
+        (Scalar::Float(x), Scalar::Int(y)) => int_float(*y, *x).reverse(),
+        (Scalar::Text(x), Scalar::Text(y)) => x.as_bytes().cmp(y.as_bytes()),
+        _ => rank(a).cmp(&rank(b)),
+    }
+}
+
+/// Sorts the matches of a selective filter by `field` (then primary key), like the sort index;
+/// objects without a sortable value in it are not listed.
+fn sort_in_memory(
+    bodies: Vec<String>,
+    field: &str,
+    desc: bool,
+    cursor: Option<(Scalar, String)>,
+    skip: u64,
+    limit: u32,
+) -> Result<Vec<String>> {
+    let mut rows = Vec::with_capacity(bodies.len());
+    for body in bodies {
+        let fields: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&body).map_err(|_| Error::internal("a stored object is not a JSON object"))?;
+        let Some(v) = fields.get(field).and_then(Scalar::of) else { continue };
+        let Some(id) = fields.get("_id").and_then(|i| i.as_str()) else { continue };
+        rows.push((v, sort_key(id), body));
+    }
+    let cmp = |a: (&Scalar, &str), b: (&Scalar, &str)| scalar_cmp(a.0, b.0).then_with(|| a.1.cmp(b.1));
+    rows.sort_by(|a, b| {
+        let o = cmp((&a.0, &a.1), (&b.0, &b.1));
+        if desc { o.reverse() } else { o }
+    });
+    let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    Ok(rows
+        .into_iter()
+        .filter(|(v, k, _)| match &cursor {
+            None => true,
+            Some(c) => {
+                let o = cmp((v, k), (&c.0, &c.1));
+                if desc { o.is_lt() } else { o.is_gt() }
+            }
+        })
+        .skip(skip)
+        .take(limit)
+        .map(|(_, _, body)| body)
+        .collect())
+}
+
 /// A page of collection `cid` in one statement, assembled from constant fragments and table
 /// aliases chosen here; field names, values, cursors and limits are all bound parameters.
 /// Filters alone are driven by the first filter's index range (already in primary key order),
 /// a field order by the sort field's range (ordered by value, then key); the other filters are
 /// probes on the whole primary key of `object_fields`. Planned for its parameters each time (not
 /// a cached generic plan): how selective a filter is depends on its value.
-pub(super) async fn list(conn: &mut PgConnection, cid: i64, q: &ListQuery) -> Result<Vec<String>> {
+async fn list_with_sql(conn: &mut PgConnection, cid: i64, q: &ListQuery) -> Result<Vec<String>> {
     let mut sql = String::with_capacity(512);
     let mut binds: Vec<Bind> = Vec::new();
     let (filters, driver): (&[(String, Scalar)], &str) = match (&q.order, q.filters.as_slice()) {
@@ -499,5 +640,40 @@ mod tests {
         let huge = exact_decimal(f64::MAX);
         assert_eq!(huge.len(), 309);
         assert!(huge.starts_with("17976931348623157") && huge.ends_with("858368"), "{huge}");
+    }
+
+    #[test]
+    fn the_in_memory_order_is_the_index_order() {
+        use Scalar::*;
+        let ascending = [
+            Float(-1e300),
+            Int(i64::MIN),
+            Float(-2.5),
+            Int(-2),
+            Float(-1.5),
+            Int(0),
+            Float(1e-300),
+            Int(9_007_199_254_740_992),
+            Int(9_007_199_254_740_993),
+            Float(1_152_921_504_606_846_976.0),
+            Int(1_152_921_504_606_846_980),
+            Int(i64::MAX),
+            Float(9_223_372_036_854_775_808.0),
+            Text(String::new()),
+            Text("B".into()),
+            Text("a".into()),
+            Text("a\u{0}".into()),
+            Text("é".into()),
+            Null,
+            Bool(false),
+            Bool(true),
+        ];
+        for (i, a) in ascending.iter().enumerate() {
+            for (j, b) in ascending.iter().enumerate() {
+                assert_eq!(scalar_cmp(a, b), i.cmp(&j), "{a:?} vs {b:?}");
+            }
+        }
+        assert_eq!(scalar_cmp(&Int(90), &Float(90.0)), Ordering::Equal);
+        assert_eq!(scalar_cmp(&Float(-0.0), &Int(0)), Ordering::Equal);
     }
 }
