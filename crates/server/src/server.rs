@@ -36,6 +36,7 @@ impl RunningServer {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
         self.platform.store().close().await;
+        self.platform.close_bus().await;
         tracing::info!("stopped");
     }
 
@@ -57,7 +58,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("opening the store {} (THINGLINE_STORE_URL)", config.store_url))?;
     let shutdown = CancellationToken::new();
     let limits = Limits { body_limit: config.body_limit, ..Limits::default() };
-    let bus = open_bus(config.bus_url.as_deref()).await?;
+    let bus = open_bus(config.bus_url.as_deref(), &config.bus_prefix).await?;
     let platform = Platform::new(store, bus, limits, shutdown.clone());
     platform::spawn_remote_invalidations(Arc::clone(&platform));
     let realtime = platform.realtime_limits();
@@ -143,12 +144,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 }
 
 /// The bus `THINGLINE_BUS_URL` names: NATS (`nats://…`), or this process alone when unset.
-async fn open_bus(url: Option<&str>) -> anyhow::Result<Arc<dyn thingline_bus::Bus>> {
+async fn open_bus(url: Option<&str>, prefix: &str) -> anyhow::Result<Arc<dyn thingline_bus::Bus>> {
     let notifier = Notifier::new(BUS_CAPACITY);
     match url {
         None => Ok(thingline_bus::InProcessBus::new(notifier)),
         Some(url) if url.starts_with("nats://") || url.starts_with("tls://") => {
-            anyhow::bail!("THINGLINE_BUS_URL: NATS is not wired yet ({url})")
+            let options = thingline_bus::nats::NatsOptions { prefix: prefix.to_owned(), ..Default::default() };
+            let bus = thingline_bus::nats::NatsBus::connect(url, notifier, options)
+                .await
+                .with_context(|| format!("connecting to the bus {url} (THINGLINE_BUS_URL, THINGLINE_BUS_PREFIX)"))?;
+            tracing::info!(url, prefix, "bus: NATS");
+            Ok(bus)
         }
         Some(url) => anyhow::bail!("THINGLINE_BUS_URL: unsupported bus URL {url:?}: expected nats://HOST:PORT"),
     }

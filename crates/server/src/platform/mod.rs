@@ -122,6 +122,11 @@ impl Platform {
         &self.store
     }
 
+    /// Sends what the bus still holds to the other nodes and disconnects (at shutdown).
+    pub async fn close_bus(&self) {
+        self.bus.close().await;
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

@@ -4,6 +4,7 @@
 //! reader of chunked subscription streams.
 #![allow(dead_code)]
 
+pub mod backend;
 pub mod spawned;
 
 use std::path::PathBuf;
@@ -46,8 +47,14 @@ pub struct TestThing {
     pub product_id: String,
 }
 
+/// The test defaults: port-0 listeners, the panel account, and the suite's backend
+/// ([`backend::for_data_dir`]: SQLite in the data dir, or PostgreSQL and NATS).
 pub fn config_args(data_dir: &std::path::Path) -> ConfigArgs {
+    let cluster = backend::for_data_dir(data_dir);
     ConfigArgs {
+        store_url: cluster.as_ref().map(|c| c.store_url.clone()),
+        bus_url: cluster.as_ref().map(|c| c.bus_url.clone()),
+        bus_prefix: cluster.map(|c| c.bus_prefix),
         data_dir: Some(data_dir.to_path_buf()),
         https_addr: Some("127.0.0.1:0".into()),
         http_addr: Some("127.0.0.1:0".into()),

@@ -60,6 +60,11 @@ pub fn spawn_with(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Proc {
     if !want_mqtts {
         cmd.args(["--mqtts-addr", "off"]);
     }
+    if let Some(cluster) = super::backend::for_data_dir(dir) {
+        for (k, v) in cluster.env() {
+            cmd.env(k, v);
+        }
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
