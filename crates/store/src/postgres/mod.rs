@@ -27,6 +27,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::oneshot;
 
 pub(crate) use errors::{db_err, is_unique_violation};
+pub(crate) use objects::Encoded;
 
 use crate::StoreOptions;
 

@@ -20,6 +20,10 @@
 //! here (SQLite would index them).
 
 mod sql;
+
+/// The typed form of an indexed value, also used by `thingline migrate` to copy SQLite's
+/// `object_fields.v`.
+pub(crate) use sql::Encoded;
 mod write;
 
 use async_trait::async_trait;

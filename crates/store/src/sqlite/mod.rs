@@ -32,7 +32,7 @@ use recovery::OwnedConnection;
 use crate::StoreOptions;
 
 /// Schema migrations, applied in order at start; `thingline_schema` records the applied versions.
-const MIGRATIONS: &[(i64, &str)] = &[
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_foundation.sql")),
     (2, include_str!("../../migrations/sqlite/0002_app_users.sql")),
     (3, include_str!("../../migrations/sqlite/0003_objects.sql")),
