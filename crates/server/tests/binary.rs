@@ -147,11 +147,14 @@ async fn a_taken_port_stops_the_start_with_one_clear_line() {
 async fn config_file_and_panel_user_command() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let out = Command::new(common::spawned::bin())
-        .args(["panel-user", "add", "--email", "second@example.com", "--password", "second-password"])
-        .args(["--data-dir", data.to_str().expect("utf8")])
-        .output()
-        .expect("run");
+    // On the suite's scale-out pass the command and the server share the PostgreSQL store.
+    let mut add = Command::new(common::spawned::bin());
+    add.args(["panel-user", "add", "--email", "second@example.com", "--password", "second-password"])
+        .args(["--data-dir", data.to_str().expect("utf8")]);
+    if let Some(cluster) = common::backend::for_data_dir(&data) {
+        add.envs(cluster.env());
+    }
+    let out = add.output().expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let file = dir.path().join("thingline.toml");
     // The file also sets a small body limit, which nothing else sets: its effect proves the file
