@@ -14,6 +14,10 @@
 //!   invalidation: "I may have lost invalidations you needed"; every other node passes
 //!   [`Remote::Reset`] to its platform.
 //!
+//! - Nothing else but round trips to the server: a request on `<prefix>.ping.<node id>`, which
+//!   nobody subscribes to, answered by the server's "no responders" once it has handled every
+//!   subscription sent before it (at connect and after each reconnect).
+//!
 //! The prefix (`thingline` by default) lets several installations share one NATS. Each node
 //! connects with a random node id and NATS's `no_echo`; a message carrying this node's id is
 //! ignored all the same.
@@ -87,8 +91,8 @@ use crate::{Event, Notifier, Topic};
 const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
 /// How long [`Bus::close`] waits for the send queue, and then for the client to drain.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
-/// How long a round trip after a reconnect may take before it is tried again.
-const FLUSH_WAIT: Duration = Duration::from_secs(5);
+/// How long a round trip to the server after a reconnect may take before it is tried again.
+const ROUND_TRIP_WAIT: Duration = Duration::from_secs(5);
 /// How often the connection watcher checks the client's state besides its events.
 const WATCH_TICK: Duration = Duration::from_secs(1);
 /// At most one warning of a kind per this interval; the others are counted in the next one.
@@ -518,7 +522,9 @@ impl NatsBus {
             let events = client.subscribe(format!("{prefix}.ev.>")).await?;
             let invalidations = client.subscribe(format!("{prefix}.inv")).await?;
             // The server has the subscriptions once it answered a round trip.
-            tokio::time::timeout(options.connect_timeout, client.flush()).await.context("timed out")??;
+            if !round_trip(&client, &prefix, node, options.connect_timeout).await {
+                bail!("no answer from the server within {:?}", options.connect_timeout);
+            }
             anyhow::Ok((events, invalidations))
         };
         let (events_sub, inv_sub) =
@@ -703,6 +709,18 @@ async fn send_invalidation(shared: &Shared, client: &async_nats::Client, message
     }
 }
 
+/// Whether the server answered a request within `wait`: it handles one connection's messages in
+/// order, so it then has every subscription sent before. (`Client::flush` only writes to the
+/// socket.) Nobody subscribes to `<prefix>.ping.<node>`: the server answers "no responders".
+async fn round_trip(client: &async_nats::Client, prefix: &str, node: u64, wait: Duration) -> bool {
+    let subject = format!("{prefix}.ping.{node:016x}");
+    match tokio::time::timeout(wait, client.request(subject, Default::default())).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => e.kind() == async_nats::RequestErrorKind::NoResponders,
+        Err(_) => false,
+    }
+}
+
 /// A large event being reassembled.
 struct Partial {
     id: u64,
@@ -858,14 +876,14 @@ async fn watch_connection(
         }
         // The client re-subscribes right after reconnecting; a round trip makes sure the server
         // has the subscriptions before we call ourselves coherent.
-        let mut flushed = false;
+        let mut answered = false;
         while client.connection_state() == State::Connected && !shared.closed.load(Ordering::Acquire) {
-            if let Ok(Ok(())) = tokio::time::timeout(FLUSH_WAIT, client.flush()).await {
-                flushed = true;
+            if round_trip(&client, &shared.prefix, shared.node, ROUND_TRIP_WAIT).await {
+                answered = true;
                 break;
             }
         }
-        if !flushed || client.connection_state() != State::Connected {
+        if !answered || client.connection_state() != State::Connected {
             continue;
         }
         connects_seen = connects;

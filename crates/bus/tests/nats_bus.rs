@@ -263,6 +263,9 @@ impl Drop for PrivateServer {
 
 #[tokio::test]
 async fn a_lost_link_makes_the_nodes_incoherent_and_its_return_resets_them() {
+    // Shown when the test fails.
+    let _ =
+        tracing_subscriber::fmt().with_env_filter("thingline_bus=debug,async_nats=info").with_test_writer().try_init();
     if !PrivateServer::installed() {
         unavailable("no nats-server binary to test reconnection with");
         return;
