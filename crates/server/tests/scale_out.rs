@@ -435,3 +435,33 @@ async fn nats_restarted_mid_load_subscribers_resume() {
     b.stop().await;
     thingline_store::testing::drop_scratch(&cluster.store_url).await;
 }
+
+/// The failed-login limit (10 per account per 15 minutes) holds for the installation, not per
+/// node: 24 concurrent wrong passwords split over both nodes get exactly 10 answers of 401, and
+/// the rest 429 — and then the right password is refused on either node too.
+#[tokio::test]
+async fn login_limits_hold_across_nodes_under_concurrency() {
+    let Some(cluster) = backend::new_cluster() else { return };
+    let dirs = dirs();
+    let (a, b) = two_nodes(&cluster, &dirs).await;
+    let tries = (0..24).map(|i| {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let (client, url) = (node.client.clone(), node.url("/v2/panel/login"));
+        async move {
+            let body = json!({"email": common::PANEL_EMAIL, "password": "wrong password"});
+            client.post(url).json(&body).send().await.expect("login").status()
+        }
+    });
+    let statuses = futures_util::future::join_all(tries).await;
+    let refused = statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
+    let limited = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!((refused, limited), (10, 14), "{statuses:?}");
+    for node in [&a, &b] {
+        let body = json!({"email": common::PANEL_EMAIL, "password": common::PANEL_PASSWORD});
+        let r = node.client.post(node.url("/v2/panel/login")).json(&body).send().await.expect("login");
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "the account is limited on every node");
+    }
+    a.stop().await;
+    b.stop().await;
+    thingline_store::testing::drop_scratch(&cluster.store_url).await;
+}

@@ -96,11 +96,26 @@ pub trait TimelineStore: Send + Sync {
     async fn keys(&self, thing_seq: i64) -> Result<Vec<String>>;
 }
 
+/// Failed-attempt counters shared by every node of an installation (login and activation
+/// limits), for backends that several nodes share.
+#[async_trait]
+pub trait AttemptStore: Send + Sync {
+    /// Records one attempt on every key of `keys` (key, limit) unless one of them already holds
+    /// `limit` attempts made after `since_ms`: `None` when refused (nothing recorded), else the
+    /// reservation's id. Concurrent reservations on a key take turns, so none gets past a limit.
+    async fn reserve_attempt(&self, keys: &[(String, u32)], since_ms: i64, now_ms: i64) -> Result<Option<i64>>;
+    /// Removes a reservation from every key (the attempt succeeded).
+    async fn release_attempt(&self, id: i64) -> Result<()>;
+}
+
 /// Everything the platform needs from storage.
 #[async_trait]
 pub trait Store: PanelStore + CatalogStore + ThingStore + TimelineStore + AppUserStore + ObjectStore {
     /// Waits for in-flight acknowledged writes and closes the backend.
     async fn close(&self);
+    /// The attempt counters shared by every node, for a backend several nodes share; `None`
+    /// (SQLite: one node) when the platform's memory is the count.
+    fn attempts(&self) -> Option<&dyn AttemptStore>;
     /// Answers a trivial query (readiness checks): an error when the database cannot be reached.
     async fn ping(&self) -> Result<()>;
     /// A short name for logs (`sqlite`, `postgres`).

@@ -78,8 +78,10 @@ pub async fn verify_password(password: &str, phc: Option<&str>) -> Result<bool> 
 /// the limit and correct logins never count. An email that is not a valid address names no
 /// account and fails like a wrong password; it is counted under a digest of what was sent, so the
 /// limiter never holds client text of unbounded length.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn check_login<U>(
     limiter: &RateLimiter,
+    shared: Option<&dyn thingline_store::AttemptStore>,
     scope: &str,
     email: &str,
     password: &str,
@@ -92,7 +94,7 @@ pub(crate) async fn check_login<U>(
         Err(_) => (None, format!("invalid:{}", token_digest(email.trim()))),
     };
     let account = format!("{scope}{account}");
-    let attempt = limiter.reserve(&[LimitKey::Account(&account), LimitKey::Addr(client)])?;
+    let attempt = limiter.reserve_in(shared, &[LimitKey::Account(&account), LimitKey::Addr(client)]).await?;
     let user = match &norm {
         Some(norm) => lookup(norm).await?,
         None => None,
@@ -102,7 +104,7 @@ pub(crate) async fn check_login<U>(
         // The reservation stays: a failed attempt.
         return Err(Error::Unauthorized("Invalid email or password".into()));
     };
-    attempt.release();
+    attempt.release().await;
     Ok(user)
 }
 
@@ -130,9 +132,17 @@ impl Platform {
     /// Panel login: a new session token, or 401; 429 after too many failures ([`check_login`]).
     pub async fn panel_login(&self, email: &str, password: &str, client: IpAddr) -> Result<String> {
         let lookup = async |norm: &str| self.store.panel_user_by_email(norm).await;
-        let user =
-            check_login(&self.panel_logins, "", email, password, client, lookup, |u: &PanelUser| &u.password_hash)
-                .await?;
+        let user = check_login(
+            &self.panel_logins,
+            self.store.attempts(),
+            "",
+            email,
+            password,
+            client,
+            lookup,
+            |u: &PanelUser| &u.password_hash,
+        )
+        .await?;
         let token = new_secret_token();
         self.store.create_panel_session(user.id, &token_digest(&token), now_ms() + PANEL_SESSION_MS).await?;
         Ok(token)

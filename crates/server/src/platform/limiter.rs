@@ -12,6 +12,10 @@
 //! are keyed by IPv4 address, or by IPv6 /64 (one subnet; a host usually holds a whole /64, so
 //! per-address keys would be free to multiply), with IPv4-mapped IPv6 addresses counted as IPv4.
 //! Uses tokio's clock so tests can run it on paused time.
+//!
+//! When several nodes share the store, the count must be theirs, not one node's: the store's
+//! [`AttemptStore`] then keeps it (reserve-then-check in one transaction per attempt, keys
+//! prefixed by the limiter's kind), and this node's memory is not used.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -19,6 +23,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use thingline_core::{Error, Result};
+use thingline_store::AttemptStore;
 use tokio::time::Instant;
 
 /// Keys tracked at most before the idle ones are dropped (bounds memory under a spray attack).
@@ -49,6 +54,9 @@ impl LimitKey<'_> {
 }
 
 pub struct RateLimiter {
+    /// What is limited (`panel-login`, `app-login`, `activation`): the prefix of its keys in a
+    /// shared store.
+    kind: &'static str,
     window: Duration,
     per_account: usize,
     per_addr: usize,
@@ -74,14 +82,15 @@ pub struct Reservation<'a> {
 
 impl RateLimiter {
     /// The contract's login limits: 10 failures per email and 30 per client address per 15 minutes.
-    pub fn login_default() -> Self {
-        RateLimiter::new(Duration::from_secs(15 * 60), 10, 30, "Too many failed login attempts; try again later")
+    pub fn login_default(kind: &'static str) -> Self {
+        RateLimiter::new(kind, Duration::from_secs(15 * 60), 10, 30, "Too many failed login attempts; try again later")
     }
 
     /// Failed thing activations: 30 per client address per 15 minutes (the login address limit,
     /// counted on its own).
     pub fn activation_default() -> Self {
         RateLimiter::new(
+            "activation",
             Duration::from_secs(15 * 60),
             30,
             30,
@@ -89,8 +98,35 @@ impl RateLimiter {
         )
     }
 
-    pub fn new(window: Duration, per_account: usize, per_addr: usize, refusal: &'static str) -> Self {
-        RateLimiter { window, per_account, per_addr, refusal, state: Mutex::new(State::default()) }
+    pub fn new(
+        kind: &'static str,
+        window: Duration,
+        per_account: usize,
+        per_addr: usize,
+        refusal: &'static str,
+    ) -> Self {
+        RateLimiter { kind, window, per_account, per_addr, refusal, state: Mutex::new(State::default()) }
+    }
+
+    /// Reserves one attempt on every key: in the store several nodes share when there is one
+    /// (`shared`), else in this node's memory ([`Self::reserve`]). 429 (recording nothing) if any
+    /// key is at its limit.
+    pub async fn reserve_in<'a>(
+        &'a self,
+        shared: Option<&'a dyn AttemptStore>,
+        keys: &[LimitKey<'_>],
+    ) -> Result<Attempt<'a>> {
+        let Some(store) = shared else { return self.reserve(keys).map(Attempt::Local) };
+        let named: Vec<(String, u32)> = keys
+            .iter()
+            .map(|k| (format!("{}:{}", self.kind, k.name()), u32::try_from(self.limit(k)).unwrap_or(u32::MAX)))
+            .collect();
+        let now = thingline_core::time::now_ms();
+        let window = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
+        match store.reserve_attempt(&named, now.saturating_sub(window), now).await? {
+            Some(id) => Ok(Attempt::Shared(store, id)),
+            None => Err(Error::TooManyRequests(self.refusal.into())),
+        }
     }
 
     fn limit(&self, key: &LimitKey<'_>) -> usize {
@@ -134,6 +170,28 @@ impl RateLimiter {
     }
 }
 
+/// An attempt counted until [`Self::release`]d, in this node's memory or in the shared store.
+#[must_use = "an attempt stays counted unless released: release it when it succeeded"]
+pub enum Attempt<'a> {
+    Local(Reservation<'a>),
+    Shared(&'a dyn AttemptStore, i64),
+}
+
+impl Attempt<'_> {
+    /// The attempt succeeded: it no longer counts. (A shared store that cannot be reached keeps
+    /// it counted: the safe side.)
+    pub async fn release(self) {
+        match self {
+            Attempt::Local(r) => r.release(),
+            Attempt::Shared(store, id) => {
+                if let Err(e) = store.release_attempt(id).await {
+                    tracing::warn!(error = %e.public_message(), "a successful attempt stays counted: the store did not answer");
+                }
+            }
+        }
+    }
+}
+
 impl Reservation<'_> {
     /// The attempt succeeded: it no longer counts.
     pub fn release(self) {
@@ -162,7 +220,7 @@ mod tests {
     const IP2: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
 
     fn limiter(per_account: usize, per_addr: usize) -> RateLimiter {
-        RateLimiter::new(Duration::from_secs(900), per_account, per_addr, "limited")
+        RateLimiter::new("test", Duration::from_secs(900), per_account, per_addr, "limited")
     }
 
     fn keys(account: &str, ip: IpAddr) -> [LimitKey<'_>; 2] {

@@ -111,7 +111,7 @@ impl Platform {
             latest: latest::LatestCache::default(),
             limits,
             shutdown,
-            panel_logins: RateLimiter::login_default(),
+            panel_logins: RateLimiter::login_default("panel-login"),
             activations: RateLimiter::activation_default(),
             app_api: users::AppApi::default(),
             deadlines: Arc::default(),

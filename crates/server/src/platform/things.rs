@@ -58,13 +58,13 @@ impl Platform {
         if code.is_empty() || code.len() > 128 {
             return Err(Error::bad_request("activationCode is required"));
         }
-        let attempt = self.activations.reserve(&[LimitKey::Addr(client)])?;
+        let attempt = self.activations.reserve_in(self.store.attempts(), &[LimitKey::Addr(client)]).await?;
         // A failure (or an error) keeps the reservation: it counts.
         let thing = self
             .store
             .activate(code, product_id, NewThing { id: new_id(), token: new_thing_token(), now_ms: now_ms() })
             .await?;
-        attempt.release();
+        attempt.release().await;
         let thing = Arc::new(thing);
         self.things.put(Arc::clone(&thing));
         tracing::info!(thing_id = %thing.id, product_id = %thing.product_id, "thing activated");

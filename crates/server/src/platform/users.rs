@@ -43,7 +43,7 @@ impl Default for AppApi {
         AppApi {
             sessions: SessionCache::default(),
             access: AccessCaches::default(),
-            logins: RateLimiter::login_default(),
+            logins: RateLimiter::login_default("app-login"),
             mail: RwLock::new(None),
         }
     }
@@ -129,7 +129,7 @@ impl Platform {
         let scope = format!("{}:", app.id);
         let lookup = async |norm: &str| self.store.app_user_by_email(&app.id, norm).await;
         let user =
-            check_login(&self.app_api.logins, &scope, email, password, client, lookup, |u: &AppUser| &u.password_hash)
+            check_login(&self.app_api.logins, self.store.attempts(), &scope, email, password, client, lookup, |u: &AppUser| &u.password_hash)
                 .await?;
         let (token, session) = self.new_session(user.id, &app.id, &user.email, lifetime_s).await?;
         Ok(LoginOutcome { token, expires_in: lifetime_s, session })

@@ -11,6 +11,7 @@
 //! writers and the partition maintenance task) and closing ([`crate::Store`]).
 
 mod app_users;
+mod attempts;
 mod catalog;
 mod errors;
 mod objects;
@@ -35,6 +36,7 @@ use crate::StoreOptions;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_foundation.sql")),
     (2, include_str!("../../migrations/postgres/0002_objects.sql")),
+    (3, include_str!("../../migrations/postgres/0003_attempts.sql")),
 ];
 
 /// Any constant shared by every node: the advisory lock migrations run under.
@@ -138,6 +140,10 @@ impl crate::Store for PgStore {
             let _ = task.await;
         }
         self.pool.close().await;
+    }
+
+    fn attempts(&self) -> Option<&dyn crate::AttemptStore> {
+        Some(self)
     }
 
     async fn ping(&self) -> thingline_core::Result<()> {

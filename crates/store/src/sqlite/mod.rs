@@ -209,6 +209,11 @@ impl crate::Store for SqliteStore {
         self.write.close().await;
     }
 
+    /// One node: its own memory counts the attempts.
+    fn attempts(&self) -> Option<&dyn crate::AttemptStore> {
+        None
+    }
+
     async fn ping(&self) -> thingline_core::Result<()> {
         sqlx::query("SELECT 1").execute(&self.read).await.map(|_| ()).map_err(db_err)
     }
