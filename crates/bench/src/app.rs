@@ -210,7 +210,10 @@ impl AppScenario {
 
         // The others straight into the store.
         if self.users > 1 {
-            let url = format!("sqlite://{}", dir.join("thingline.db").display());
+            let url = match &target.store_url {
+                Some(url) => url.clone(),
+                None => format!("sqlite://{}", dir.join("thingline.db").display()),
+            };
             let options = thingline_store::StoreOptions { sync_full: false, read_connections: 1, ..Default::default() };
             let store = thingline_store::open(&url, &options).await.context("opening Thingline's store")?;
             let outcome = async {

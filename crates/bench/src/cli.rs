@@ -1,6 +1,7 @@
 //! Command line: `reference`, `run <scenario>`, `seed`, `realtime-latency`, `realtime-memory`,
-//! `floor-server`, `mqtt-publish`, `mqtt-relay`, `mqtt-memory`, `coap-write`, `coap-observe` and
-//! `udp-echo`, and the dispatch to each.
+//! `floor-server`, `mqtt-publish`, `mqtt-relay`, `mqtt-memory`, `coap-write`, `coap-observe`,
+//! `udp-echo`, and the scale-out commands `pg-write`, `cross-node-latency` and `pg-vs-sqlite`,
+//! and the dispatch to each.
 //!
 //! Flags shared by every command that spawns Thingline live in [`ServerArgs`].
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{coap, floor, mqtt, realtime, reference, scenarios, seed, startup};
+use crate::{coap, floor, mqtt, realtime, reference, scale, scenarios, seed, startup};
 
 /// Load generator for Thingline, measured against a bare axum + rustls reference.
 #[derive(Debug, Parser)]
@@ -59,6 +60,113 @@ pub enum Command {
     /// Serve the reference of `coap-write`: a tokio UDP echo (every datagram sent back);
     /// prints `listening addr=…`.
     UdpEcho(UdpEchoArgs),
+    /// Issue #13: two Thingline nodes on one PostgreSQL schema and one NATS prefix receiving
+    /// batched HTTPS writes (committed values/s), against PostgreSQL's own `COPY` into the same
+    /// `points` table in the same run; then every acknowledged value checked stored once.
+    PgWrite(PgWriteArgs),
+    /// Issue #13: Socket.IO commit→receipt latency across nodes (subscribers on node B, paced
+    /// writes to node A) against the same on one node (writes to B), in the same run.
+    CrossNodeLatency(CrossNodeArgs),
+    /// Issue #13: one node on PostgreSQL against one node on SQLite, same run: single-value
+    /// writes and app reads.
+    PgVsSqlite(PgVsSqliteArgs),
+}
+
+/// Flags shared by the scale-out commands: where PostgreSQL and NATS are. Each run makes a
+/// scratch schema `tl_bench_<random>` (dropped at the end) and a NATS prefix of its own.
+#[derive(Debug, Clone, Args)]
+pub struct ScaleCommon {
+    /// PostgreSQL URL the scratch schema is made in (the nodes get it with
+    /// `options=-c search_path=<schema>`).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    pub pg_url: String,
+    /// NATS URL of the nodes' bus.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Keep the scratch schema at the end (its name is printed).
+    #[arg(long)]
+    pub keep_schema: bool,
+    /// Measure each side this many times, alternating which goes first.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// Also write machine-readable results to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PgWriteArgs {
+    /// HTTPS clients, each with one keep-alive connection and its own thing; client i writes to
+    /// node A when i is even, node B when odd.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Values per write request (and rows per thing in a row of the COPY stream).
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Measured seconds per side and round.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Seconds of writing before the measured window (not counted).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Concurrent `COPY` connections of the reference.
+    #[arg(long, default_value_t = 2)]
+    pub copy_streams: usize,
+    /// Rows per `COPY` statement (each its own transaction, committed).
+    #[arg(long, default_value_t = 10_000)]
+    pub copy_rows: usize,
+    #[command(flatten)]
+    pub common: ScaleCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct CrossNodeArgs {
+    /// Socket.IO subscribers of the one thing, all on node B.
+    #[arg(long, default_value_t = 1000)]
+    pub subs: usize,
+    /// Writes per second (one value each, the value a sequence number).
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Measured seconds per measurement.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Warm-up seconds of writes before the measured window (not recorded).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Tokio worker threads of the Socket.IO clients' runtime (the writer has its own).
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
+    /// Sockets being set up at once.
+    #[arg(long, default_value_t = 32)]
+    pub connect_concurrency: usize,
+    /// Seconds one attempt to open a socket may take (one retry on failure).
+    #[arg(long, default_value_t = 20.0)]
+    pub open_timeout: f64,
+    #[command(flatten)]
+    pub common: ScaleCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct PgVsSqliteArgs {
+    /// Concurrent keep-alive connections (one client loop each).
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Measured seconds per store, scenario and round.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Warm-up seconds before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Things of the write scenario (single values, `run write --batch 1`).
+    #[arg(long, default_value_t = 100)]
+    pub things: usize,
+    /// App users of the app-read scenario (`run app-read`), each linking 10 things.
+    #[arg(long, default_value_t = 10)]
+    pub users: usize,
+    #[command(flatten)]
+    pub common: ScaleCommon,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +257,17 @@ pub struct ServerArgs {
     /// not those of a disk). Recorded in the report.
     #[arg(long)]
     pub allow_tmpfs: bool,
+    /// Thingline's THINGLINE_STORE_URL (`postgres://…`, `sqlite://…`); default: SQLite in the
+    /// data dir. The scale-out commands (`pg-write`, `cross-node-latency`, `pg-vs-sqlite`) make
+    /// their own scratch schema instead (see `--pg-url`).
+    #[arg(long)]
+    pub store_url: Option<String>,
+    /// Thingline's THINGLINE_BUS_URL (`nats://…`); default: none (one process).
+    #[arg(long)]
+    pub bus_url: Option<String>,
+    /// Thingline's THINGLINE_BUS_PREFIX (the NATS subject prefix).
+    #[arg(long)]
+    pub bus_prefix: Option<String>,
 }
 
 /// Thingline's `--durability`.
@@ -613,5 +732,8 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::CoapWrite(args) => coap::write::run(&args).await,
         Command::CoapObserve(args) => coap::observe::run(&args).await,
         Command::UdpEcho(args) => coap::echo::serve(&args).await,
+        Command::PgWrite(args) => scale::pg_write::run(&args).await,
+        Command::CrossNodeLatency(args) => scale::cross_node::run(&args).await,
+        Command::PgVsSqlite(args) => scale::pg_vs_sqlite::run(&args).await,
     }
 }

@@ -17,6 +17,7 @@ mod mqtt;
 mod realtime;
 mod reference;
 mod report;
+mod scale;
 mod scenarios;
 mod seed;
 mod server;

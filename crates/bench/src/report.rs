@@ -25,6 +25,12 @@ pub struct StoreSetup {
     pub mount_source: String,
     /// `--allow-tmpfs` was given (a data dir in memory is refused without it).
     pub allow_tmpfs: bool,
+    /// THINGLINE_STORE_URL when not SQLite in the data dir (`postgres://…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_url: Option<String>,
+    /// THINGLINE_BUS_URL, when there is a bus.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus_url: Option<String>,
 }
 
 /// The line every printed report starts with: `store` is that of the Thingline the bench
@@ -32,16 +38,18 @@ pub struct StoreSetup {
 pub fn store_line(store: Option<&StoreSetup>) -> String {
     match store {
         Some(s) => format!(
-            "thingline store: durability {}, data dir {} on {} ({}){}",
+            "thingline store: durability {}, data dir {} on {} ({}){}{}{}",
             s.durability,
             s.data_dir,
             s.filesystem,
             s.mount_source,
-            if crate::filesystem::in_memory(&s.filesystem) {
+            if crate::filesystem::in_memory(&s.filesystem) && s.store_url.is_none() {
                 ", IN MEMORY (allowed by --allow-tmpfs): not a disk measurement"
             } else {
                 ""
-            }
+            },
+            s.store_url.as_ref().map_or_else(String::new, |url| format!(", store {url}")),
+            s.bus_url.as_ref().map_or_else(String::new, |url| format!(", bus {url}")),
         ),
         None => "thingline store: not spawned by the bench (durability and filesystem unknown)".to_string(),
     }

@@ -49,6 +49,9 @@ pub struct Target {
     pub panel_password: String,
     /// Thingline's data dir, where seeded stores keep their things file.
     pub data_dir: Option<PathBuf>,
+    /// Thingline's store when not SQLite in the data dir (`--store-url`): the app fixtures
+    /// write their users there.
+    pub store_url: Option<String>,
     /// For resident memory after each measurement.
     pub pid: Option<u32>,
 }
@@ -356,6 +359,7 @@ async fn start_targets(
         panel_email: server.panel_email.clone(),
         panel_password: server.panel_password.clone(),
         data_dir: data,
+        store_url: server.store_url.clone(),
         pid,
     };
 

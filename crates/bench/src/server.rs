@@ -12,7 +12,9 @@
 //! (and killed on drop if the bench itself bails out early).
 //!
 //! Thingline runs with the bench's `--durability` (default `full`) on a data dir that must be
-//! on a disk: one on tmpfs or ramfs is refused unless `--allow-tmpfs` is given.
+//! on a disk: one on tmpfs or ramfs is refused unless `--allow-tmpfs` is given. `--store-url`,
+//! `--bus-url` and `--bus-prefix` (or the scale-out commands) put its store on PostgreSQL and
+//! its bus on NATS; the data dir then keeps its certificate only.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -84,6 +86,12 @@ pub struct ThinglineSpec {
     pub coap_addr: Option<String>,
     /// Environment settings on top of the bench's own (e.g. `THINGLINE_MQTT_MAX_INFLIGHT`).
     pub env: Vec<(String, String)>,
+    /// THINGLINE_STORE_URL (`--store-url`); `None`: SQLite in the data dir.
+    pub store_url: Option<String>,
+    /// THINGLINE_BUS_URL (`--bus-url`); `None`: no bus (one process).
+    pub bus_url: Option<String>,
+    /// THINGLINE_BUS_PREFIX (`--bus-prefix`).
+    pub bus_prefix: Option<String>,
 }
 
 impl ThinglineSpec {
@@ -114,6 +122,9 @@ impl ThinglineSpec {
             mqtt_addr: None,
             coap_addr: None,
             env: Vec::new(),
+            store_url: args.store_url.clone(),
+            bus_url: args.bus_url.clone(),
+            bus_prefix: args.bus_prefix.clone(),
         })
     }
 
@@ -125,6 +136,8 @@ impl ThinglineSpec {
             filesystem: self.mount.fs_type.clone(),
             mount_source: self.mount.source.clone(),
             allow_tmpfs: self.allow_tmpfs,
+            store_url: self.store_url.clone(),
+            bus_url: self.bus_url.clone(),
         }
     }
 }
@@ -190,6 +203,7 @@ pub async fn spawn_thingline(spec: &ThinglineSpec) -> Result<ServerProcess> {
         "THINGLINE_HTTP_ADDR",
         "THINGLINE_STORE_URL",
         "THINGLINE_BUS_URL",
+        "THINGLINE_BUS_PREFIX",
         "THINGLINE_DATA_DIR",
         "THINGLINE_HTTPS_ADDR",
         "THINGLINE_DURABILITY",
@@ -205,6 +219,15 @@ pub async fn spawn_thingline(spec: &ThinglineSpec) -> Result<ServerProcess> {
         "THINGLINE_COAP_SEPARATE_AFTER",
     ] {
         command.env_remove(name);
+    }
+    for (name, value) in [
+        ("THINGLINE_STORE_URL", &spec.store_url),
+        ("THINGLINE_BUS_URL", &spec.bus_url),
+        ("THINGLINE_BUS_PREFIX", &spec.bus_prefix),
+    ] {
+        if let Some(value) = value {
+            command.env(name, value);
+        }
     }
     command.envs(spec.env.iter().map(|(name, value)| (name, value)));
     spawn_child("thingline", command, AddrMarker::ThinglineHttps, spec.echo_log, spec.start_timeout)

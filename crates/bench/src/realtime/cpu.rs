@@ -70,7 +70,7 @@ fn parse_machine_irq(text: &str) -> Option<f64> {
 }
 
 /// utime + stime of a `/proc/.../stat` file, in seconds.
-fn stat_cpu_seconds(path: &Path) -> Result<f64> {
+pub(crate) fn stat_cpu_seconds(path: &Path) -> Result<f64> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse_stat_cpu(&text).ok_or_else(|| anyhow!("unexpected format of {}", path.display()))
 }
@@ -91,7 +91,7 @@ fn clock_ticks() -> f64 {
 }
 
 /// getrusage(RUSAGE_SELF): user + system time of this whole process.
-fn own_cpu_seconds() -> Option<f64> {
+pub(crate) fn own_cpu_seconds() -> Option<f64> {
     // SAFETY: an all-zero rusage is a valid value; getrusage only writes into it.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: a valid pointer to a rusage we own.
