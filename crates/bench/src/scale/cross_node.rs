@@ -217,16 +217,7 @@ fn print(report: &CrossNodeReport) {
     println!("schema {}, NATS prefix {}", report.schema, report.bus_prefix);
     println!(
         "{:<11} {:>5} {:>7} {:>17} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
-        "measure",
-        "round",
-        "opened",
-        "deliveries",
-        "201 p50",
-        "201 p99",
-        "send p50",
-        "send p99",
-        "rtt p50",
-        "B cpu/s"
+        "measure", "round", "opened", "deliveries", "201 p50", "201 p99", "send p50", "send p99", "rtt p50", "B cpu/s"
     );
     for round in &report.rounds {
         for m in [&round.cross_node, &round.same_node] {

@@ -242,10 +242,7 @@ fn print(report: &PgVsSqliteReport) {
         }
         println!(
             "{}: postgres/sqlite (medians): req/s {:.3}  p50 {:.2}x  p99 {:.2}x",
-            result.scenario,
-            result.requests_per_s_pg_over_sqlite,
-            result.p50_pg_over_sqlite,
-            result.p99_pg_over_sqlite
+            result.scenario, result.requests_per_s_pg_over_sqlite, result.p50_pg_over_sqlite, result.p99_pg_over_sqlite
         );
         for m in &result.measurements {
             for sample in &m.measurement.stats.error_samples {
