@@ -347,6 +347,7 @@ pub async fn migrate(from: &str, to: &str, options: &Options) -> anyhow::Result<
         .await
         .with_context(|| format!("opening {} read-only", path.display()))?;
     check_source_schema(&source).await?;
+    check_source_tables(&source).await?;
 
     let target = PgStore::open(to, &StoreOptions::default()).await.context("opening the PostgreSQL store")?;
     let result = copy(&source, &target.pool, &canonical, batch, options.progress_every).await;
@@ -380,6 +381,30 @@ async fn check_source_schema(source: &sqlx::SqlitePool) -> anyhow::Result<()> {
             "the source's schema version {version} is older than this thingline's ({known}): start \
              `thingline serve` on it once with this version (which upgrades it), stop it, then migrate"
         );
+    }
+    Ok(())
+}
+
+/// Refuses a source with a table or column this copy does not know (a schema change that
+/// forgot `migrate`), rather than leaving its data behind.
+async fn check_source_tables(source: &sqlx::SqlitePool) -> anyhow::Result<()> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+         AND name <> 'thingline_schema' ORDER BY name",
+    )
+    .fetch_all(source)
+    .await?;
+    for table in tables {
+        let Some(t) = TABLES.iter().find(|t| t.name == table) else {
+            bail!("the source has a table {table} this migrate does not copy");
+        };
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info(?)").bind(&table).fetch_all(source).await?;
+        for column in columns {
+            if !t.cols.iter().any(|c| c.name == column) {
+                bail!("the source has a column {table}.{column} this migrate does not copy");
+            }
+        }
     }
     Ok(())
 }
@@ -793,6 +818,8 @@ struct Progress {
 
 struct TableProgress {
     name: &'static str,
+    /// Where lines go: above the bars on a terminal, else stderr.
+    multi: Option<MultiProgress>,
     bar: Option<ProgressBar>,
     total: i64,
     started: Instant,
@@ -809,20 +836,15 @@ impl Progress {
     }
 
     fn skipped(&mut self, name: &'static str, copied: i64) {
-        let line = format!("{name}: copied by an earlier run ({copied} rows)");
-        match &self.multi {
-            Some(m) => {
-                let _ = m.println(line);
-            }
-            None => eprintln!("{line}"),
-        }
+        say(self.multi.as_ref(), format!("{name}: copied by an earlier run ({copied} rows)"));
     }
 
     fn start(&mut self, name: &'static str, total: i64, copied: i64) -> TableProgress {
-        let bar = self.multi.as_ref().map(|m| {
+        let multi = self.multi.clone();
+        let bar = multi.as_ref().filter(|_| total > 0).map(|m| {
             let bar = m.add(ProgressBar::new(u64::try_from(total).unwrap_or(0)));
             let style = ProgressStyle::with_template(
-                "{prefix:>18} [{bar:32}] {human_pos:>11}/{human_len:<11} {per_sec:>14} {elapsed:>5} {msg}",
+                "{prefix:>18} [{bar:32}] {human_pos:>11}/{human_len:<11} {msg:>14} {elapsed:>4} (eta {eta})",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
@@ -830,14 +852,27 @@ impl Progress {
             bar.set_prefix(name);
             bar.set_position(u64::try_from(copied).unwrap_or(0));
             bar.reset_elapsed();
+            bar.reset_eta();
             bar
         });
-        if bar.is_none() && total > 0 {
+        if total > 0 {
             let resumed = if copied > 0 { format!(" (resuming after {copied})") } else { String::new() };
-            eprintln!("{name}: copying {total} rows{resumed}");
+            say(multi.as_ref(), format!("{name}: copying {total} rows{resumed}"));
         }
         let now = Instant::now();
-        TableProgress { name, bar, total, started: now, at_start: copied, last_line: now, every: self.every }
+        TableProgress { name, multi, bar, total, started: now, at_start: copied, last_line: now, every: self.every }
+    }
+}
+
+/// A line above the bars on a terminal, else on stderr.
+fn say(multi: Option<&MultiProgress>, line: String) {
+    match multi {
+        Some(m) => {
+            if m.println(&line).is_err() {
+                eprintln!("{line}");
+            }
+        }
+        None => eprintln!("{line}"),
     }
 }
 
@@ -849,8 +884,11 @@ impl TableProgress {
 
     fn advance(&mut self, n: u64, copied: i64) {
         match &self.bar {
-            Some(bar) => bar.inc(n),
-            None if self.last_line.elapsed() >= self.every => {
+            Some(bar) => {
+                bar.inc(n);
+                bar.set_message(format!("{:.0} rows/s", self.rate(copied)));
+            }
+            None if self.multi.is_none() && self.last_line.elapsed() >= self.every => {
                 self.last_line = Instant::now();
                 eprintln!("{}: {copied}/{} rows, {:.0} rows/s", self.name, self.total, self.rate(copied));
             }
@@ -859,16 +897,16 @@ impl TableProgress {
     }
 
     fn finish(&mut self, copied: i64) {
-        let secs = self.started.elapsed().as_secs_f64();
-        let line = format!("{}: done, {copied} rows in {secs:.1} s ({:.0} rows/s)", self.name, self.rate(copied));
-        match &self.bar {
-            Some(bar) => {
-                bar.finish_with_message("done");
-                bar.println(line);
-            }
-            None if self.total == 0 => eprintln!("{}: no rows", self.name),
-            None => eprintln!("{line}"),
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
         }
+        let line = if self.total == 0 && copied == 0 {
+            format!("{}: no rows", self.name)
+        } else {
+            let secs = self.started.elapsed().as_secs_f64();
+            format!("{}: done, {copied} rows in {secs:.1} s ({:.0} rows/s)", self.name, self.rate(copied))
+        };
+        say(self.multi.as_ref(), line);
     }
 }
 
@@ -901,6 +939,29 @@ mod tests {
         assert_eq!(field_scalar(Val::Text("x".into())).expect("text"), Scalar::Text("x".into()));
         assert!(field_scalar(Val::Blob(vec![3])).is_err());
         assert!(field_scalar(Val::Null).is_err());
+    }
+
+    #[tokio::test]
+    async fn every_table_and_column_of_a_store_is_copied() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let store = crate::sqlite::SqliteStore::open(&path, &StoreOptions::default()).await.expect("store");
+        store.close().await;
+        let source = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(SqliteConnectOptions::new().filename(&path).read_only(true))
+            .await
+            .expect("read-only");
+        check_source_schema(&source).await.expect("the current schema");
+        check_source_tables(&source).await.expect("every table and column known");
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%' \
+             AND name <> 'thingline_schema'",
+        )
+        .fetch_one(&source)
+        .await
+        .expect("tables");
+        assert_eq!(n, i64::try_from(TABLES.len()).expect("small"), "every table of the store is in TABLES");
     }
 
     #[test]
