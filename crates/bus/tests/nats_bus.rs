@@ -209,6 +209,23 @@ async fn invalidations_reach_the_other_nodes_only() {
 }
 
 #[tokio::test]
+async fn one_node_losing_its_link_resets_every_node() {
+    let Some((a, b)) = two_nodes().await else { return };
+    let mut remote_a = a.take_remote().expect("A's remote channel");
+    let mut remote_b = b.take_remote().expect("B's remote channel");
+    a.force_reconnect().await.expect("reconnect requested");
+    // A may have missed B's invalidations, and B may have missed A's: both reset.
+    assert_eq!(next_remote(&mut remote_a).await, Remote::Reset);
+    assert_eq!(next_remote(&mut remote_b).await, Remote::Reset);
+    until("both nodes are coherent again", || a.coherent() && b.coherent()).await;
+    b.invalidate(Invalidation::Product { product_id: "p".into() });
+    assert_eq!(next_remote(&mut remote_a).await, Remote::Invalidate(Invalidation::Product { product_id: "p".into() }));
+    assert!(remote_a.try_recv().is_err() && remote_b.try_recv().is_err());
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
 async fn a_wrong_url_fails_the_start() {
     // A port nothing listens on.
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
