@@ -28,9 +28,10 @@ enum Command {
         #[command(subcommand)]
         action: PanelUserAction,
     },
-    /// Copy an installation from its SQLite store into an empty PostgreSQL store (stop the
-    /// server first). Resumable: run it again after an interruption. Checks the row counts of
-    /// every table at the end and fails on any difference.
+    /// Copy an installation from its SQLite store into an empty PostgreSQL store.
+    ///
+    /// Stop the server first. Resumable: run it again after an interruption. Checks the row
+    /// counts of every table at the end and fails on any difference. See docs/scale-out.md.
     Migrate(MigrateArgs),
 }
 
