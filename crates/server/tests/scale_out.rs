@@ -509,11 +509,11 @@ async fn a_rolling_restart_loses_no_acknowledged_write() {
         }
     };
     wait_for(200).await;
-    for i in 0..2 {
+    for (i, dir) in dirs.iter().enumerate() {
         let node = nodes.remove(i);
         node.stop().await; // SIGTERM: drains, exit code 0 (asserted)
         wait_for(100).await; // the other node takes every write meanwhile
-        let again = TestServer::spawn_in(dirs[i].path(), &[], &[]);
+        let again = TestServer::spawn_in(dir.path(), &[], &[]);
         urls.lock()[i] = format!("{}/v2/things/{}", again.http, thing.token);
         nodes.insert(i, again);
         wait_for(200).await;
