@@ -13,13 +13,23 @@
 //! - the other caches answer only while the bus is coherent (it hears every other node now);
 //!   when its link to the other nodes drops it stops being coherent, and when it is back the
 //!   bus sends [`Remote::Reset`]: every cache is emptied, since invalidations may have been
-//!   missed in between.
+//!   missed in between;
+//! - what no node can see is its peers' link going down: while node A cannot reach NATS, the
+//!   invalidations of A's changes reach the others only when A's link is back. So when several
+//!   nodes share the store, every cache is also emptied every [`CLUSTER_CACHE_LIFETIME`]: a
+//!   change made on a node cut off from the others (a revoked grant, a deleted thing) holds on
+//!   every node within that time at most, whatever the bus did.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use thingline_bus::{Invalidation, Remote};
 
 use super::Platform;
+
+/// When several nodes share the store, the longest any cached entry is used before it is read
+/// from the store again.
+pub const CLUSTER_CACHE_LIFETIME: Duration = Duration::from_secs(10);
 
 impl Platform {
     /// Applies an invalidation on this node and sends it to every other node.
@@ -64,30 +74,40 @@ impl Platform {
         }
     }
 
-    /// Empties every cache (after the bus may have missed invalidations).
-    fn reset_caches(&self) {
+    /// Empties every cache: they refill from the store on demand.
+    fn empty_caches(&self) {
         self.things.clear();
         self.latest.clear();
         self.forget_all_sessions();
         self.forget_all_access();
-        tracing::info!("caches emptied: the bus was away and may have missed other nodes' changes");
     }
 }
 
-/// Applies other nodes' invalidations as they arrive, until the server stops. Nothing to do on
-/// one node (the in-process bus has no other node).
+/// Applies other nodes' invalidations as they arrive, and empties the caches every
+/// [`CLUSTER_CACHE_LIFETIME`], until the server stops. Nothing to do on one node (the in-process
+/// bus has no other node).
 pub fn spawn_remote_invalidations(platform: Arc<Platform>) {
     let Some(mut remote) = platform.bus.take_remote() else { return };
     let stop = platform.shutdown.clone();
     tokio::spawn(async move {
+        let mut lifetime = tokio::time::interval(CLUSTER_CACHE_LIFETIME);
+        lifetime.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        lifetime.tick().await;
         loop {
             let next = tokio::select! {
                 next = remote.recv() => next,
+                _ = lifetime.tick() => {
+                    platform.empty_caches();
+                    continue;
+                }
                 () = stop.cancelled() => return,
             };
             match next {
                 Some(Remote::Invalidate(invalidation)) => platform.apply_invalidation(&invalidation),
-                Some(Remote::Reset) => platform.reset_caches(),
+                Some(Remote::Reset) => {
+                    platform.empty_caches();
+                    tracing::info!("caches emptied: the bus was away and may have missed other nodes' changes");
+                }
                 None => return,
             }
         }
