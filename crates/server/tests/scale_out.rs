@@ -1,6 +1,6 @@
 //! Several nodes, one installation: two Thingline servers on one PostgreSQL schema and one NATS
-//! subject prefix. Writes through node A over HTTP, MQTT and the App API reach subscribers of
-//! node B (HTTP streams, Socket.IO, MQTT) in order; `limit=1` reads on B see what A acknowledged;
+//! subject prefix. Writes through node A over HTTP, MQTT, CoAP and the App API reach subscribers
+//! of node B (HTTP streams, Socket.IO, MQTT, CoAP Observe) in order; `limit=1` reads on B see what A acknowledged;
 //! a logout on A is a 401 on B at once and ends B's live subscriptions of that session; a node
 //! killed with SIGKILL mid-load loses no acknowledged write; NATS restarted mid-load: writes keep
 //! being acknowledged after commit, readiness reports the bus, subscribers resume.
@@ -8,6 +8,7 @@
 //! These run wherever PostgreSQL and NATS are reachable, always under `CI=true` (their absence
 //! is a failure there), and elsewhere skip with a loud notice.
 
+mod coap_support;
 mod common;
 mod mqtt_support;
 mod realtime_support;
@@ -23,7 +24,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use common::backend::{self, Cluster};
-use common::{JsonStream, TestServer, TestThing, eventually, json_of, mqtt_on};
+use common::{JsonStream, TestServer, TestThing, coap_on, eventually, json_of, mqtt_on};
 use realtime_support::*;
 
 /// Two in-process nodes of `cluster`, each on a data dir of its own (kept by the caller).
@@ -31,7 +32,13 @@ async fn two_nodes(cluster: &Cluster, dirs: &[tempfile::TempDir; 2]) -> (TestSer
     let mut nodes = Vec::new();
     for dir in dirs {
         backend::share(cluster, dir.path());
-        nodes.push(TestServer::start_in(dir.path().to_path_buf(), mqtt_on).await);
+        nodes.push(
+            TestServer::start_in(dir.path().to_path_buf(), |a| {
+                mqtt_on(a);
+                coap_on(a);
+            })
+            .await,
+        );
     }
     let b = nodes.pop().expect("b");
     let a = nodes.pop().expect("a");
@@ -75,7 +82,11 @@ async fn writes_reads_subscriptions_and_logouts_cross_nodes() {
         None
     };
 
-    // Writes through A over HTTP (thing API), MQTT and the App API.
+    let mut coap_b = coap_support::Peer::new(b.coap.expect("coap on b")).await;
+    let (observation, r) = coap_b.observe(&format!("v2/things/{}?keepAlive=60000", thing.token)).await;
+    assert_eq!(r.json(), json!({"status": "success", "message": "subscribed"}));
+
+    // Writes through A over HTTP (thing API), MQTT, the App API and CoAP.
     thing_write(&a, &thing, json!([{"key": "temperature", "value": 1}]), "").await;
     let (mut mqtt_a, _) =
         mqtt_support::Client::connect(a.mqtt.expect("mqtt on a"), mqtt_support::Opts::new("node-a-pub")).await;
@@ -83,27 +94,36 @@ async fn writes_reads_subscriptions_and_logouts_cross_nodes() {
         .publish_acked(&format!("v2/things/{}", thing.token), r#"{"values":[{"key":"temperature","value":2}]}"#)
         .await;
     app_write(&a, &user, &thing, "temperature", json!(3), "").await;
+    let mut coap_a = coap_support::Peer::new(a.coap.expect("coap on a")).await;
+    let body = json!({"values": [{"key": "temperature", "value": 4}]}).to_string();
+    let r = coap_a.request(coap_support::Req::post(&format!("v2/things/{}", thing.token), body)).await;
+    assert_eq!(r.code_str(), "2.01", "{}", r.text());
 
-    let want = vec![json!(1), json!(2), json!(3)];
+    let want = vec![json!(1), json!(2), json!(3), json!(4)];
     let mut got = Vec::new();
-    while got.len() < 3 {
+    while got.len() < 4 {
         got.extend(values(&thing_stream.next_data().await.expect("thing stream")));
     }
     assert_eq!(got, want, "B's thing stream, in order");
     let mut got = Vec::new();
-    while got.len() < 3 {
+    while got.len() < 4 {
         got.extend(values(&app_stream.next_data().await.expect("app stream")));
     }
     assert_eq!(got, want, "B's app subscription, in order");
     let mut got = Vec::new();
-    while got.len() < 3 {
+    while got.len() < 4 {
         let (_, v) = mqtt_b.next_json().await;
         got.extend(values(&v));
     }
     assert_eq!(got, want, "B's MQTT subscriber, in order");
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        got.extend(values(&coap_b.data_notification(&observation, WAIT).await.json()));
+    }
+    assert_eq!(got, want, "B's CoAP observer, in order");
     if let Some(c) = sio.as_mut() {
         let mut got = Vec::new();
-        while got.len() < 3 {
+        while got.len() < 4 {
             let l = c.next_line().await;
             assert_eq!(l["type"], "event", "{l}");
             got.extend(values(&l["args"][0]));
