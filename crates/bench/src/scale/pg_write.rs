@@ -496,7 +496,9 @@ async fn write_copy(args: &PgWriteArgs, round: usize, scratch: &Scratch, pids: &
                     run.last_done = Some(done);
                 }
             }
-            anyhow::Ok(run)
+            // The connection is handed back, so that its backend still runs (its CPU time still
+            // counted) when the window's last CPU sample is taken.
+            anyhow::Ok((run, conn))
         });
     }
     tokio::time::sleep_until(measure_start.into()).await;
@@ -504,8 +506,10 @@ async fn write_copy(args: &PgWriteArgs, round: usize, scratch: &Scratch, pids: &
     let mut latencies = Vec::new();
     let (mut statements, mut rows, mut bytes, mut sent_rows) = (0u64, 0u64, 0u64, 0u64);
     let mut last_done = measure_start;
+    let mut open = Vec::with_capacity(args.copy_streams);
     while let Some(joined) = tasks.join_next().await {
-        let run = joined.context("a COPY task panicked")??;
+        let (run, conn) = joined.context("a COPY task panicked")??;
+        open.push(conn);
         statements += run.statements;
         rows += run.rows;
         bytes += run.bytes;
@@ -516,6 +520,9 @@ async fn write_copy(args: &PgWriteArgs, round: usize, scratch: &Scratch, pids: &
         }
     }
     let cpu = CpuSample::take(pids).since(&cpu_start.1, cpu_start.0.elapsed().as_secs_f64());
+    for conn in open {
+        let _ = sqlx::Connection::close(conn).await;
+    }
     let window = last_done.duration_since(measure_start).as_secs_f64().max(1e-9);
     Ok(CopyWrite {
         round,
