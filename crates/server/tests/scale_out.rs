@@ -552,3 +552,51 @@ async fn a_rolling_restart_loses_no_acknowledged_write() {
     }
     thingline_store::testing::drop_scratch(&cluster.store_url).await;
 }
+
+/// Clients that move: an MQTT device and a Socket.IO app client connected to node A go away and
+/// come back through node B (same client id, same session token); they subscribe again and
+/// receive the writes made through A.
+#[tokio::test]
+async fn clients_that_reconnect_to_another_node_carry_on() {
+    let Some(cluster) = backend::new_cluster() else { return };
+    let dirs = dirs();
+    let (a, b) = two_nodes(&cluster, &dirs).await;
+    let (_app, thing, user) = world(&a, "mover@example.com").await;
+    let topic = format!("v2/things/{}", thing.token);
+
+    let (mut device, _) =
+        mqtt_support::Client::connect(a.mqtt.expect("mqtt on a"), mqtt_support::Opts::new("mover-device")).await;
+    device.subscribe(&topic, rumqttc::QoS::AtLeastOnce).await;
+    thing_write(&a, &thing, json!([{"key": "temperature", "value": 1}]), "").await;
+    assert_eq!(values(&device.next_json().await.1), vec![json!(1)]);
+    device.disconnect().await;
+    let (mut device, _) =
+        mqtt_support::Client::connect(b.mqtt.expect("mqtt on b"), mqtt_support::Opts::new("mover-device")).await;
+    device.subscribe(&topic, rumqttc::QoS::AtLeastOnce).await;
+
+    let sio = if node_clients_ready() {
+        let mut c = SioClient::connect(&a, 4, "websocket").await;
+        c.authenticate(&user.token).await;
+        assert_eq!(c.subscribe("/me/resources/temperature").await["status"], "success");
+        c.close().await;
+        let mut c = SioClient::connect(&b, 4, "websocket").await;
+        c.authenticate(&user.token).await;
+        assert_eq!(c.subscribe("/me/resources/temperature").await["status"], "success");
+        Some(c)
+    } else {
+        None
+    };
+
+    thing_write(&a, &thing, json!([{"key": "temperature", "value": 2}]), "").await;
+    assert_eq!(values(&device.next_json().await.1), vec![json!(2)], "the device, now on B");
+    if let Some(mut c) = sio {
+        let l = c.next_line().await;
+        assert_eq!(l["type"], "event", "{l}");
+        assert_eq!(values(&l["args"][0]), vec![json!(2)], "the app client, now on B");
+        c.close().await;
+    }
+    device.disconnect().await;
+    a.stop().await;
+    b.stop().await;
+    thingline_store::testing::drop_scratch(&cluster.store_url).await;
+}
