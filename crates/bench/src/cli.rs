@@ -165,6 +165,10 @@ pub struct PgVsSqliteArgs {
     /// App users of the app-read scenario (`run app-read`), each linking 10 things.
     #[arg(long, default_value_t = 10)]
     pub users: usize,
+    /// Put the PostgreSQL node on the NATS bus too (a cluster of one: it then asks the store for
+    /// sessions and latest values, as every clustered node does).
+    #[arg(long)]
+    pub clustered: bool,
     #[command(flatten)]
     pub common: ScaleCommon,
 }

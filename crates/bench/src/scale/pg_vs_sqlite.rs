@@ -7,6 +7,9 @@
 //! - `app-read`: `GET /v2/me/resources/temperature/{thingId}?limit=1` with `--users` app users'
 //!   sessions, 10 things each (`run app-read`).
 //!
+//! With `--clustered` the PostgreSQL node is also on the run's NATS prefix (a cluster of one,
+//! which asks the store for sessions and latest values as every clustered node does).
+//!
 //! Each scenario is set up on both nodes, then measured round by round, alternating which store
 //! goes first; the ratios are PostgreSQL / SQLite of the medians.
 
@@ -91,6 +94,7 @@ pub async fn run(args: &PgVsSqliteArgs) -> Result<()> {
             "warmup": args.warmup,
             "rounds": args.common.rounds,
             "durability": args.common.server.durability.as_str(),
+            "postgresNodeOnTheBus": args.clustered,
         }),
         generated_at: crate::report::now(),
         schema,
@@ -113,7 +117,8 @@ async fn measure_all(
     nodes: &mut Vec<Node>,
 ) -> Result<Vec<ScenarioResult>> {
     let common = &args.common;
-    nodes.push(Node::start(common, scratch, run_dir, "postgres", Backing::Postgres, Vec::new()).await?);
+    let backing = if args.clustered { Backing::Cluster } else { Backing::Postgres };
+    nodes.push(Node::start(common, scratch, run_dir, "postgres", backing, Vec::new()).await?);
     nodes.push(Node::start(common, scratch, run_dir, "sqlite", Backing::Sqlite, Vec::new()).await?);
     let setup_client = https_client(16, Duration::from_secs(120))?;
     let targets: Vec<Target> = nodes
