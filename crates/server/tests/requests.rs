@@ -2,7 +2,7 @@
 //! method it does not serve is a 405 with the `Allow` header and the envelope (not a 400), and
 //! no JSON body may nest deeper than `thingline_core::json::MAX_DEPTH` (32) levels: a value
 //! nested 500,000 levels deep is a 400 on every write path, nothing is stored, and the server
-//! keeps serving.
+//! keeps serving. Also liveness and readiness on one node.
 
 mod common;
 
@@ -182,4 +182,26 @@ async fn json_nested_deeper_than_32_levels_is_refused_on_every_write_path() {
 async fn stop(p: Proc) {
     let status = tokio::task::spawn_blocking(move || p.stop()).await.expect("stop");
     assert_eq!(status.code(), Some(0));
+}
+
+/// Liveness and readiness on one node, over HTTPS and the plain device listener: readiness names
+/// the suite's store and bus and says they are up.
+#[tokio::test]
+async fn health_and_readiness_on_one_node() {
+    let s = common::TestServer::start().await;
+    let (backend, bus) =
+        if common::backend::scale_out_selected() { ("postgres", "nats") } else { ("sqlite", "in-process") };
+    for base in [&s.https, &s.http] {
+        let (status, v) = json_of(s.client.get(format!("{base}/v2/health")).send().await.expect("health")).await;
+        assert_eq!((status, v), (StatusCode::OK, json!({"status": "ok"})));
+        let (status, v) = json_of(s.client.get(format!("{base}/v2/health/ready")).send().await.expect("ready")).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["ready"], true, "{v}");
+        assert_eq!(v["details"]["store"]["backend"], backend, "{v}");
+        assert_eq!(v["details"]["store"]["ok"], true, "{v}");
+        assert_eq!(v["details"]["bus"]["backend"], bus, "{v}");
+        assert_eq!(v["details"]["bus"]["connected"], true, "{v}");
+        assert_eq!(v["details"]["stopping"], false, "{v}");
+    }
+    s.stop().await;
 }
