@@ -14,8 +14,8 @@ pub mod nats;
 pub mod port;
 mod registry;
 
-pub use port::{Bus, BusStatus, InProcessBus, Invalidation, Remote};
 pub use fanout::{DropReason, Fanout, GroupKey, Membership, Payload, Renderer, Sink, SinkError};
+pub use port::{Bus, BusStatus, InProcessBus, Invalidation, Remote};
 pub use registry::{
     ConnectionGuard, Connections, DEFAULT_MAX_CONNECTIONS_PER_USER, DEFAULT_MAX_STREAMS_PER_THING,
     DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION, DEFAULT_QUEUE_CAPACITY, RealtimeLimits, StatsSnapshot, ThingStreamGuard,

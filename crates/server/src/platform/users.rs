@@ -128,9 +128,17 @@ impl Platform {
         let app = self.existing_app(app_id).await?;
         let scope = format!("{}:", app.id);
         let lookup = async |norm: &str| self.store.app_user_by_email(&app.id, norm).await;
-        let user =
-            check_login(&self.app_api.logins, self.store.attempts(), &scope, email, password, client, lookup, |u: &AppUser| &u.password_hash)
-                .await?;
+        let user = check_login(
+            &self.app_api.logins,
+            self.store.attempts(),
+            &scope,
+            email,
+            password,
+            client,
+            lookup,
+            |u: &AppUser| &u.password_hash,
+        )
+        .await?;
         let (token, session) = self.new_session(user.id, &app.id, &user.email, lifetime_s).await?;
         Ok(LoginOutcome { token, expires_in: lifetime_s, session })
     }
