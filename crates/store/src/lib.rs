@@ -11,6 +11,7 @@ pub mod conformance;
 pub mod migrate;
 pub mod model;
 pub mod objects;
+mod order;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(feature = "conformance")]

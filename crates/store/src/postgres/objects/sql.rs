@@ -3,7 +3,6 @@
 //! objects, through `unnest` of bound arrays) and the collection read, built from fixed fragments
 //! with every client value bound as a parameter.
 
-use std::cmp::Ordering;
 use std::collections::HashSet;
 
 use sqlx::postgres::{PgArguments, PgConnection};
@@ -31,27 +30,15 @@ pub(crate) struct Encoded {
 }
 
 impl Encoded {
-    /// The type rank `vt` of a value.
-    fn of_rank(s: &Scalar) -> i16 {
-        match s {
-            Scalar::Int(_) | Scalar::Float(_) => 0,
-            Scalar::Text(_) => 1,
-            Scalar::Null => 2,
-            Scalar::Bool(false) => 3,
-            Scalar::Bool(true) => 4,
-        }
-    }
-
+    /// `vt` is the value's class in the index order ([`crate::order::rank`]).
     pub(crate) fn of(s: &Scalar) -> Encoded {
-        let (vt, vn, vs) = match s {
-            Scalar::Int(i) => (0, i.to_string(), Vec::new()),
-            Scalar::Float(f) => (0, exact_decimal(*f), Vec::new()),
-            Scalar::Text(t) => (1, "0".to_owned(), t.as_bytes().to_vec()),
-            Scalar::Null => (2, "0".to_owned(), Vec::new()),
-            Scalar::Bool(false) => (3, "0".to_owned(), Vec::new()),
-            Scalar::Bool(true) => (4, "0".to_owned(), Vec::new()),
+        let (vn, vs) = match s {
+            Scalar::Int(i) => (i.to_string(), Vec::new()),
+            Scalar::Float(f) => (exact_decimal(*f), Vec::new()),
+            Scalar::Text(t) => ("0".to_owned(), t.as_bytes().to_vec()),
+            Scalar::Null | Scalar::Bool(_) => ("0".to_owned(), Vec::new()),
         };
-        Encoded { vt, vn, vs }
+        Encoded { vt: crate::order::rank(s), vn, vs }
     }
 }
 
@@ -399,7 +386,7 @@ pub(super) async fn list(conn: &mut PgConnection, cid: i64, q: &ListQuery) -> Re
                 }
                 None => None,
             };
-            return sort_in_memory(bodies, name, *desc, cursor, q.skip, q.limit);
+            return crate::order::sort_in_memory(bodies, name, *desc, cursor, q.skip, q.limit);
         }
     }
     list_with_sql(conn, cid, q).await
@@ -421,79 +408,6 @@ async fn bounded_count(conn: &mut PgConnection, cid: i64, name: &str, v: &Scalar
     .fetch_one(&mut *conn)
     .await
     .map_err(db_err)
-}
-
-/// The order of `(vt, vn, vs)` (SQLite's order of `v`): numbers exactly, then text by bytes,
-/// then null < false < true.
-pub(super) fn scalar_cmp(a: &Scalar, b: &Scalar) -> Ordering {
-    /// An integer against a float, exactly (no rounding of either).
-    fn int_float(i: i64, f: f64) -> Ordering {
-        // 2^63: floats at or beyond it exceed every i64, below -2^63 none is smaller.
-        const TWO_63: f64 = 9_223_372_036_854_775_808.0;
-        if f.is_nan() {
-            return Ordering::Equal;
-        }
-        if f >= TWO_63 {
-            return Ordering::Less;
-        }
-        if f < -TWO_63 {
-            return Ordering::Greater;
-        }
-        let t = f.trunc();
-        // Exact: |t| < 2^63 (or t = -2^63) is an integer an i64 holds.
-        #[allow(clippy::cast_possible_truncation)]
-        let ti = t as i64;
-        i.cmp(&ti).then_with(|| 0.0f64.partial_cmp(&(f - t)).unwrap_or(Ordering::Equal))
-    }
-    let rank = |s: &Scalar| Encoded::of_rank(s);
-    match (a, b) {
-        (Scalar::Int(x), Scalar::Int(y)) => x.cmp(y),
-        (Scalar::Float(x), Scalar::Float(y)) => x.partial_cmp(y).unwrap_or(Ordering::Equal),
-        (Scalar::Int(x), Scalar::Float(y)) => int_float(*x, *y),
-        (Scalar::Float(x), Scalar::Int(y)) => int_float(*y, *x).reverse(),
-        (Scalar::Text(x), Scalar::Text(y)) => x.as_bytes().cmp(y.as_bytes()),
-        _ => rank(a).cmp(&rank(b)),
-    }
-}
-
-/// Sorts the matches of a selective filter by `field` (then primary key), like the sort index;
-/// objects without a sortable value in it are not listed.
-fn sort_in_memory(
-    bodies: Vec<String>,
-    field: &str,
-    desc: bool,
-    cursor: Option<(Scalar, String)>,
-    skip: u64,
-    limit: u32,
-) -> Result<Vec<String>> {
-    let mut rows = Vec::with_capacity(bodies.len());
-    for body in bodies {
-        let fields: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&body).map_err(|_| Error::internal("a stored object is not a JSON object"))?;
-        let Some(v) = fields.get(field).and_then(Scalar::of) else { continue };
-        let Some(id) = fields.get("_id").and_then(|i| i.as_str()) else { continue };
-        rows.push((v, sort_key(id), body));
-    }
-    let cmp = |a: (&Scalar, &str), b: (&Scalar, &str)| scalar_cmp(a.0, b.0).then_with(|| a.1.cmp(b.1));
-    rows.sort_by(|a, b| {
-        let o = cmp((&a.0, &a.1), (&b.0, &b.1));
-        if desc { o.reverse() } else { o }
-    });
-    let skip = usize::try_from(skip).unwrap_or(usize::MAX);
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    Ok(rows
-        .into_iter()
-        .filter(|(v, k, _)| match &cursor {
-            None => true,
-            Some(c) => {
-                let o = cmp((v, k), (&c.0, &c.1));
-                if desc { o.is_lt() } else { o.is_gt() }
-            }
-        })
-        .skip(skip)
-        .take(limit)
-        .map(|(_, _, body)| body)
-        .collect())
 }
 
 /// A page of collection `cid` in one statement, assembled from constant fragments and table
@@ -640,40 +554,5 @@ mod tests {
         let huge = exact_decimal(f64::MAX);
         assert_eq!(huge.len(), 309);
         assert!(huge.starts_with("17976931348623157") && huge.ends_with("858368"), "{huge}");
-    }
-
-    #[test]
-    fn the_in_memory_order_is_the_index_order() {
-        use Scalar::*;
-        let ascending = [
-            Float(-1e300),
-            Int(i64::MIN),
-            Float(-2.5),
-            Int(-2),
-            Float(-1.5),
-            Int(0),
-            Float(1e-300),
-            Int(9_007_199_254_740_992),
-            Int(9_007_199_254_740_993),
-            Float(1_152_921_504_606_846_976.0),
-            Int(1_152_921_504_606_846_980),
-            Int(i64::MAX),
-            Float(9_223_372_036_854_775_808.0),
-            Text(String::new()),
-            Text("B".into()),
-            Text("a".into()),
-            Text("a\u{0}".into()),
-            Text("é".into()),
-            Null,
-            Bool(false),
-            Bool(true),
-        ];
-        for (i, a) in ascending.iter().enumerate() {
-            for (j, b) in ascending.iter().enumerate() {
-                assert_eq!(scalar_cmp(a, b), i.cmp(&j), "{a:?} vs {b:?}");
-            }
-        }
-        assert_eq!(scalar_cmp(&Int(90), &Float(90.0)), Ordering::Equal);
-        assert_eq!(scalar_cmp(&Float(-0.0), &Int(0)), Ordering::Equal);
     }
 }

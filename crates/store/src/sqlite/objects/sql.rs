@@ -440,7 +440,7 @@ pub(super) async fn list(conn: &mut SqliteConnection, cid: i64, q: &ListQuery) -
                 }
                 None => None,
             };
-            return sort_in_memory(bodies, name, *desc, cursor, q.skip, q.limit);
+            return crate::order::sort_in_memory(bodies, name, *desc, cursor, q.skip, q.limit);
         }
     }
     list_with_sql(conn, cid, q).await
@@ -462,70 +462,6 @@ async fn bounded_count(conn: &mut SqliteConnection, cid: i64, name: &str, v: &Sc
         Scalar::Text(t) => q.bind(t.clone()),
     };
     q.bind(SELECTIVE + 1).fetch_one(&mut *conn).await.map_err(db_err)
-}
-
-/// The order SQLite gives the `v` column: numbers, then text by bytes, then null < false < true.
-fn scalar_cmp(a: &Scalar, b: &Scalar) -> std::cmp::Ordering {
-    use std::cmp::Ordering;
-    fn class(s: &Scalar) -> (u8, u8) {
-        match s {
-            Scalar::Int(_) | Scalar::Float(_) => (0, 0),
-            Scalar::Text(_) => (1, 0),
-            Scalar::Null => (2, 0),
-            Scalar::Bool(false) => (2, 1),
-            Scalar::Bool(true) => (2, 2),
-        }
-    }
-    let num = |s: &Scalar| match s {
-        Scalar::Int(i) => *i as f64,
-        Scalar::Float(f) => *f,
-        _ => 0.0,
-    };
-    match (a, b) {
-        (Scalar::Int(x), Scalar::Int(y)) => x.cmp(y),
-        (Scalar::Text(x), Scalar::Text(y)) => x.as_bytes().cmp(y.as_bytes()),
-        _ if class(a) == (0, 0) && class(b) == (0, 0) => num(a).partial_cmp(&num(b)).unwrap_or(Ordering::Equal),
-        _ => class(a).cmp(&class(b)),
-    }
-}
-
-/// Sorts the matches of a selective filter by `field` (then primary key), like the sort index.
-fn sort_in_memory(
-    bodies: Vec<String>,
-    field: &str,
-    desc: bool,
-    cursor: Option<(Scalar, String)>,
-    skip: u64,
-    limit: u32,
-) -> Result<Vec<String>> {
-    let mut rows = Vec::with_capacity(bodies.len());
-    for body in bodies {
-        let fields: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&body).map_err(|_| Error::internal("a stored object is not a JSON object"))?;
-        let Some(v) = fields.get(field).and_then(Scalar::of) else { continue };
-        let Some(id) = fields.get("_id").and_then(|i| i.as_str()) else { continue };
-        rows.push((v, sort_key(id), body));
-    }
-    let cmp = |a: (&Scalar, &str), b: (&Scalar, &str)| scalar_cmp(a.0, b.0).then_with(|| a.1.cmp(b.1));
-    rows.sort_by(|a, b| {
-        let o = cmp((&a.0, &a.1), (&b.0, &b.1));
-        if desc { o.reverse() } else { o }
-    });
-    let skip = usize::try_from(skip).unwrap_or(usize::MAX);
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    Ok(rows
-        .into_iter()
-        .filter(|(v, k, _)| match &cursor {
-            None => true,
-            Some(c) => {
-                let o = cmp((v, k), (&c.0, &c.1));
-                if desc { o.is_lt() } else { o.is_gt() }
-            }
-        })
-        .skip(skip)
-        .take(limit)
-        .map(|(_, _, body)| body)
-        .collect())
 }
 
 /// A page of collection `cid` in one statement, assembled from constant fragments and table
