@@ -600,3 +600,27 @@ async fn clients_that_reconnect_to_another_node_carry_on() {
     b.stop().await;
     thingline_store::testing::drop_scratch(&cluster.store_url).await;
 }
+
+/// An app deleted through node A: its users' live subscriptions on node B end (401), and their
+/// tokens are refused on B.
+#[tokio::test]
+async fn an_app_deleted_on_one_node_ends_its_subscriptions_on_the_other() {
+    let Some(cluster) = backend::new_cluster() else { return };
+    let dirs = dirs();
+    let (a, b) = two_nodes(&cluster, &dirs).await;
+    let (app, thing, user) = world(&a, "gone-app@example.com").await;
+    let mut stream = open_stream(&b, "/v2/me/resources/temperature?subscribe=true", Some(&user.token)).await;
+    thing_write(&a, &thing, json!([{"key": "temperature", "value": 1}]), "").await;
+    assert_eq!(values(&stream.next_data().await.expect("a value")), vec![json!(1)]);
+    let panel = a.panel_token().await;
+    let r = a.req(Method::DELETE, &format!("/v2/panel/apps/{app}"), &panel).send().await.expect("delete app");
+    assert!(r.status().is_success(), "delete app: {}", r.status());
+    let end = stream.next_data().await.expect("an envelope");
+    assert_eq!((end["status"].clone(), end["code"].clone()), (json!("error"), json!(401)), "{end}");
+    assert_eq!(stream.next().await, None, "the subscription ends after the envelope");
+    let r = b.req(Method::GET, "/v2/me/things", &user.token).send().await.expect("after");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    a.stop().await;
+    b.stop().await;
+    thingline_store::testing::drop_scratch(&cluster.store_url).await;
+}

@@ -66,7 +66,13 @@ impl Platform {
                 vec![*user_id]
             }
             Invalidation::AllUserAccess => self.forget_all_user_access(),
-            Invalidation::App { app_id } => self.forget_app(app_id),
+            Invalidation::App { app_id } => {
+                let users = self.forget_app(app_id);
+                // Every live subscriber of the app on this node re-checks (after the app's view
+                // is dropped), whether or not its session is in this node's cache.
+                self.deadlines.recheck_app(app_id);
+                users
+            }
             Invalidation::Product { product_id } => self.forget_product(product_id),
         };
         for user_id in users {

@@ -1,7 +1,8 @@
 //! Session expiry for live subscriptions: one task for the whole server sleeps until the earliest
 //! `expirationDate` among the sessions that hold subscriptions, then makes those subscribers
 //! re-check (which ends their subscriptions with 401). No timer per connection: an idle
-//! connection costs one map entry.
+//! connection costs one map entry. The same map finds the live subscribers of one app
+//! ([`Deadlines::recheck_app`]) when the app changes or is deleted.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,20 +19,30 @@ use super::Inner;
 /// The longest the task sleeps before looking again (wall-clock changes are picked up then).
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
 
-/// Subscribers by the expiry of their session: (expires_ms, subscriber id) → subscriber.
+/// A watched subscriber and the app of its session.
+type Watched = (Weak<Inner>, Arc<str>);
+
+/// Subscribers by the expiry of their session: (expires_ms, subscriber id) → watched.
 #[derive(Default)]
 pub(crate) struct Deadlines {
-    by_time: Mutex<BTreeMap<(i64, u64), Weak<Inner>>>,
+    by_time: Mutex<BTreeMap<(i64, u64), Watched>>,
     wake: Notify,
     started: AtomicBool,
 }
 
 impl Deadlines {
     /// Watches a subscriber's session expiry (starting the task on first use).
-    pub(super) fn insert(self: &Arc<Self>, expires_ms: i64, id: u64, inner: Weak<Inner>, shutdown: &CancellationToken) {
+    pub(super) fn insert(
+        self: &Arc<Self>,
+        expires_ms: i64,
+        id: u64,
+        inner: Weak<Inner>,
+        app_id: Arc<str>,
+        shutdown: &CancellationToken,
+    ) {
         let earliest = {
             let mut map = self.by_time.lock();
-            map.insert((expires_ms, id), inner);
+            map.insert((expires_ms, id), (inner, app_id));
             map.keys().next() == Some(&(expires_ms, id))
         };
         if !self.started.swap(true, Ordering::AcqRel) {
@@ -45,13 +56,23 @@ impl Deadlines {
         self.by_time.lock().remove(&(expires_ms, id));
     }
 
+    /// Makes every live subscriber whose session belongs to `app_id` re-check its session and
+    /// permissions (the app changed or is gone).
+    pub(crate) fn recheck_app(&self, app_id: &str) {
+        let due: Vec<Arc<Inner>> =
+            self.by_time.lock().values().filter(|(_, app)| &**app == app_id).filter_map(|(w, _)| w.upgrade()).collect();
+        for inner in due {
+            tokio::spawn(async move { inner.recheck().await });
+        }
+    }
+
     /// Takes the entries due at `now`; returns them and the next deadline.
     fn take_due(&self, now: i64) -> (Vec<Arc<Inner>>, Option<i64>) {
         let mut map = self.by_time.lock();
         let later = map.split_off(&(now.saturating_add(1), 0));
         let due = std::mem::replace(&mut *map, later);
         let next = map.keys().next().map(|(t, _)| *t);
-        (due.into_values().filter_map(|w| w.upgrade()).collect(), next)
+        (due.into_values().filter_map(|(w, _)| w.upgrade()).collect(), next)
     }
 }
 

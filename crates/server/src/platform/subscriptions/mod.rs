@@ -254,7 +254,7 @@ impl Subscriber {
         if st.access.is_none() {
             st.access = Some(inner.join_access(session.user_id));
         }
-        inner.watch_expiry(&mut st, session.expires_ms);
+        inner.watch_expiry(&mut st, session.expires_ms, &session.app_id);
         st.session = Some(session);
         Ok(())
     }
@@ -381,12 +381,13 @@ impl Inner {
         Fanout::join(&self.platform.notifier, key, render, sink)
     }
 
-    fn watch_expiry(self: &Arc<Self>, st: &mut State, expires_ms: i64) {
+    fn watch_expiry(self: &Arc<Self>, st: &mut State, expires_ms: i64, app_id: &str) {
         if st.deadline == Some(expires_ms) {
             return;
         }
         self.unwatch_expiry(st);
-        self.platform.deadlines.insert(expires_ms, self.id, Arc::downgrade(self), &self.platform.shutdown);
+        let app = Arc::from(app_id);
+        self.platform.deadlines.insert(expires_ms, self.id, Arc::downgrade(self), app, &self.platform.shutdown);
         st.deadline = Some(expires_ms);
     }
 
