@@ -65,15 +65,24 @@ impl Platform {
                 self.forget_user_access(*user_id);
                 vec![*user_id]
             }
-            Invalidation::AllUserAccess => self.forget_all_user_access(),
-            Invalidation::App { app_id } => {
-                let users = self.forget_app(app_id);
-                // Every live subscriber of the app on this node re-checks (after the app's view
-                // is dropped), whether or not its session is in this node's cache.
-                self.deadlines.recheck_app(app_id);
+            // These three reach users this node may not have in its caches (emptied, or filled on
+            // another node): every live subscriber they may concern re-checks as well, after the
+            // caches are dropped.
+            Invalidation::AllUserAccess => {
+                let users = self.forget_all_user_access();
+                self.deadlines.recheck_app(None);
                 users
             }
-            Invalidation::Product { product_id } => self.forget_product(product_id),
+            Invalidation::App { app_id } => {
+                let users = self.forget_app(app_id);
+                self.deadlines.recheck_app(Some(app_id));
+                users
+            }
+            Invalidation::Product { product_id } => {
+                let users = self.forget_product(product_id);
+                self.deadlines.recheck_app(None);
+                users
+            }
         };
         for user_id in users {
             self.access_changed(user_id);

@@ -56,11 +56,17 @@ impl Deadlines {
         self.by_time.lock().remove(&(expires_ms, id));
     }
 
-    /// Makes every live subscriber whose session belongs to `app_id` re-check its session and
-    /// permissions (the app changed or is gone).
-    pub(crate) fn recheck_app(&self, app_id: &str) {
-        let due: Vec<Arc<Inner>> =
-            self.by_time.lock().values().filter(|(_, app)| &**app == app_id).filter_map(|(w, _)| w.upgrade()).collect();
+    /// Makes every live subscriber whose session belongs to `app_id` (`None`: to any app)
+    /// re-check its session and permissions (the app changed or is gone; a product's or many
+    /// users' access changed).
+    pub(crate) fn recheck_app(&self, app_id: Option<&str>) {
+        let due: Vec<Arc<Inner>> = self
+            .by_time
+            .lock()
+            .values()
+            .filter(|(_, app)| app_id.is_none_or(|a| a == &**app))
+            .filter_map(|(w, _)| w.upgrade())
+            .collect();
         for inner in due {
             tokio::spawn(async move { inner.recheck().await });
         }
