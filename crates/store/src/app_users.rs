@@ -63,3 +63,37 @@ pub trait AppUserStore: Send + Sync {
     /// The outbox of an app, newest first, at most `limit`.
     async fn outbox_of_app(&self, app_id: &str, limit: u32) -> Result<Vec<OutboxMail>>;
 }
+
+/// A stored user-settings document (`None`: no such user, 404).
+pub(crate) fn parse_settings(text: Option<String>) -> Result<serde_json::Value> {
+    let text = text.ok_or_else(|| thingline_core::Error::not_found("User not found"))?;
+    serde_json::from_str(&text).map_err(|e| thingline_core::Error::internal(format!("corrupt user settings: {e}")))
+}
+
+/// The rule of [`AppUserStore::merge_app_user_settings`], the same for every backend: top-level
+/// keys of `patch` replace the stored ones, a `null` removes its key; 413 when the merged
+/// document's text exceeds `max_bytes`. Returns the document and its text to store.
+pub(crate) fn merge_settings(
+    stored: Option<String>,
+    patch: serde_json::Map<String, serde_json::Value>,
+    max_bytes: usize,
+) -> Result<(serde_json::Value, String)> {
+    let mut doc = parse_settings(stored)?;
+    if !doc.is_object() {
+        doc = serde_json::Value::Object(serde_json::Map::new());
+    }
+    if let Some(obj) = doc.as_object_mut() {
+        for (k, v) in patch {
+            if v.is_null() {
+                obj.remove(&k);
+            } else {
+                obj.insert(k, v);
+            }
+        }
+    }
+    let text = serde_json::to_string(&doc).map_err(thingline_core::Error::internal)?;
+    if text.len() > max_bytes {
+        return Err(thingline_core::Error::PayloadTooLarge(format!("settings are limited to {max_bytes} bytes")));
+    }
+    Ok((doc, text))
+}

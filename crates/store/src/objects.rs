@@ -49,3 +49,14 @@ pub trait ObjectStore: Send + Sync {
     /// The indexed fields of a collection, sorted (none for an unknown collection).
     async fn indexed_fields(&self, collection: &Collection) -> Result<Vec<String>>;
 }
+
+/// The index rows of a stored object (JSON text) for the `indexed` fields: what every backend
+/// writes to its field index when the object is stored or a field becomes indexed.
+pub(crate) fn index_rows_of(
+    body: &str,
+    indexed: &std::collections::HashSet<String>,
+) -> Result<Vec<(String, thingline_core::classes::Scalar)>> {
+    let mut fields = thingline_core::classes::indexed_fields(&thingline_core::classes::stored_fields(body)?);
+    fields.retain(|(name, _)| indexed.contains(name));
+    Ok(fields)
+}

@@ -20,10 +20,6 @@ fn user_from(row: &sqlx::sqlite::SqliteRow) -> Result<AppUser> {
     })
 }
 
-fn parse_doc(text: &str) -> Result<serde_json::Value> {
-    serde_json::from_str(text).map_err(|e| Error::internal(format!("corrupt user settings: {e}")))
-}
-
 #[async_trait]
 impl AppUserStore for SqliteStore {
     async fn create_app_user(&self, app_id: &str, email: &str, password_hash: &str, now_ms: i64) -> Result<AppUser> {
@@ -300,7 +296,7 @@ impl AppUserStore for SqliteStore {
             .fetch_optional(&self.read)
             .await
             .map_err(db_err)?;
-        parse_doc(&doc.ok_or_else(|| Error::not_found("User not found"))?)
+        crate::app_users::parse_settings(doc)
     }
 
     async fn merge_app_user_settings(
@@ -315,23 +311,7 @@ impl AppUserStore for SqliteStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(db_err)?;
-        let mut doc = parse_doc(&doc.ok_or_else(|| Error::not_found("User not found"))?)?;
-        if !doc.is_object() {
-            doc = serde_json::Value::Object(serde_json::Map::new());
-        }
-        if let Some(obj) = doc.as_object_mut() {
-            for (k, v) in patch {
-                if v.is_null() {
-                    obj.remove(&k);
-                } else {
-                    obj.insert(k, v);
-                }
-            }
-        }
-        let text = serde_json::to_string(&doc).map_err(Error::internal)?;
-        if text.len() > max_bytes {
-            return Err(Error::PayloadTooLarge(format!("settings are limited to {max_bytes} bytes")));
-        }
+        let (doc, text) = crate::app_users::merge_settings(doc, patch, max_bytes)?;
         sqlx::query("UPDATE app_users SET settings = ? WHERE id = ?")
             .bind(text)
             .bind(user_id)

@@ -7,12 +7,11 @@ use std::collections::HashSet;
 
 use sqlx::postgres::{PgArguments, PgConnection};
 use sqlx::{Postgres, Row};
-use thingline_core::classes::{
-    Collection, IndexDeclarations, ListOrder, ListQuery, Scalar, indexed_fields, sort_key, stored_fields,
-};
+use thingline_core::classes::{Collection, IndexDeclarations, ListOrder, ListQuery, Scalar, sort_key, stored_fields};
 use thingline_core::{Error, Result};
 
 use super::super::db_err;
+use crate::objects::index_rows_of;
 
 type Query = sqlx::query::Query<'static, Postgres, PgArguments>;
 
@@ -292,13 +291,6 @@ pub(super) async fn delete_fields(
     .await
     .map_err(db_err)?;
     Ok(())
-}
-
-/// The index rows a stored object has: its scalar fields among the indexed ones.
-pub(super) fn index_rows_of(body: &str, indexed: &HashSet<String>) -> Result<Vec<(String, Scalar)>> {
-    let mut fields = indexed_fields(&stored_fields(body)?);
-    fields.retain(|(name, _)| indexed.contains(name));
-    Ok(fields)
 }
 
 /// Objects read per step while indexing fields of an existing collection.

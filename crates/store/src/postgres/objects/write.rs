@@ -103,7 +103,7 @@ pub(super) async fn update(
     // A merged object over the limits is refused here, before anything is written.
     let mut merged = merge_object(id, &old, patch)?;
     merged.fields.retain(|(name, _)| indexed.contains(name));
-    let before = sql::index_rows_of(&old, &indexed)?;
+    let before = crate::objects::index_rows_of(&old, &indexed)?;
     let gone: Vec<_> = before.iter().filter(|f| !merged.fields.contains(f)).cloned().collect();
     let added: Vec<_> = merged.fields.iter().filter(|f| !before.contains(f)).cloned().collect();
     sql::delete_fields(&mut tx, cid, &k, &gone).await?;
@@ -130,7 +130,7 @@ pub(super) async fn delete(pool: &PgPool, c: &Collection, id: &str) -> Result<bo
         .await
         .map_err(db_err)?;
     let Some(old) = old else { return Ok(false) };
-    sql::delete_fields(&mut tx, cid, &k, &sql::index_rows_of(&old, &indexed)?).await?;
+    sql::delete_fields(&mut tx, cid, &k, &crate::objects::index_rows_of(&old, &indexed)?).await?;
     tx.commit().await.map_err(db_err)?;
     Ok(true)
 }

@@ -6,12 +6,12 @@ use std::collections::HashSet;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection};
 use sqlx::{Row, Sqlite};
 use thingline_core::classes::{
-    Collection, IndexDeclarations, ListOrder, ListQuery, PreparedObject, SHARED_OWNER, Scalar, indexed_fields,
-    sort_key, stored_fields,
+    Collection, IndexDeclarations, ListOrder, ListQuery, PreparedObject, SHARED_OWNER, Scalar, sort_key, stored_fields,
 };
 use thingline_core::{Error, Result};
 
 use super::super::{db_err, is_unique_violation, returned};
+use crate::objects::index_rows_of;
 
 type Query = sqlx::query::Query<'static, Sqlite, SqliteArguments>;
 
@@ -255,13 +255,6 @@ pub(super) async fn insert_batch(conn: &mut SqliteConnection, batch: &[(i64, &Pr
         .await
         .map_err(db_err)?;
     Ok(())
-}
-
-/// The index rows a stored object has: its scalar fields among the collection's indexed ones.
-fn index_rows_of(body: &str, indexed: &HashSet<String>) -> Result<Vec<(String, Scalar)>> {
-    let mut fields = indexed_fields(&stored_fields(body)?);
-    fields.retain(|(name, _)| indexed.contains(name));
-    Ok(fields)
 }
 
 /// Replaces a stored object's text and updates only the index rows that changed (`new.fields`
