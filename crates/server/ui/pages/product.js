@@ -298,6 +298,7 @@ export async function render(ctx) {
     csv,
   );
   const codesWrap = tableWrap(codesTable, 'Activation codes table');
+  codesWrap.classList.add('tall');
   const codesSection = h(
     'section',
     { class: 'card', 'aria-labelledby': 'codes-h' },
@@ -420,7 +421,7 @@ export async function render(ctx) {
       ctx.navigate('#/products');
     } catch (err) {
       if (err.status === 409) {
-        showError(`${err.message} Delete its things first (each thing’s page has a Delete button).`);
+        showError(`${err.message.replace(/[.!]?$/, '.')} Delete its things first (each thing’s page has a Delete button).`);
       } else ctx.fail(err);
       del.focus();
     }

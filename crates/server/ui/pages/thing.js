@@ -21,6 +21,10 @@ import {
 } from '../dom.js';
 import { liveIndicator, openLive } from '../live.js';
 
+const tall = (el) => {
+  el.classList.add('tall');
+  return el;
+};
 const SPANS = { '1h': 3600e3, '1d': 86400e3, '1w': 7 * 86400e3 };
 const RANGE_LABELS = { '1h': 'Last hour', '1d': 'Last day', '1w': 'Last week' };
 const RECENT = 50;
@@ -313,7 +317,7 @@ export async function render(ctx) {
     h('h2', { id: 'values-h' }, 'Recent values'),
     field('Resource', keySelect),
     valuesNote,
-    tableWrap(valuesTable, 'Recent values table'),
+    tall(tableWrap(valuesTable, 'Recent values table')),
     moreBtn,
   );
   let recent = []; // items shown, newest first
