@@ -161,14 +161,16 @@ export function createChart(container, opts) {
       data.downsampled = !!res.downsampled;
       render();
     },
-    /** Inserts one live value (ms, number) in time order. */
+    /** Inserts one live value (ms, number) in time order (false: that point is already drawn). */
     append(ms, v) {
       const i = upperBound(data.t, ms);
+      if (i > 0 && data.t[i - 1] === ms && data.avg[i - 1] === v) return false; // already there
       data.t.splice(i, 0, ms);
       data.min.splice(i, 0, v);
       data.max.splice(i, 0, v);
       data.avg.splice(i, 0, v);
       render();
+      return true;
     },
     /** Redraws after the range changed without new data (the sliding live window). */
     redraw() {

@@ -376,6 +376,8 @@ export async function render(ctx) {
   function addRecent(item) {
     if (item.key !== keySelect.value) return;
     const ms = Date.parse(item.datetime);
+    const text = jsonText(item.value);
+    if (recent.some((r) => Date.parse(r.datetime) === ms && jsonText(r.value) === text)) return; // already listed
     let i = recent.findIndex((r) => Date.parse(r.datetime) < ms);
     if (i < 0) i = recent.length;
     if (i >= RECENT && i >= recent.length) return; // older than everything shown
