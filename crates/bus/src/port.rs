@@ -31,6 +31,8 @@ pub enum Invalidation {
     App { app_id: String },
     /// A product changed or was deleted (its resource declarations).
     Product { product_id: String },
+    /// A panel session ended (sign-out): the live streams of the web panel opened with it end.
+    PanelSession { digest: String },
 }
 
 /// What another node told this one, in the order received.

@@ -39,6 +39,21 @@ pub fn token_digest(token: &str) -> String {
     URL_SAFE_NO_PAD.encode(d)
 }
 
+/// The CSRF token of a panel session: a digest of the session token under its own label, so it
+/// is neither the token nor the stored digest, and changes with every sign-in. The panel page
+/// learns it from the session answers (same-origin only) and sends it back in `X-CSRF-Token`.
+pub fn csrf_token(session_token: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"thingline panel csrf\0");
+    h.update(session_token.as_bytes());
+    URL_SAFE_NO_PAD.encode(h.finalize())
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Whether `s` has the shape of a thingToken (43 URL-safe base64 characters). Cheap pre-check
 /// before any lookup.
 pub fn looks_like_thing_token(s: &str) -> bool {
@@ -62,5 +77,23 @@ mod tests {
     fn digest_is_stable_and_distinct() {
         assert_eq!(token_digest("abc"), token_digest("abc"));
         assert_ne!(token_digest("abc"), token_digest("abd"));
+    }
+
+    #[test]
+    fn csrf_token_is_per_session_and_not_the_stored_digest() {
+        let (a, b) = (new_secret_token(), new_secret_token());
+        assert_eq!(csrf_token(&a), csrf_token(&a));
+        assert_ne!(csrf_token(&a), csrf_token(&b));
+        assert_ne!(csrf_token(&a), token_digest(&a));
+        assert_ne!(csrf_token(&a), a);
+    }
+
+    #[test]
+    fn constant_time_eq_compares_whole_secrets() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret!"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
     }
 }

@@ -12,9 +12,12 @@ mod guard;
 mod health;
 mod me;
 mod panel;
+mod panel_live;
+mod panel_session;
 mod panel_users;
 mod stream;
 mod things;
+mod ui;
 
 use std::sync::Arc;
 
@@ -45,6 +48,9 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .merge(date::router())
         .merge(panel::router())
         .merge(panel_users::router())
+        .merge(panel_session::router())
+        .merge(panel_live::router())
+        .merge(ui::router())
         .merge(app_auth::router())
         .merge(me::router())
         .merge(classes::router())

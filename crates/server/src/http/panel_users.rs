@@ -5,7 +5,6 @@
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use serde_json::{Value, json};
@@ -13,7 +12,8 @@ use thingline_core::Error;
 use thingline_core::query::parse_limit;
 use thingline_core::time::format_datetime;
 
-use super::extract::{Path, Query, authorization};
+use super::extract::{Path, Query};
+use super::panel_session::Panel;
 use super::{ApiResult, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -23,24 +23,34 @@ pub fn router() -> Router<AppState> {
         .route("/v2/panel/apps/{id}/outbox", get(outbox))
 }
 
-async fn list_users(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Response> {
-    let owner = state.platform.panel_user(authorization(&headers)).await?;
+async fn list_users(State(state): State<AppState>, panel: Panel, Path(id): Path<String>) -> ApiResult<Response> {
+    let owner = panel.user;
     let users: Vec<Value> = state
         .platform
-        .app_users(&owner, &id)
+        .app_user_rows(&owner, &id)
         .await?
-        .iter()
-        .map(|u| json!({"userId": u.id, "email": u.email, "createdAt": format_datetime(u.created_ms)}))
+        .into_iter()
+        .map(|row| {
+            let u = &row.summary.user;
+            json!({
+                "userId": u.id,
+                "email": u.email,
+                "createdAt": format_datetime(u.created_ms),
+                "lastLogin": row.summary.last_login_ms.map(format_datetime),
+                "linkedThings": row.summary.linked_things,
+                "roles": row.roles,
+            })
+        })
         .collect();
     Ok(Json(json!({"status": "success", "users": users})).into_response())
 }
 
 async fn delete_user(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    panel: Panel,
     Path((id, user_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let owner = state.platform.panel_user(authorization(&headers)).await?;
+    let owner = panel.user;
     let user_id: i64 = user_id.parse().map_err(|_| Error::not_found("User not found"))?;
     state.platform.delete_app_user(&owner, &id, user_id).await?;
     Ok(Json(json!({"status": "success", "message": "deleted"})).into_response())
@@ -48,11 +58,11 @@ async fn delete_user(
 
 async fn outbox(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    panel: Panel,
     Path(id): Path<String>,
     q: Query,
 ) -> ApiResult<Response> {
-    let owner = state.platform.panel_user(authorization(&headers)).await?;
+    let owner = panel.user;
     let app = state.platform.owned_app(&owner, &id).await?;
     let limit = match q.get("limit") {
         None => 100,

@@ -7,6 +7,7 @@ use thingline_core::email::normalize_email;
 use thingline_core::ids::{new_secret_token, token_digest};
 use thingline_core::model::PanelUser;
 use thingline_core::time::now_ms;
+use thingline_bus::Invalidation;
 use thingline_core::{Error, Result};
 
 use super::Platform;
@@ -159,7 +160,10 @@ impl Platform {
 
     pub async fn panel_logout(&self, authorization: Option<&str>) -> Result<()> {
         if let Some(token) = bare_token(authorization) {
-            self.store.delete_panel_session(&token_digest(token)).await?;
+            let digest = token_digest(token);
+            self.store.delete_panel_session(&digest).await?;
+            // The web panel's live streams of this session end, on every node.
+            self.invalidate(Invalidation::PanelSession { digest });
         }
         Ok(())
     }

@@ -83,6 +83,11 @@ impl Platform {
                 self.deadlines.recheck_app(None);
                 users
             }
+            Invalidation::PanelSession { digest } => {
+                // No receiver (no live panel stream on this node) is not an error.
+                let _ = self.panel_ends.send(Arc::from(digest.as_str()));
+                Vec::new()
+            }
         };
         for user_id in users {
             self.access_changed(user_id);

@@ -10,6 +10,7 @@ mod limiter;
 mod mail;
 pub mod objects;
 mod panel;
+pub mod panel_views;
 pub mod permissions;
 mod resources;
 mod sessions;
@@ -18,6 +19,7 @@ mod things;
 mod users;
 mod values;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use limiter::RateLimiter;
@@ -25,6 +27,7 @@ use thingline_bus::{Bus, Notifier};
 use thingline_store::Store;
 use tokio_util::sync::CancellationToken;
 
+pub use auth::bare_token;
 pub use coherence::spawn_remote_invalidations;
 pub use health::Readiness;
 pub use panel::{AppInput, ProductInput};
@@ -96,6 +99,11 @@ pub struct Platform {
     pub(crate) app_api: users::AppApi,
     /// Session expiries of live subscribers.
     pub(crate) deadlines: Arc<subscriptions::Deadlines>,
+    /// Digests of panel sessions that ended (sign-out, on any node): the web panel's live
+    /// streams of those sessions end.
+    pub(crate) panel_ends: tokio::sync::broadcast::Sender<Arc<str>>,
+    /// Live web-panel streams per panel account (reserved before a stream opens).
+    pub(crate) panel_streams: parking_lot::Mutex<HashMap<i64, usize>>,
 }
 
 impl Platform {
@@ -115,6 +123,8 @@ impl Platform {
             activations: RateLimiter::activation_default(),
             app_api: users::AppApi::default(),
             deadlines: Arc::default(),
+            panel_ends: tokio::sync::broadcast::channel(256).0,
+            panel_streams: parking_lot::Mutex::default(),
         })
     }
 

@@ -259,9 +259,14 @@ impl Platform {
 
     /// The session's roles in the guide's shape: `RSRC_<key>` → thingId → permissions.
     pub async fn roles(&self, session: &Session) -> Result<Value> {
+        self.roles_of(&session.app_id, session.user_id).await
+    }
+
+    /// The roles of a user of an app (what its sessions carry; the panel's users table shows them).
+    pub async fn roles_of(&self, app_id: &str, user_id: i64) -> Result<Value> {
         let mut roles = Map::new();
-        let Some(app) = self.app_view(&session.app_id).await? else { return Ok(Value::Object(roles)) };
-        let access = self.user_access(session.user_id).await?;
+        let Some(app) = self.app_view(app_id).await? else { return Ok(Value::Object(roles)) };
+        let access = self.user_access(user_id).await?;
         for t in &access.things {
             for (key, bits) in self.visible_keys(&app, t).await? {
                 let entry = roles.entry(format!("RSRC_{key}")).or_insert_with(|| json!({}));

@@ -221,6 +221,28 @@ impl Platform {
         Ok((subscriber, inbox))
     }
 
+    /// A subscriber with several subscriptions delivering into one bounded queue that keeps each
+    /// payload's channel (the web panel's live stream of the things it shows). All or nothing:
+    /// the first target refused ends the subscriber and is the error.
+    pub async fn subscribe_queue_many(
+        self: &Arc<Self>,
+        session: Option<Arc<Session>>,
+        targets: Vec<Target>,
+    ) -> Result<(Subscriber, Inbox)> {
+        let (outlet, inbox) = queue::queue_with_channels(self.notifier.limits().queue_capacity());
+        let subscriber = self.open_subscriber(outlet);
+        if let Some(s) = session {
+            subscriber.authenticate(s).await?;
+        }
+        for target in targets {
+            if let Err(e) = subscriber.subscribe(target).await {
+                subscriber.close().await;
+                return Err(e);
+            }
+        }
+        Ok((subscriber, inbox))
+    }
+
     /// Every realtime counter now (connections, subscriptions, deliveries, drops): what the logs
     /// and the metrics endpoint read.
     pub fn realtime_snapshot(&self) -> StatsSnapshot {

@@ -21,9 +21,12 @@ pub enum Next {
     Closed,
 }
 
+/// A queued payload, with its channel when the queue keeps channels ([`queue_with_channels`]).
+type Item = (Option<Arc<str>>, Arc<Payload>);
+
 /// The pulling side.
 pub struct Inbox {
-    rx: mpsc::Receiver<Arc<Payload>>,
+    rx: mpsc::Receiver<Item>,
     end: Arc<EndSlot>,
 }
 
@@ -35,20 +38,33 @@ struct EndSlot {
 
 /// The pushing side, handed to the subscription service.
 struct QueueOutlet {
-    tx: mpsc::Sender<Arc<Payload>>,
+    tx: mpsc::Sender<Item>,
     end: Arc<EndSlot>,
+    /// Whether each payload keeps its channel (a subscriber of several subscriptions).
+    channels: bool,
 }
 
 /// A queue of `capacity` payloads: the outlet for the service and the inbox for the adapter.
 pub(super) fn queue(capacity: usize) -> (Arc<dyn Outlet>, Inbox) {
+    make(capacity, false)
+}
+
+/// Like [`queue`], but each payload keeps the channel it was delivered on
+/// ([`Inbox::next_with_channel`]): for one inbox fed by several subscriptions.
+pub(super) fn queue_with_channels(capacity: usize) -> (Arc<dyn Outlet>, Inbox) {
+    make(capacity, true)
+}
+
+fn make(capacity: usize, channels: bool) -> (Arc<dyn Outlet>, Inbox) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let end = Arc::new(EndSlot::default());
-    (Arc::new(QueueOutlet { tx, end: Arc::clone(&end) }), Inbox { rx, end })
+    (Arc::new(QueueOutlet { tx, end: Arc::clone(&end), channels }), Inbox { rx, end })
 }
 
 impl Outlet for QueueOutlet {
-    fn deliver(&self, _channel: &str, payload: &Arc<Payload>) -> Result<(), SinkError> {
-        self.tx.try_send(Arc::clone(payload)).map_err(|e| match e {
+    fn deliver(&self, channel: &str, payload: &Arc<Payload>) -> Result<(), SinkError> {
+        let channel = self.channels.then(|| Arc::from(channel));
+        self.tx.try_send((channel, Arc::clone(payload))).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => SinkError::Full,
             mpsc::error::TrySendError::Closed(_) => SinkError::Closed,
         })
@@ -64,14 +80,22 @@ impl Inbox {
     /// The next payload, or the end. An end is reported as soon as it happens, before payloads
     /// still queued: they were sent to a subscriber that is no longer allowed them or too slow.
     pub async fn next(&mut self) -> Next {
+        self.next_with_channel().await.1
+    }
+
+    /// [`Inbox::next`] with the channel of a payload (when the queue keeps channels).
+    pub async fn next_with_channel(&mut self) -> (Option<Arc<str>>, Next) {
         loop {
             if let Some(why) = self.end.why.lock().take() {
-                return Next::Ended(why);
+                return (None, Next::Ended(why));
             }
             tokio::select! {
                 biased;
                 _ = self.end.notify.notified() => continue,
-                p = self.rx.recv() => return p.map_or(Next::Closed, Next::Payload),
+                p = self.rx.recv() => return match p {
+                    Some((channel, payload)) => (channel, Next::Payload(payload)),
+                    None => (None, Next::Closed),
+                },
             }
         }
     }
