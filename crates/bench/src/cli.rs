@@ -1,7 +1,7 @@
 //! Command line: `reference`, `run <scenario>`, `seed`, `realtime-latency`, `realtime-memory`,
 //! `floor-server`, `mqtt-publish`, `mqtt-relay`, `mqtt-memory`, `coap-write`, `coap-observe`,
-//! `udp-echo`, and the scale-out commands `pg-write`, `cross-node-latency` and `pg-vs-sqlite`,
-//! and the dispatch to each.
+//! `udp-echo`, the scale-out commands `pg-write`, `cross-node-latency` and `pg-vs-sqlite`, and
+//! `panel` (the web panel in a browser), and the dispatch to each.
 //!
 //! Flags shared by every command that spawns Thingline live in [`ServerArgs`].
 
@@ -70,6 +70,10 @@ pub enum Command {
     /// Issue #13: one node on PostgreSQL against one node on SQLite, same run: single-value
     /// writes and app reads.
     PgVsSqlite(PgVsSqliteArgs),
+    /// Issue #14: the web panel in headless Chromium (chromedriver): time to the things table of
+    /// a product with 100,000 things and to the chart of a thing with 100,000 values, and the
+    /// bytes transferred, beside the same panel API calls made directly in the same run.
+    Panel(crate::panel::PanelArgs),
 }
 
 /// Flags shared by the scale-out commands: where PostgreSQL and NATS are. Each run makes a
@@ -739,5 +743,6 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::PgWrite(args) => scale::pg_write::run(&args).await,
         Command::CrossNodeLatency(args) => scale::cross_node::run(&args).await,
         Command::PgVsSqlite(args) => scale::pg_vs_sqlite::run(&args).await,
+        Command::Panel(args) => crate::panel::run(&args).await,
     }
 }

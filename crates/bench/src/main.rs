@@ -14,6 +14,7 @@ mod driver;
 mod filesystem;
 mod floor;
 mod mqtt;
+mod panel;
 mod realtime;
 mod reference;
 mod report;
