@@ -421,7 +421,7 @@ export async function render(ctx) {
       ctx.navigate('#/products');
     } catch (err) {
       if (err.status === 409) {
-        showError(`${err.message.replace(/[.!]?$/, '.')} Delete its things first (each thing’s page has a Delete button).`);
+        showError(/delete/i.test(err.message) ? err.message : `${err.message.replace(/[.!]?$/, '.')} Delete its things first (each thing’s page has a Delete button).`);
       } else ctx.fail(err);
       del.focus();
     }
