@@ -188,6 +188,7 @@ function makeCtx(name, params, query, controller) {
     },
     /** Keeps page state (search, sort, paging) in the address without a navigation. */
     setQuery(params) {
+      if (controller.signal.aborted) return;
       const q = new URLSearchParams();
       for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined && v !== '') q.set(k, String(v));
       const { path } = parseHash();

@@ -73,6 +73,8 @@ export async function render(ctx) {
   let stream = null;
   let loadSeq = 0;
   let declared = [];
+  let emptyPoll = 0;
+  ctx.onLeave(() => clearTimeout(emptyPoll));
 
   function header() {
     const sortable = (key, label) => {
@@ -183,6 +185,10 @@ export async function render(ctx) {
     empty.hidden = !(none && !state.q && state.skip === 0);
     renderEmpty();
     connectLive();
+    // While the product has no thing, look again every few seconds: the first activation (the
+    // curl above) then shows up without a reload.
+    clearTimeout(emptyPoll);
+    if (!empty.hidden) emptyPoll = setTimeout(() => loadThings().catch(ctx.fail), 5000);
   }
 
   function renderEmpty() {
@@ -428,16 +434,12 @@ export async function render(ctx) {
   });
 
   // In-page links (#codes-h) must not trigger the router: focus the target instead.
-  ctx.main.addEventListener('click', (e) => {
+  empty.addEventListener('click', (e) => {
     const a = e.target.closest && e.target.closest('a.inpage');
     if (!a) return;
     e.preventDefault();
-    const target = document.getElementById(a.getAttribute('href').slice(1));
-    if (target) {
-      target.scrollIntoView({ block: 'start' });
-      target.focus({ preventScroll: true });
-      count.focus();
-    }
+    codesSection.scrollIntoView({ block: 'start' });
+    count.focus({ preventScroll: true });
   });
 
   ctx.main.append(thingsSection, codesSection, settingsForm);
