@@ -76,6 +76,10 @@ pub struct PanelArgs {
     /// The chromedriver executable (matching Chromium's version).
     #[arg(long, default_value = "chromedriver")]
     pub chromedriver: PathBuf,
+    /// Do not make Chromium trust the server's certificate (by its key): its errors are then only
+    /// ignored, and Chromium caches nothing, so warm loads fetch every asset again.
+    #[arg(long)]
+    pub untrusted_certificate: bool,
     /// Also write machine-readable results to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -135,6 +139,9 @@ pub struct Load {
     pub doc_encoded: f64,
     pub doc_decoded: f64,
     pub doc_end: f64,
+    /// The document's DOMContentLoaded end and the router's `tl:nav:<page>` mark (ms).
+    pub dom_content_loaded: f64,
+    pub nav_mark: Option<f64>,
     pub resources: Vec<Resource>,
     pub page: Option<String>,
     pub error: Option<String>,
@@ -277,6 +284,9 @@ async fn measure(
     let thing_url = format!("{base}/#/things/{}", fixture.chart_thing_id);
     let timeout = secs(args.page_timeout);
     let mut driver = browser::Driver::start(&args.chromedriver, &args.chromium, &dir.join("chromium")).await?;
+    if !args.untrusted_certificate {
+        driver.trust(&dir.join("tls/cert.pem"))?;
+    }
     let mut loads: BTreeMap<String, Vec<Load>> = BTreeMap::new();
     let mut browser_version = String::new();
 
@@ -451,6 +461,8 @@ const collect = () => {
     ready: mark.startTime,
     docTransfer: nav.transferSize || 0, docEncoded: nav.encodedBodySize || 0,
     docDecoded: nav.decodedBodySize || 0, docEnd: nav.responseEnd || 0,
+    domContentLoaded: nav.domContentLoadedEventEnd || 0,
+    navMark: (performance.getEntriesByName(name.replace('tl:ready:', 'tl:nav:'), 'mark')[0] || {}).startTime ?? null,
     resources: performance.getEntriesByType('resource').map(e => ({
       name: e.name, initiator: e.initiatorType, start: e.startTime, end: e.responseEnd,
       transfer: e.transferSize, encoded: e.encodedBodySize, decoded: e.decodedBodySize,
