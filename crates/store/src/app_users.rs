@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use thingline_core::Result;
 
-use crate::{AppSessionRecord, GrantRecord};
+use crate::{AppSessionRecord, AppUserSummary, GrantRecord};
 use thingline_core::model::{AppUser, GrantEntry, OutboxMail, Thing};
 
 /// Storage of the App API's users and what they may reach.
@@ -19,12 +19,16 @@ pub trait AppUserStore: Send + Sync {
     async fn app_user(&self, id: i64) -> Result<Option<AppUser>>;
     /// Users of an app, oldest first.
     async fn app_users_of(&self, app_id: &str) -> Result<Vec<AppUser>>;
+    /// Users of an app, oldest first, with their last login and the things they linked (two
+    /// queries whatever the number of users). Empty for an unknown app.
+    async fn app_user_summaries(&self, app_id: &str) -> Result<Vec<AppUserSummary>>;
     /// Deletes a user with its sessions, links, grants received and grants given, and its private
     /// object collections.
     async fn delete_app_user(&self, id: i64) -> Result<bool>;
     /// Replaces the password hash and ends every session of the user except `keep` (a digest).
     async fn set_app_user_password(&self, user_id: i64, password_hash: &str, keep: Option<&str>) -> Result<()>;
 
+    /// Creates a session and records `now_ms` as the user's last login, in one transaction.
     async fn create_app_session(&self, user_id: i64, token_digest: &str, expires_ms: i64, now_ms: i64) -> Result<()>;
     /// The live (not expired) session of a digest.
     async fn app_session(&self, token_digest: &str, now_ms: i64) -> Result<Option<AppSessionRecord>>;
@@ -96,4 +100,22 @@ pub(crate) fn merge_settings(
         return Err(thingline_core::Error::PayloadTooLarge(format!("settings are limited to {max_bytes} bytes")));
     }
     Ok((doc, text))
+}
+
+/// The users of [`AppUserStore::app_user_summaries`] (oldest first, each with its last login)
+/// joined with the links of the app's users, `(user id, thing id)`, ordered by user.
+pub(crate) fn summaries(users: Vec<(AppUser, Option<i64>)>, links: Vec<(i64, String)>) -> Vec<AppUserSummary> {
+    let mut by_user: std::collections::HashMap<i64, Vec<String>> = std::collections::HashMap::new();
+    for (user, thing) in links {
+        by_user.entry(user).or_default().push(thing);
+    }
+    users
+        .into_iter()
+        .map(|(user, last_login_ms)| {
+            let mut linked_things = by_user.remove(&user.id).unwrap_or_default();
+            // Byte order whatever the database's collation.
+            linked_things.sort_unstable();
+            AppUserSummary { user, last_login_ms, linked_things }
+        })
+        .collect()
 }

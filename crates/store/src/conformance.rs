@@ -2,6 +2,7 @@
 //! `dyn Store` only. A backend's test file opens a fresh store and calls [`run_all`].
 
 pub mod objects;
+pub mod panel;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     settings_documents(&*store, thing_seq).await;
     app_users_sessions_links_grants(&*store).await;
     objects::objects_in_collections(&*store).await;
+    panel::panel_reads(&*store).await;
 }
 
 async fn panel_users_and_sessions(store: &dyn Store) {

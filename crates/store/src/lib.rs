@@ -13,9 +13,11 @@ pub mod model;
 pub mod objects;
 mod order;
 pub mod postgres;
+pub mod series;
 pub mod sqlite;
 #[cfg(feature = "conformance")]
 pub mod testing;
+mod things;
 
 use std::sync::Arc;
 
@@ -72,6 +74,15 @@ pub trait ThingStore: Send + Sync {
     async fn thing_by_token(&self, token: &str) -> Result<Option<Thing>>;
     async fn thing_by_id(&self, id: &str) -> Result<Option<Thing>>;
     async fn things_of_product(&self, product_id: &str) -> Result<Vec<Thing>>;
+    /// Creates things of `product_id` in one transaction, all or nothing, without activation
+    /// codes, each created at `now_ms` (the `now_ms` of each [`NewThing`] is not read); returns
+    /// them in the order given. `NotFound` when the product does not exist, `Conflict` when an
+    /// id or token is taken (also twice in `things`).
+    async fn create_things(&self, product_id: &str, things: &[NewThing], now_ms: i64) -> Result<Vec<Thing>>;
+    /// One page of a product's things for the panel's table ([`ThingPageQuery`]), with the
+    /// number of things matching the search. Fast with 100,000 things in the product: each order
+    /// is an index, and the last datetime seen is looked up for the page's things only.
+    async fn things_page(&self, product_id: &str, query: &ThingPageQuery) -> Result<ThingPage>;
     /// Deletes the thing with all its timelines and values.
     async fn delete_thing(&self, id: &str) -> Result<bool>;
     /// The thing's `$settings` document (`{}` when never written).
@@ -95,6 +106,29 @@ pub trait TimelineStore: Send + Sync {
     async fn read(&self, thing_seq: i64, key: &str, query: &TimelineQuery) -> Result<Option<Vec<StoredPoint>>>;
     /// Keys with at least one stored value, sorted.
     async fn keys(&self, thing_seq: i64) -> Result<Vec<String>>;
+    /// Numeric values of (thing, key) with `start_ms <= ts < end_ms`, for a chart. When at most
+    /// `points` of them are numeric, each comes back as it is (`t_ms` its datetime, `min` =
+    /// `max` = `avg` = the value), ordered by time; otherwise `[start, end)` is cut into
+    /// `points` equal buckets (width `ceil((end - start) / points)`) and each non-empty bucket
+    /// gives its start, min, max and average, ordered by time. `points` 0 counts as 1. The range
+    /// is first narrowed to the datetimes a value can have (`MIN_MS..=MAX_MS` of
+    /// `thingline_core::time`), which moves the buckets only for a start before `MIN_MS`.
+    /// Computed by the database from one snapshot. `None` when the key was never written for
+    /// this thing (whatever the range; a written key with nothing in range is an empty series).
+    ///
+    /// Numeric: a JSON number, or a JSON string whose content is a decimal number (`"23.5"`,
+    /// `"-4"`, `"+1e3"`: an optional sign, digits, an optional `.` and digits, an optional
+    /// exponent; no escapes, no spaces), of at most [`series::MAX_NUMERIC_CHARS`] characters,
+    /// whose value is finite as an f64 (`1e400` is not numeric). [`series::numeric_value`] is the
+    /// rule in Rust.
+    async fn series(
+        &self,
+        thing_seq: i64,
+        key: &str,
+        start_ms: i64,
+        end_ms: i64,
+        points: u32,
+    ) -> Result<Option<Series>>;
 }
 
 /// Failed-attempt counters shared by every node of an installation (login and activation

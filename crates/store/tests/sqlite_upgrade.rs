@@ -77,3 +77,75 @@ async fn first_use_indexes_of_shared_collections_are_dropped_and_private_ones_ke
     let counts: Vec<(i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(counts, [(1, 2), (2, 2)], "each stored object indexed once");
 }
+
+/// The migrations of schema 5, as an earlier version applied them.
+const SCHEMA_5: [&str; 5] = [
+    include_str!("../migrations/sqlite/0001_foundation.sql"),
+    include_str!("../migrations/sqlite/0002_app_users.sql"),
+    include_str!("../migrations/sqlite/0003_objects.sql"),
+    include_str!("../migrations/sqlite/0004_object_indexes.sql"),
+    include_str!("../migrations/sqlite/0005_app_object_indexes.sql"),
+];
+
+/// Migration 0006 (the panel): the names of the settings documents written before it and the
+/// last login of users with live sessions are filled in; settings writes keep the name after.
+#[tokio::test]
+async fn names_and_last_logins_of_an_earlier_store_are_filled_in() {
+    use thingline_store::{ThingPageQuery, ThingSort};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    {
+        let mut conn = sqlx::SqliteConnection::connect(&format!("{url}?mode=rwc")).await.expect("connect");
+        sqlx::raw_sql(
+            "CREATE TABLE thingline_schema (version INTEGER PRIMARY KEY, applied_ms INTEGER NOT NULL); \
+             INSERT INTO thingline_schema VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0);",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("schema table");
+        for sql in SCHEMA_5 {
+            sqlx::raw_sql(sql).execute(&mut conn).await.expect("old migration");
+        }
+        // Settings with a name, a name that is no string, a name holding U+0000, a NUL elsewhere
+        // in the document, and none; a user with two sessions, one without.
+        sqlx::raw_sql(
+            r#"INSERT INTO panel_users (id, email, password_hash, created_ms) VALUES (1, 'ops@example.com', 'x', 0);
+               INSERT INTO products (id, owner_id, name, resources, created_ms) VALUES ('p', 1, 'p', '[]', 0);
+               INSERT INTO things (seq, id, token, product_id, settings, created_ms) VALUES
+                 (1, 'a', 'ta', 'p', '{"name":"Kitchen","x":1}', 0),
+                 (2, 'b', 'tb', 'p', '{"name":5}', 0),
+                 (3, 'c', 'tc', 'p', '{"name":"a\u0000b"}', 0),
+                 (4, 'd', 'td', 'p', '{"other":"\u0000","name":"Attic"}', 0),
+                 (5, 'e', 'te', 'p', '{}', 0);
+               INSERT INTO apps (id, owner_id, name, resources, created_ms) VALUES ('app', 1, 'a', '[]', 0);
+               INSERT INTO app_users (id, app_id, email, password_hash, created_ms) VALUES
+                 (1, 'app', 'a@example.com', 'x', 0), (2, 'app', 'b@example.com', 'x', 0);
+               INSERT INTO app_sessions (token_digest, user_id, expires_ms, created_ms) VALUES
+                 ('s1', 1, 9000, 100), ('s2', 1, 9000, 300);"#,
+        )
+        .execute(&mut conn)
+        .await
+        .expect("old data");
+        conn.close().await.expect("close");
+    }
+
+    let store = thingline_store::open(&url, &StoreOptions::default()).await.expect("open runs migration 0006");
+    let by_name = ThingPageQuery { sort: ThingSort::Name, descending: false, search: None, skip: 0, limit: 10 };
+    let page = store.things_page("p", &by_name).await.expect("page");
+    let names: Vec<(&str, Option<&str>)> = page.rows.iter().map(|r| (r.thing.id.as_str(), r.name.as_deref())).collect();
+    assert_eq!(
+        names,
+        [("d", Some("Attic")), ("a", Some("Kitchen")), ("b", None), ("c", None), ("e", None)],
+        "names of the documents written before, sorted, the nameless last"
+    );
+    let seq = page.rows[4].thing.seq;
+    store.update_thing_settings(seq, Some("name"), json!("Basement")).await.expect("settings");
+    let page = store.things_page("p", &by_name).await.expect("page");
+    assert_eq!(page.rows[0].name.as_deref(), Some("Attic"));
+    assert_eq!(page.rows[1].name.as_deref(), Some("Basement"), "a settings write sets the name");
+
+    let users = store.app_user_summaries("app").await.expect("users");
+    let logins: Vec<Option<i64>> = users.iter().map(|u| u.last_login_ms).collect();
+    assert_eq!(logins, [Some(300), None], "the last login is the newest live session's");
+    store.close().await;
+}

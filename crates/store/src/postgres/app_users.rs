@@ -9,7 +9,7 @@ use thingline_core::{Error, Result};
 
 use super::things::thing_from;
 use super::{PgStore, db_err, is_unique_violation};
-use crate::{AppSessionRecord, AppUserStore, GrantRecord};
+use crate::{AppSessionRecord, AppUserStore, AppUserSummary, GrantRecord};
 use thingline_core::model::{AppUser, GrantEntry, OutboxMail, Thing};
 
 fn user_from(row: &sqlx::postgres::PgRow) -> Result<AppUser> {
@@ -74,6 +74,25 @@ impl AppUserStore for PgStore {
         rows.iter().map(user_from).collect()
     }
 
+    async fn app_user_summaries(&self, app_id: &str) -> Result<Vec<AppUserSummary>> {
+        let sql = "SELECT id, app_id, email, password_hash, created_ms, last_login_ms FROM app_users \
+                   WHERE app_id = $1 ORDER BY id";
+        let users = sqlx::query(sql).bind(app_id).fetch_all(&self.pool).await.map_err(db_err)?;
+        let links: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT l.user_id, l.thing_id FROM app_links l JOIN app_users u ON u.id = l.user_id \
+             WHERE u.app_id = $1 ORDER BY l.user_id",
+        )
+        .bind(app_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let rows = users
+            .iter()
+            .map(|row| Ok((user_from(row)?, row.try_get("last_login_ms").map_err(db_err)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(crate::app_users::summaries(rows, links))
+    }
+
     async fn delete_app_user(&self, id: i64) -> Result<bool> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         // The user's private (`/classes/me`) collections, with their objects and index rows.
@@ -118,14 +137,23 @@ impl AppUserStore for PgStore {
     }
 
     async fn create_app_session(&self, user_id: i64, token_digest: &str, expires_ms: i64, now_ms: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
         sqlx::query("INSERT INTO app_sessions (token_digest, user_id, expires_ms, created_ms) VALUES ($1, $2, $3, $4)")
             .bind(token_digest)
             .bind(user_id)
             .bind(expires_ms)
             .bind(now_ms)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+        // Two logins at once (any nodes) both set it; the row lock orders them, the later wins.
+        sqlx::query("UPDATE app_users SET last_login_ms = $1 WHERE id = $2")
+            .bind(now_ms)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
         Ok(())
     }
 

@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_foundation.sql")),
     (2, include_str!("../../migrations/postgres/0002_objects.sql")),
     (3, include_str!("../../migrations/postgres/0003_attempts.sql")),
+    (4, include_str!("../../migrations/postgres/0004_panel.sql")),
 ];
 
 /// Any constant shared by every node: the advisory lock migrations run under.

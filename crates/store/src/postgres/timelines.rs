@@ -20,7 +20,8 @@
 //! with the error (503 when the database is away) and stores nothing.
 //!
 //! Reads are one statement: the newest `limit` values of the window, one index range scanned
-//! backwards over the partitions (see [`super::partitions`]), newest partition first.
+//! backwards over the partitions (see [`super::partitions`]), newest partition first. A chart's
+//! series is classified and bucketed by the database over the window's range ([`NUMERIC`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -35,7 +36,8 @@ use thingline_core::{Error, Result};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{PgStore, db_err};
-use crate::{NewPoint, StoredPoint, TimelineStore};
+use crate::series::{Buckets, Window, empty};
+use crate::{NewPoint, Series, StoredPoint, TimelineStore};
 
 /// Writer tasks, each with its own connection. PostgreSQL runs their transactions concurrently,
 /// so while one group commits (waits for its WAL flush) the next is being written; appends to
@@ -52,6 +54,48 @@ const QUEUE: usize = 4096;
 const MAX_ATTEMPTS: u32 = 5;
 /// Stored datetimes read per query while looking for a free one.
 const FREE_SCAN: i64 = 256;
+
+/// The values of timeline ($1, $2) with $3 <= ts < $4 as `(ts, x)`, `x` the value as a float8
+/// when it is numeric (see [`crate::series::numeric_value`], which this follows), NULL
+/// otherwise. No value may make it fail, so nothing is cast before it is known to fit, in this
+/// order (only CASE fixes the order of evaluation):
+/// - the common case first and cheaply: a JSON number (the text starts with `-` or a digit:
+///   stored values are valid JSON) of at most 100 characters without an exponent is below
+///   1e100 and, unless zero, above 1e-100: `float8` takes it (trailing whitespace included);
+/// - otherwise `s` is the text with JSON whitespace trimmed and a string's quotes removed: at
+///   most 100 characters, and a JSON number (every one fits the grammar) or a string fitting the
+///   grammar;
+/// - without an exponent, `float8` takes it (as above);
+/// - an exponent of 1000 or more (at most 100 characters in all) makes it 0 when the exponent
+///   is negative or every digit is 0, and infinite (not numeric) otherwise;
+/// - a smaller exponent is safe for `numeric` (whose digits and exponents are bounded); at or
+///   past the halfway point above the largest f64 (rounding to infinity) it is not numeric, and
+///   at or below half the smallest subnormal it is 0 (`float8` refuses both, where Rust gives
+///   ±Inf and 0);
+/// - otherwise `float8` takes it.
+///
+/// `OFFSET 0` keeps PostgreSQL from pulling this up into the query that reads it, which would
+/// evaluate the CASE once per reference to `x` (four aggregates) instead of once per row.
+const NUMERIC: &str = "SELECT ts, CASE \
+      WHEN (ascii(value) = 45 OR ascii(value) BETWEEN 48 AND 57) AND length(value) <= 100 \
+        AND strpos(value, 'e') = 0 AND strpos(value, 'E') = 0 THEN value::float8 \
+      WHEN length(s) > 100 THEN NULL \
+      WHEN NOT (ascii(t) = 45 OR ascii(t) BETWEEN 48 AND 57 \
+        OR (ascii(t) = 34 AND s ~ '^[+-]?[0-9]+([.][0-9]+)?([eE][+-]?[0-9]+)?$')) THEN NULL \
+      WHEN strpos(s, 'e') = 0 AND strpos(s, 'E') = 0 THEN s::float8 \
+      WHEN s ~ '[eE][+-]?0*[1-9][0-9]{3}' THEN \
+        CASE WHEN s ~ '[eE]-' OR s ~ '^[+-]?[0.]+[eE]' THEN 0::float8 END \
+      WHEN abs(s::numeric) >= 1.797693134862315807937289714053e308 THEN NULL \
+      WHEN abs(s::numeric) <= 2.4703282292062328e-324 THEN 0::float8 \
+      ELSE s::float8 \
+    END AS x \
+    FROM (SELECT ts, value, t, CASE WHEN ascii(t) = 34 THEN substr(t, 2, length(t) - 2) ELSE t END AS s \
+      FROM (SELECT ts, value, btrim(value, E' \\t\\n\\r') AS t FROM points \
+            WHERE thing_seq = $1 AND timeline_id = $2 AND ts >= $3 AND ts < $4) r) c \
+    OFFSET 0";
+
+// NUMERIC writes the longest numeric text, series::MAX_NUMERIC_CHARS, as 100.
+const _: () = assert!(crate::series::MAX_NUMERIC_CHARS == 100);
 
 struct Request {
     thing_seq: i64,
@@ -506,5 +550,93 @@ impl TimelineStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)
+    }
+
+    async fn series(
+        &self,
+        thing_seq: i64,
+        key: &str,
+        start_ms: i64,
+        end_ms: i64,
+        points: u32,
+    ) -> Result<Option<Series>> {
+        // One snapshot for the buckets and the values.
+        let mut tx = self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(db_err)?;
+        let tl: Option<(i64, Option<i64>)> =
+            sqlx::query_as("SELECT id, newest_ts FROM timelines WHERE thing_seq = $1 AND key = $2")
+                .bind(thing_seq)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        let Some((tl, newest)) = tl else {
+            tx.commit().await.map_err(db_err)?;
+            return Ok(None);
+        };
+        // One pass over the range: the buckets with their counts (a bucket of non-numeric values
+        // only counts them). Bucket k holds [start + k * width, start + (k + 1) * width); the
+        // subtraction cannot overflow (the window lies within the supported datetimes).
+        let buckets = match Window::new(start_ms, end_ms, points) {
+            Some(w) => {
+                // The bucket is computed behind its own `OFFSET 0`: PostgreSQL then has no
+                // statistics for it and expects few groups (a hash aggregate over the rows as they
+                // come), where the statistics of `ts` would have it expect one group per value
+                // and sort them all first.
+                let sql = format!(
+                    "SELECT b, count(x), count(*), min(x), max(x), avg(x) \
+                     FROM (SELECT $3 + ((ts - $3) / $5) * $5 AS b, x FROM ({NUMERIC}) v OFFSET 0) w \
+                     GROUP BY b ORDER BY b"
+                );
+                let rows = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(thing_seq)
+                    .bind(tl)
+                    .bind(w.start)
+                    .bind(w.end)
+                    .bind(w.width)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                Some((w, Buckets::from_rows(rows)))
+            }
+            None => None,
+        };
+        let series = match buckets {
+            Some((w, b)) if b.count + b.non_numeric > 0 => {
+                if b.count > u64::from(w.points) {
+                    Some(b.into_series())
+                } else {
+                    // Few enough to draw each: read them one by one.
+                    let sql = format!("SELECT ts, x FROM ({NUMERIC}) v WHERE x IS NOT NULL ORDER BY ts");
+                    let values: Vec<(i64, f64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(thing_seq)
+                        .bind(tl)
+                        .bind(w.start)
+                        .bind(w.end)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    Some(b.with_values(values))
+                }
+            }
+            _ => {
+                // Nothing in range: as for `read`, a timeline without any value reads as never
+                // written.
+                let any = match newest {
+                    Some(_) => true,
+                    None => sqlx::query_scalar::<_, i32>(
+                        "SELECT 1 FROM points WHERE thing_seq = $1 AND timeline_id = $2 LIMIT 1",
+                    )
+                    .bind(thing_seq)
+                    .bind(tl)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?
+                    .is_some(),
+                };
+                any.then(empty)
+            }
+        };
+        tx.commit().await.map_err(db_err)?;
+        Ok(series)
     }
 }

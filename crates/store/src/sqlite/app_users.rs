@@ -7,7 +7,7 @@ use thingline_core::{Error, Result};
 
 use super::things::thing_from;
 use super::{SqliteStore, db_err, is_unique_violation, returned};
-use crate::{AppSessionRecord, AppUserStore, GrantRecord};
+use crate::{AppSessionRecord, AppUserStore, AppUserSummary, GrantRecord};
 use thingline_core::model::{AppUser, GrantEntry, OutboxMail, Thing};
 
 fn user_from(row: &sqlx::sqlite::SqliteRow) -> Result<AppUser> {
@@ -68,6 +68,25 @@ impl AppUserStore for SqliteStore {
         rows.iter().map(user_from).collect()
     }
 
+    async fn app_user_summaries(&self, app_id: &str) -> Result<Vec<AppUserSummary>> {
+        let sql = "SELECT id, app_id, email, password_hash, created_ms, last_login_ms FROM app_users \
+                   WHERE app_id = ? ORDER BY id";
+        let users = sqlx::query(sql).bind(app_id).fetch_all(&self.read).await.map_err(db_err)?;
+        let links: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT l.user_id, l.thing_id FROM app_links l JOIN app_users u ON u.id = l.user_id \
+             WHERE u.app_id = ? ORDER BY l.user_id",
+        )
+        .bind(app_id)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
+        let rows = users
+            .iter()
+            .map(|row| Ok((user_from(row)?, row.try_get("last_login_ms").map_err(db_err)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(crate::app_users::summaries(rows, links))
+    }
+
     async fn delete_app_user(&self, id: i64) -> Result<bool> {
         let mut tx = self.begin_write().await.map_err(db_err)?;
         // The user's private (`/classes/me`) collections, with their objects and index rows.
@@ -112,14 +131,22 @@ impl AppUserStore for SqliteStore {
     }
 
     async fn create_app_session(&self, user_id: i64, token_digest: &str, expires_ms: i64, now_ms: i64) -> Result<()> {
+        let mut tx = self.begin_write().await.map_err(db_err)?;
         sqlx::query("INSERT INTO app_sessions (token_digest, user_id, expires_ms, created_ms) VALUES (?, ?, ?, ?)")
             .bind(token_digest)
             .bind(user_id)
             .bind(expires_ms)
             .bind(now_ms)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+        sqlx::query("UPDATE app_users SET last_login_ms = ? WHERE id = ?")
+            .bind(now_ms)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
         Ok(())
     }
 

@@ -38,6 +38,7 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/sqlite/0003_objects.sql")),
     (4, include_str!("../../migrations/sqlite/0004_object_indexes.sql")),
     (5, include_str!("../../migrations/sqlite/0005_app_object_indexes.sql")),
+    (6, include_str!("../../migrations/sqlite/0006_panel.sql")),
 ];
 
 /// Options only the SQLite backend reads.
