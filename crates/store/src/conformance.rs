@@ -61,6 +61,8 @@ async fn activation_is_single_use(store: &dyn Store) -> i64 {
     assert_eq!(store.thing_by_token("token-t1").await.expect("by token"), Some(thing.clone()));
     let codes = store.activation_codes("prod-1").await.expect("codes");
     assert_eq!(codes.iter().filter(|c| c.thing_id.is_some()).count(), 1);
+    assert_eq!(store.unused_activation_codes("prod-1").await.expect("count"), 1);
+    assert_eq!(store.unused_activation_codes("no-such-product").await.expect("count"), 0);
     assert_eq!(store.delete_product("prod-1").await.expect_err("has things").status(), 409);
     thing.seq
 }

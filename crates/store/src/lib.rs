@@ -53,6 +53,8 @@ pub trait CatalogStore: Send + Sync {
     async fn delete_product(&self, id: &str) -> Result<bool>;
     async fn create_activation_codes(&self, product_id: &str, codes: &[String], now_ms: i64) -> Result<()>;
     async fn activation_codes(&self, product_id: &str) -> Result<Vec<ActivationCode>>;
+    /// How many codes of the product are not used yet (without reading them).
+    async fn unused_activation_codes(&self, product_id: &str) -> Result<u64>;
     /// Creates an app; its index declaration applies to the shared collections it will have.
     async fn create_app(&self, app: &App) -> Result<()>;
     async fn app(&self, id: &str) -> Result<Option<App>>;

@@ -36,7 +36,7 @@ pub struct ThingsTable {
     pub page: ThingPage,
     pub latest: Vec<Vec<Latest>>,
     /// Unused activation codes of the product.
-    pub pending_codes: usize,
+    pub pending_codes: u64,
 }
 
 /// A thing's overview for its page.
@@ -94,8 +94,7 @@ impl Platform {
             let keys: Vec<&str> = product.resources.iter().map(|r| r.key.as_str()).collect();
             latest.push(self.latest_of(&row.thing, &keys).await?);
         }
-        let pending_codes =
-            self.store.activation_codes(product_id).await?.iter().filter(|c| c.thing_id.is_none()).count();
+        let pending_codes = self.store.unused_activation_codes(product_id).await?;
         Ok(ThingsTable { page, latest, pending_codes })
     }
 

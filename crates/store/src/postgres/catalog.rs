@@ -174,6 +174,17 @@ impl CatalogStore for PgStore {
         rows.iter().map(code_from).collect()
     }
 
+    async fn unused_activation_codes(&self, product_id: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM activation_codes WHERE product_id = $1 AND thing_id IS NULL",
+        )
+        .bind(product_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn create_app(&self, a: &App) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         sqlx::query(
