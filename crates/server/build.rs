@@ -13,7 +13,9 @@ fn main() {
         collect(&root, &mut files);
     }
     files.sort();
-    let mut out = String::from("/// Every file of the panel: (path under `ui/`, bytes).\npub static UI_ASSETS: &[(&str, &[u8])] = &[\n");
+    let mut out = String::from(
+        "/// Every file of the panel: (path under `ui/`, bytes).\npub static UI_ASSETS: &[(&str, &[u8])] = &[\n",
+    );
     for file in &files {
         let rel = file.strip_prefix(&root).expect("under ui/");
         let rel = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/");

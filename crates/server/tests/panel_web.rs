@@ -134,13 +134,7 @@ async fn the_session_cookie_needs_the_csrf_token_for_changes_and_ends_at_sign_ou
     assert_eq!(r.expect("send").status(), StatusCode::CREATED);
 
     // Sign-out needs the token too, then the cookie is cleared and worth nothing.
-    let r = s
-        .client
-        .delete(s.url("/v2/panel/session"))
-        .header("Cookie", &b.cookie)
-        .send()
-        .await
-        .expect("send");
+    let r = s.client.delete(s.url("/v2/panel/session")).header("Cookie", &b.cookie).send().await.expect("send");
     assert_envelope(r, 403).await;
     let r = b.send(&s, reqwest::Method::DELETE, "/v2/panel/session").send().await.expect("send");
     assert_eq!(r.status(), StatusCode::OK);
@@ -257,7 +251,8 @@ async fn the_things_table_pages_sorts_searches_and_shows_newest_values() {
     for (i, (_, token)) in things.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
         write(&s, token, json!([{"key": "$settings.name", "value": format!("Pump {i:02}")}])).await;
     }
-    write(&s, &things[4].1, json!([{"key": "temperature", "value": 21.5, "datetime": "2026-01-02T03:04:05.000Z"}])).await;
+    write(&s, &things[4].1, json!([{"key": "temperature", "value": 21.5, "datetime": "2026-01-02T03:04:05.000Z"}]))
+        .await;
     write(&s, &things[4].1, json!([{"key": "door", "value": "open"}])).await;
 
     let get = |query: String| {
@@ -337,7 +332,13 @@ async fn the_things_table_pages_sorts_searches_and_shows_newest_values() {
 
 fn urlencode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -400,7 +401,8 @@ async fn a_chart_gets_every_value_or_min_max_avg_buckets_matching_the_raw_values
     for (b, bucket_t) in t.iter().enumerate() {
         let bt = bucket_t.as_i64().expect("ms");
         assert_eq!(bt, start + b as i64 * 20_000);
-        let raw: Vec<f64> = (0..2000).filter(|i| start + i * 1000 >= bt && start + i * 1000 < bt + 20_000).map(value).collect();
+        let raw: Vec<f64> =
+            (0..2000).filter(|i| start + i * 1000 >= bt && start + i * 1000 < bt + 20_000).map(value).collect();
         let min = raw.iter().cloned().fold(f64::INFINITY, f64::min);
         let max = raw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let avg = raw.iter().sum::<f64>() / raw.len() as f64;
@@ -528,8 +530,8 @@ async fn the_live_stream_delivers_writes_and_ends_with_the_session() {
     next_event(&mut live, &mut buf, "ready").await;
     write(&s, &things[1].1, json!([{"key": "temperature", "value": 19.25}])).await;
     let ev = next_event(&mut live, &mut buf, "values").await;
-    let data: Value = serde_json::from_str(ev.lines().nth(1).and_then(|l| l.strip_prefix("data: ")).expect("data"))
-        .expect("json");
+    let data: Value =
+        serde_json::from_str(ev.lines().nth(1).and_then(|l| l.strip_prefix("data: ")).expect("data")).expect("json");
     assert_eq!(data["thingId"], things[1].0.as_str());
     assert_eq!(data["values"][0]["key"], "temperature");
     assert_eq!(data["values"][0]["value"], 19.25);

@@ -119,11 +119,7 @@ async fn update_product(
     Ok(ok(json!({"status": "success", "message": "updated", "product": product_json(&p)})))
 }
 
-async fn delete_product(
-    State(state): State<AppState>,
-    panel: Panel,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
+async fn delete_product(State(state): State<AppState>, panel: Panel, Path(id): Path<String>) -> ApiResult<Response> {
     let u = panel.user;
     state.platform.delete_product(&u, &id).await?;
     Ok(ok(json!({"status": "success", "message": "deleted"})))
@@ -333,11 +329,7 @@ async fn series(
     })))
 }
 
-async fn delete_thing(
-    State(state): State<AppState>,
-    panel: Panel,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
+async fn delete_thing(State(state): State<AppState>, panel: Panel, Path(id): Path<String>) -> ApiResult<Response> {
     let u = panel.user;
     state.platform.delete_owned_thing(&u, &id).await?;
     Ok(ok(json!({"status": "success", "message": "deleted"})))

@@ -77,11 +77,8 @@ fn check_csrf(headers: &HeaderMap, uri: &Uri, token: &str) -> Result<(), ApiErro
 /// Whether the request's `Origin` (when it has one) is this server as the browser reached it
 /// (the `Host` header in HTTP/1.1, the `:authority` in HTTP/2).
 fn same_origin(headers: &HeaderMap, uri: &Uri) -> bool {
-    let host = headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()))
-        .unwrap_or("");
+    let host =
+        headers.get(HOST).and_then(|h| h.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str())).unwrap_or("");
     // Every `Origin` the request carries must be this server.
     headers.get_all(ORIGIN).iter().all(|origin| {
         origin.to_str().ok().and_then(|o| o.strip_prefix("https://")).is_some_and(|o| !host.is_empty() && o == host)

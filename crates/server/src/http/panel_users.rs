@@ -56,12 +56,7 @@ async fn delete_user(
     Ok(Json(json!({"status": "success", "message": "deleted"})).into_response())
 }
 
-async fn outbox(
-    State(state): State<AppState>,
-    panel: Panel,
-    Path(id): Path<String>,
-    q: Query,
-) -> ApiResult<Response> {
+async fn outbox(State(state): State<AppState>, panel: Panel, Path(id): Path<String>, q: Query) -> ApiResult<Response> {
     let owner = panel.user;
     let app = state.platform.owned_app(&owner, &id).await?;
     let limit = match q.get("limit") {

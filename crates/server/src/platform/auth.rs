@@ -3,11 +3,11 @@
 use std::net::IpAddr;
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use thingline_bus::Invalidation;
 use thingline_core::email::normalize_email;
 use thingline_core::ids::{new_secret_token, token_digest};
 use thingline_core::model::PanelUser;
 use thingline_core::time::now_ms;
-use thingline_bus::Invalidation;
 use thingline_core::{Error, Result};
 
 use super::Platform;

@@ -162,10 +162,7 @@ impl Platform {
             return Err(Error::bad_request("endDate must be after startDate"));
         }
         let thing = self.owned_thing(owner, thing_id).await?;
-        self.store
-            .series(thing.seq, key, start_ms, end_ms, points)
-            .await?
-            .ok_or_else(|| Error::resource_not_found(key))
+        self.store.series(thing.seq, key, start_ms, end_ms, points).await?.ok_or_else(|| Error::resource_not_found(key))
     }
 
     /// Creates `count` things of a product of this account at once (no activation codes): their

@@ -175,13 +175,12 @@ impl CatalogStore for PgStore {
     }
 
     async fn unused_activation_codes(&self, product_id: &str) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM activation_codes WHERE product_id = $1 AND thing_id IS NULL",
-        )
-        .bind(product_id)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_err)?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM activation_codes WHERE product_id = $1 AND thing_id IS NULL")
+                .bind(product_id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 

@@ -159,13 +159,12 @@ impl CatalogStore for SqliteStore {
     }
 
     async fn unused_activation_codes(&self, product_id: &str) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM activation_codes WHERE product_id = ? AND thing_id IS NULL",
-        )
-        .bind(product_id)
-        .fetch_one(&self.read)
-        .await
-        .map_err(db_err)?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM activation_codes WHERE product_id = ? AND thing_id IS NULL")
+                .bind(product_id)
+                .fetch_one(&self.read)
+                .await
+                .map_err(db_err)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
