@@ -564,3 +564,34 @@ async fn the_live_stream_delivers_writes_and_ends_with_the_session() {
     assert!(rest.is_empty(), "nothing after the end: {:?}", String::from_utf8_lossy(&rest));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn panel_streams_never_take_a_devices_places_and_are_capped_per_account() {
+    let s = TestServer::start().await;
+    let b = sign_in(&s, common::PANEL_EMAIL, common::PANEL_PASSWORD).await;
+    let panel = s.panel_token().await;
+    let product = s.product(&panel, &[("temperature", true)]).await;
+    let things = bulk(&s, &panel, &product, 1).await;
+    let (id, token) = &things[0];
+    // 16 tabs watching the thing: more than the thing's 10 device streams.
+    let mut tabs = Vec::new();
+    for _ in 0..16 {
+        let mut r = b.get(&s, &format!("/v2/panel/live?things={id}")).send().await.expect("send");
+        assert_eq!(r.status(), StatusCode::OK);
+        let mut buf = String::new();
+        next_event(&mut r, &mut buf, "ready").await;
+        tabs.push(r);
+    }
+    // The device still gets its own channel.
+    let device = s.client.get(format!("{}/v2/things/{token}", s.https)).send().await.expect("send");
+    assert_eq!(device.status(), StatusCode::OK);
+    // A 17th panel stream of the account is refused, and a closed one frees its place.
+    assert_envelope(b.get(&s, &format!("/v2/panel/live?things={id}")).send().await.expect("send"), 429).await;
+    drop(tabs.pop());
+    common::eventually(Duration::from_secs(5), || async {
+        let r = b.get(&s, &format!("/v2/panel/live?things={id}")).send().await.expect("send");
+        (r.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    s.stop().await;
+}

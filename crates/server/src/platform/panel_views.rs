@@ -205,7 +205,7 @@ impl Platform {
             things_by_channel.insert(thing_channel(&thing.token), thing.id.clone());
             targets.push(Target::Thing { token: thing.token });
         }
-        let (subscriber, inbox) = self.subscribe_queue_many(None, targets).await?;
+        let (subscriber, inbox) = self.subscribe_operator_queue(targets).await?;
         Ok(PanelLive { subscriber, inbox, things_by_channel, _slot: slot })
     }
 

@@ -117,6 +117,10 @@ pub(crate) struct Inner {
     id: u64,
     platform: Arc<Platform>,
     outlet: Arc<dyn Outlet>,
+    /// Whether its thing subscriptions without a session take one of the thing's device stream
+    /// places (devices, and anyone holding the token); the operator's panel does not: it bounds
+    /// its own streams, and must never lock a device out of its own channel.
+    per_thing_cap: bool,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -187,6 +191,10 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 impl Platform {
     /// Opens a subscriber that delivers through `outlet`; counts a realtime connection.
     pub fn open_subscriber(self: &Arc<Self>, outlet: Arc<dyn Outlet>) -> Subscriber {
+        self.open_subscriber_with(outlet, true)
+    }
+
+    fn open_subscriber_with(self: &Arc<Self>, outlet: Arc<dyn Outlet>, per_thing_cap: bool) -> Subscriber {
         let state = State {
             session: None,
             guard: self.notifier.connections().open(),
@@ -199,6 +207,7 @@ impl Platform {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             platform: Arc::clone(self),
             outlet,
+            per_thing_cap,
             state: tokio::sync::Mutex::new(state),
         };
         Subscriber { inner: Arc::new(inner) }
@@ -221,19 +230,16 @@ impl Platform {
         Ok((subscriber, inbox))
     }
 
-    /// A subscriber with several subscriptions delivering into one bounded queue that keeps each
-    /// payload's channel (the web panel's live stream of the things it shows). All or nothing:
-    /// the first target refused ends the subscriber and is the error.
-    pub async fn subscribe_queue_many(
+    /// The operator's subscriber of several whole things (the web panel's live stream of the
+    /// things a page shows), delivering into one bounded queue that keeps each payload's channel.
+    /// Its subscriptions take none of the things' device stream places (the caller bounds its
+    /// streams). All or nothing: the first target refused ends the subscriber and is the error.
+    pub(crate) async fn subscribe_operator_queue(
         self: &Arc<Self>,
-        session: Option<Arc<Session>>,
         targets: Vec<Target>,
     ) -> Result<(Subscriber, Inbox)> {
         let (outlet, inbox) = queue::queue_with_channels(self.notifier.limits().queue_capacity());
-        let subscriber = self.open_subscriber(outlet);
-        if let Some(s) = session {
-            subscriber.authenticate(s).await?;
-        }
+        let subscriber = self.open_subscriber_with(outlet, false);
         for target in targets {
             if let Err(e) = subscriber.subscribe(target).await {
                 subscriber.close().await;
@@ -319,7 +325,7 @@ impl Subscriber {
             }
             Target::Thing { token } => {
                 let thing = p.thing_by_token(token).await?;
-                if st.session.is_none() {
+                if st.session.is_none() && inner.per_thing_cap {
                     let max = p.notifier.limits().max_streams_per_thing();
                     let guard = p.notifier.connections().open_thing_stream(thing.seq, max).ok_or_else(|| {
                         Error::TooManyRequests(format!("too many subscriptions of this thing (at most {max})"))
