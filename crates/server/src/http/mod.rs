@@ -46,8 +46,9 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .merge(health::router())
         .merge(things::router())
         .merge(date::router())
-        .merge(panel::router())
-        .merge(panel_users::router())
+        // The panel API's answers are gzipped for clients that ask (a chart's series, a page of
+        // things); its live stream and the device and app APIs are not (streams must flow).
+        .merge(panel::router().merge(panel_users::router()).layer(tower_http::compression::CompressionLayer::new()))
         .merge(panel_session::router())
         .merge(panel_live::router())
         .merge(ui::router())
