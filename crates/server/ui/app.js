@@ -119,7 +119,7 @@ async function route() {
     return;
   }
   try {
-    const mod = await import(match.r.module);
+    const mod = await importPage(match.r.module);
     if (controller.signal.aborted) return;
     await mod.render(ctx);
   } catch (e) {
@@ -134,6 +134,17 @@ async function route() {
     const t = byTestId('page-title', main);
     if (t && (document.activeElement === document.body || !main.contains(document.activeElement))) t.focus({ preventScroll: true });
   }
+}
+
+// Page modules by path: started at most once (at start, in parallel with the session request).
+const pageImports = new Map();
+function importPage(module) {
+  if (!pageImports.has(module)) {
+    const p = import(module);
+    p.catch(() => pageImports.delete(module)); // a failed load is retried on the next visit
+    pageImports.set(module, p);
+  }
+  return pageImports.get(module);
 }
 
 function makeCtx(name, params, query, controller) {
@@ -178,6 +189,18 @@ function makeCtx(name, params, query, controller) {
       body.dataset.ready = 'true';
       performance.clearMarks(`tl:ready:${name}`);
       performance.mark(`tl:ready:${name}`);
+    },
+    /**
+     * When `e` is a 404 of the page's own object: shows only the error and a link back to the
+     * list (the rest of the page is not drawn), marks the page ready and answers true.
+     */
+    notFound(e, what, backHref, backLabel) {
+      if (!e || e.status !== 404 || controller.signal.aborted) return false;
+      main.replaceChildren(h('p', { class: 'not-found' }, h('a', { href: backHref }, backLabel)));
+      document.title = `${what} not found · Thingline`;
+      showError(/not found/i.test(e.message || '') ? e : `${what} not found.`);
+      ctx.ready();
+      return true;
     },
     /** Shows an error unless it is the cancellation of a left page. */
     fail(e) {
@@ -264,12 +287,17 @@ window.addEventListener('hashchange', route);
 
 // ---- start --------------------------------------------------------------------------------------
 
+// The session request starts at once (module scripts run right after parsing), and the page
+// module of the address is imported in parallel with it (index.html preloads them all).
 (async () => {
-  try {
-    await loadSession();
-  } catch (e) {
-    pendingError = e;
-  }
+  const { path } = parseHash();
+  const first = ROUTES.find((r) => r.re.test(path));
+  await Promise.all([
+    loadSession().catch((e) => {
+      pendingError = e;
+    }),
+    first ? importPage(first.module).catch(() => null) : null, // route() reports a failure
+  ]);
   updateChrome();
   route();
 })();

@@ -98,6 +98,7 @@ export function showError(err) {
   if (err && err.status) region.dataset.status = String(err.status);
   else delete region.dataset.status;
   document.getElementById('error-dismiss')?.removeAttribute('hidden');
+  document.getElementById('error-box')?.classList.add('has-error');
 }
 
 export function clearError() {
@@ -106,6 +107,7 @@ export function clearError() {
   region.textContent = '';
   delete region.dataset.status;
   document.getElementById('error-dismiss')?.setAttribute('hidden', '');
+  document.getElementById('error-box')?.classList.remove('has-error');
 }
 
 let statusTimer = 0;

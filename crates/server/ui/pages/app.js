@@ -63,8 +63,8 @@ export async function render(ctx) {
     );
   }
 
-  async function loadUsers() {
-    const res = await ctx.get(`${base}/users`);
+  async function loadUsers(early) {
+    const res = await (early || ctx.get(`${base}/users`));
     const users = res.users || [];
     tbody.replaceChildren(
       ...users.map((u) => {
@@ -169,11 +169,23 @@ export async function render(ctx) {
     }
   });
 
-  ctx.main.append(usersSection, form);
-  const res = await ctx.get(base);
+  // The app, its users and the public keys are asked for at once; a 404 shows only the error.
+  const appReq = ctx.get(base);
+  const usersReq = ctx.get(`${base}/users`);
+  const keysReq = publicKeys(ctx);
+  usersReq.catch(() => {}); // awaited below, unless the app is not found
+  keysReq.catch(() => {});
+  let res;
+  try {
+    res = await appReq;
+  } catch (e) {
+    if (ctx.notFound(e, 'App', '#/apps', '‹ Back to the apps')) return;
+    throw e;
+  }
   app = res.app || res;
+  ctx.main.append(usersSection, form);
   fill();
-  const [keys] = await Promise.all([publicKeys(ctx), loadUsers()]);
+  const [keys] = await Promise.all([keysReq, loadUsers(usersReq)]);
   chipsBox.replaceChildren(keyChips(keys, resIn));
   ctx.ready();
 }

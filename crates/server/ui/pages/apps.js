@@ -126,7 +126,7 @@ export async function render(ctx) {
     }
   });
 
-  ctx.main.append(h('section', { 'aria-label': 'Your apps' }, wrap, empty), form);
+  ctx.main.append(h('section', { class: 'list-section', 'aria-label': 'Your apps' }, wrap, empty), form);
   const [keys] = await Promise.all([publicKeys(ctx), load()]);
   chipsBox.replaceChildren(keyChips(keys, resources));
   ctx.ready();

@@ -135,7 +135,12 @@ export async function render(ctx) {
     el.classList.add('flash');
   }
 
-  async function loadThings() {
+  function thingsUrl() {
+    return withQuery(`${base}/things`, { limit: PAGE, skip: state.skip, sort: state.sort, order: state.order, q: state.q });
+  }
+
+  /** `early`: the answer's promise when the request was already started (the first load). */
+  async function loadThings(early) {
     const seq = ++loadSeq;
     ctx.setQuery({
       q: state.q,
@@ -143,9 +148,7 @@ export async function render(ctx) {
       order: state.order === SORTS[state.sort] ? null : state.order,
       skip: state.skip || null,
     });
-    const res = await ctx.get(
-      withQuery(`${base}/things`, { limit: PAGE, skip: state.skip, sort: state.sort, order: state.order, q: state.q }),
-    );
+    const res = await (early || ctx.get(thingsUrl()));
     if (seq !== loadSeq) return; // a newer request (typing) won
     const things = res.things || [];
     const total = Number(res.total ?? things.length);
@@ -315,8 +318,8 @@ export async function render(ctx) {
     codesWrap,
   );
 
-  async function loadCodes() {
-    const res = await ctx.get(`${base}/activation-codes`);
+  async function loadCodes(early) {
+    const res = await (early || ctx.get(`${base}/activation-codes`));
     codes = (res.codes || []).slice();
     codes.sort((a, b) => Number(a.used) - Number(b.used) || String(b.createdAt).localeCompare(String(a.createdAt)));
     const unused = codes.filter((c) => !c.used).length;
@@ -442,12 +445,24 @@ export async function render(ctx) {
     count.focus({ preventScroll: true });
   });
 
-  ctx.main.append(thingsSection, codesSection, settingsForm);
-
-  const res = await ctx.get(base);
+  // The product, its codes and its things are asked for at once; the page is drawn once the
+  // product has answered (a 404 shows only the error).
+  const productReq = ctx.get(base);
+  const codesReq = ctx.get(`${base}/activation-codes`);
+  const thingsReq = ctx.get(thingsUrl());
+  codesReq.catch(() => {}); // awaited below, unless the product is not found
+  thingsReq.catch(() => {});
+  let res;
+  try {
+    res = await productReq;
+  } catch (e) {
+    if (ctx.notFound(e, 'Product', '#/products', '‹ Back to the products')) return;
+    throw e;
+  }
   product = res.product || res;
+  ctx.main.append(thingsSection, codesSection, settingsForm);
   fillSettings();
   header();
-  await Promise.all([loadCodes(), loadThings()]);
+  await Promise.all([loadCodes(codesReq), loadThings(thingsReq)]);
   ctx.ready();
 }

@@ -15,7 +15,7 @@ export function keysOf(resources, pub) {
 
 export async function render(ctx) {
   ctx.title('Products');
-  const listSection = h('section', { 'aria-labelledby': 'products-h' }, h('h2', { id: 'products-h', class: 'visually-hidden' }, 'Your products'));
+  const listSection = h('section', { class: 'list-section', 'aria-labelledby': 'products-h' }, h('h2', { id: 'products-h', class: 'visually-hidden' }, 'Your products'));
   const tbody = h('tbody');
   const table = h(
     'table',

@@ -33,6 +33,9 @@ export async function render(ctx) {
   const id = ctx.params[0];
   const base = `/v2/panel/things/${enc(id)}`;
   ctx.title('Thing');
+  // The chart code (and uPlot) loads while the thing's data is asked for.
+  const chartModReq = import('../chart.js');
+  chartModReq.catch(() => {}); // awaited when the first chart is made
 
   let thing = null;
   let token = '';
@@ -235,7 +238,7 @@ export async function render(ctx) {
   }
 
   async function makeChart(key) {
-    if (!chartMod) chartMod = await import('../chart.js');
+    if (!chartMod) chartMod = await chartModReq;
     if (!ctx.alive) return null;
     const caption = h('figcaption', null, h('span', { class: 'chart-key' }, key), h('span', { class: 'muted chart-note' }));
     const fig = h('figure', { class: 'chart', testid: `chart-${key}`, dataset: { key, points: '0', updated: '' } }, caption);
@@ -251,33 +254,49 @@ export async function render(ctx) {
         setRange('zoom', a, b);
       },
     });
-    const entry = { chart, fig, note: caption.querySelector('.chart-note'), seq: 0 };
+    const entry = { chart, fig, note: caption.querySelector('.chart-note'), seq: 0, stats: null };
     charts.set(key, entry);
     return entry;
   }
 
-  async function fetchSeries(key) {
+  function requestSeries(key, width) {
+    const r = currentRange();
+    return ctx.get(
+      withQuery(`${base}/series/${enc(key)}`, {
+        startDate: new Date(r.start).toISOString(),
+        endDate: new Date(r.end).toISOString(),
+        points: Math.min(4000, Math.max(10, Math.floor(width))),
+      }),
+    );
+  }
+
+  /** The caption after the values drawn: the series answer's counts plus the live values added since. */
+  function showNote(entry) {
+    const st = entry.stats;
+    if (!st) return;
+    const n = st.count;
+    const parts = [`${n} value${n === 1 ? '' : 's'}`];
+    if (st.downsampled) parts.push(`${entry.chart.points} points: average line, min–max band`);
+    if (st.nonNumeric) parts.push(`${st.nonNumeric} non-numeric skipped`);
+    entry.note.textContent = ` · ${parts.join(' · ')}`;
+  }
+
+  /** `early`: the series answer's promise when it was asked for before the chart existed. */
+  async function fetchSeries(key, early) {
     const entry = charts.get(key);
     if (!entry) return;
     const seq = ++entry.seq;
-    const r = currentRange();
-    const points = Math.min(4000, Math.max(10, entry.chart.width()));
     entry.fig.setAttribute('aria-busy', 'true');
     try {
-      const res = await ctx.get(
-        withQuery(`${base}/series/${enc(key)}`, {
-          startDate: new Date(r.start).toISOString(),
-          endDate: new Date(r.end).toISOString(),
-          points,
-        }),
-      );
+      const res = await (early || requestSeries(key, entry.chart.width()));
       if (seq !== entry.seq) return;
       entry.chart.setSeries(res);
-      const n = Number(res.count ?? (res.t || []).length);
-      const parts = [`${n} value${n === 1 ? '' : 's'}`];
-      if (res.downsampled) parts.push(`${(res.t || []).length} buckets: average line, min–max band`);
-      if (res.nonNumeric) parts.push(`${res.nonNumeric} non-numeric skipped`);
-      entry.note.textContent = ` · ${parts.join(' · ')}`;
+      entry.stats = {
+        count: Number(res.count ?? (res.t || []).length),
+        downsampled: !!res.downsampled,
+        nonNumeric: Number(res.nonNumeric || 0),
+      };
+      showNote(entry);
     } finally {
       if (seq === entry.seq) entry.fig.removeAttribute('aria-busy');
     }
@@ -538,7 +557,10 @@ export async function render(ctx) {
       const r = currentRange();
       const entry = charts.get(v.key);
       if (entry) {
-        if (SPANS[range.mode] || (ms >= r.start && ms <= r.end)) entry.chart.append(ms, n);
+        if ((SPANS[range.mode] || (ms >= r.start && ms <= r.end)) && entry.chart.append(ms, n) && entry.stats) {
+          entry.stats.count += 1;
+          showNote(entry);
+        }
       } else if (newer && chartable(v.key)) {
         ensureChart(v.key)
           .then((e) => e && fetchSeries(v.key))
@@ -628,10 +650,15 @@ export async function render(ctx) {
     syncKeyOptions();
   }
 
-  ctx.main.append(info, latestSection, chartsSection, valuesSection, metaSection, writeForm);
-
-  const res = await ctx.get(base);
+  let res;
+  try {
+    res = await ctx.get(base);
+  } catch (e) {
+    if (ctx.notFound(e, 'Thing', '#/products', '‹ Back to the products')) return;
+    throw e;
+  }
   thing = res.thing || res;
+  ctx.main.append(info, latestSection, chartsSection, valuesSection, metaSection, writeForm);
   token = thing.thingToken || '';
   thing.lastSeenMs = thing.lastSeen ? Date.parse(thing.lastSeen) : 0;
   ctx.setTitle(thing.name || id);
@@ -645,6 +672,23 @@ export async function render(ctx) {
   showGeo(thing.geo);
 
   connectLive(); // early: values written while the rest loads are not missed
+
+  // Each numeric key of the answer's `latest` gets its series asked for at once, sized to the
+  // charts' width (the figure's padding and border aside), and its chart drawn as soon as the
+  // chart code and the answer are both there, while the other requests run.
+  const seriesWidth = Math.max(200, (chartsBox.clientWidth || 600) - 22);
+  const earlyKeys = Object.entries(thing.latest || {})
+    .filter(([k, item]) => !k.startsWith('$') && item && numericValue(item.value) !== null)
+    .map(([k]) => k)
+    .sort();
+  const earlyCharts = earlyKeys.map((k) => {
+    const req = requestSeries(k, seriesWidth);
+    req.catch(() => {}); // awaited by fetchSeries
+    return ensureChart(k).then((e) => e && fetchSeries(k, req));
+  });
+  if (earlyKeys.length) showRangeState();
+  earlyCharts.forEach((p) => p.catch(() => {})); // awaited below
+
   await loadLatest();
 
   // Declared resources first in the selects; the first numeric one is the default recent key.
@@ -655,8 +699,10 @@ export async function render(ctx) {
   wKey.value = declared[0] || chartKeys[0] || '';
 
   showRangeState();
-  chartsEmpty.hidden = chartKeys.length > 0;
-  for (const k of chartKeys) await ensureChart(k);
-  await Promise.all([refetchCharts(), loadValues()]);
+  chartsEmpty.hidden = chartKeys.length > 0 || charts.size > 0;
+  const moreCharts = chartKeys
+    .filter((k) => !earlyKeys.includes(k))
+    .map((k) => ensureChart(k).then((e) => e && fetchSeries(k)));
+  await Promise.all([...earlyCharts, ...moreCharts, loadValues()]);
   ctx.ready();
 }
