@@ -159,12 +159,10 @@ async fn list_codes(
     Path(id): Path<String>,
     q: Query,
 ) -> ApiResult<Response> {
-    let u = panel.user;
-    let codes = state.platform.list_activation_codes(&u, &id).await?;
-    match q.get("format") {
-        None | Some("json") => {}
-        Some("csv") => return Ok(codes_csv(&id, &codes)),
-        Some(_) => return Err(Error::bad_request("format must be json or csv").into()),
+    let csv = wants_csv(&q)?;
+    let codes = state.platform.list_activation_codes(&panel.user, &id).await?;
+    if csv {
+        return Ok(codes_csv(&id, &codes));
     }
     let codes: Vec<Value> = codes
         .iter()
@@ -192,17 +190,31 @@ fn codes_csv(product_id: &str, codes: &[thingline_core::model::ActivationCode]) 
         let used = c.thing_id.is_some();
         out.push_str(&format!("{},{used},{thing},{},{used_at}\r\n", c.code, format_datetime(c.created_ms)));
     }
+    let mut res = csv_response(StatusCode::OK, out);
     let file = format!("attachment; filename=\"activation-codes-{product_id}.csv\"");
-    let mut res = (StatusCode::OK, out).into_response();
-    let h = res.headers_mut();
-    h.insert(CONTENT_TYPE, axum::http::HeaderValue::from_static("text/csv; charset=utf-8"));
     if let Ok(v) = axum::http::HeaderValue::from_str(&file) {
-        h.insert(CONTENT_DISPOSITION, v);
+        res.headers_mut().insert(CONTENT_DISPOSITION, v);
     }
     res
 }
 
-/// `{"<key>":{"value":…,"datetime":…}}` of a row's newest values (values spliced verbatim).
+/// Whether `?format=` asks for CSV (`csv`) rather than JSON (`json`, or absent); 400 otherwise.
+fn wants_csv(q: &Query) -> Result<bool, Error> {
+    match q.get("format") {
+        None | Some("json") => Ok(false),
+        Some("csv") => Ok(true),
+        Some(_) => Err(Error::bad_request("format must be json or csv")),
+    }
+}
+
+fn csv_response(status: StatusCode, body: String) -> Response {
+    let mut res = (status, body).into_response();
+    res.headers_mut().insert(CONTENT_TYPE, axum::http::HeaderValue::from_static("text/csv; charset=utf-8"));
+    res
+}
+
+/// `{"<key>":{"value":…,"datetime":…}}` of a row's newest values (each stored JSON text parsed
+/// back; a stored text serde_json cannot read shows as null).
 fn latest_json(latest: &[Latest]) -> Value {
     let mut map = serde_json::Map::new();
     for (key, ts, value) in latest {
@@ -253,11 +265,7 @@ async fn create_things(
 ) -> ApiResult<Response> {
     let b: CountBody = body.parse()?;
     let count = count_of(b.count)?;
-    let csv = match q.get("format") {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(_) => return Err(Error::bad_request("format must be json or csv").into()),
-    };
+    let csv = wants_csv(&q)?;
     let things = state.platform.create_things(&panel.user, &id, count).await?;
     if csv {
         let mut out = String::with_capacity(32 + things.len() * 72);
@@ -265,9 +273,7 @@ async fn create_things(
         for t in &things {
             out.push_str(&format!("{},{}\r\n", t.id, t.token));
         }
-        let mut res = (StatusCode::CREATED, out).into_response();
-        res.headers_mut().insert(CONTENT_TYPE, axum::http::HeaderValue::from_static("text/csv; charset=utf-8"));
-        return Ok(res);
+        return Ok(csv_response(StatusCode::CREATED, out));
     }
     let things: Vec<Value> = things.iter().map(|t| json!({"thingId": t.id, "thingToken": t.token})).collect();
     Ok(created(json!({"status": "created", "things": things})))
