@@ -18,10 +18,42 @@ pub async fn run_all(store: Arc<dyn Store>) {
     timelines_keep_distinct_datetimes(&*store, thing_seq).await;
     timelines_page_exactly(&*store, thing_seq).await;
     timelines_stay_inside_the_supported_range(&*store, thing_seq).await;
+    a_first_write_never_reads_as_an_empty_timeline(&store, thing_seq).await;
     settings_documents(&*store, thing_seq).await;
     app_users_sessions_links_grants(&*store).await;
     objects::objects_in_collections(&*store).await;
     panel::panel_reads(&*store).await;
+}
+
+/// A read racing the first append of a key answers "never written" or the value, never an empty
+/// page (which says "written, nothing in this range"): the read must decide from one snapshot.
+async fn a_first_write_never_reads_as_an_empty_timeline(store: &Arc<dyn Store>, seq: i64) {
+    for round in 0..100 {
+        let key = format!("race-{round}");
+        let writer = {
+            let store = Arc::clone(store);
+            let key = key.clone();
+            tokio::spawn(async move {
+                store.append(seq, vec![NewPoint { key, ts: None, value: "1".into() }]).await.expect("append")
+            })
+        };
+        let query = TimelineQuery { limit: 10, start: None, end: None };
+        let read_until_written = async {
+            loop {
+                match store.read(seq, &key, &query).await.expect("read") {
+                    None => tokio::task::yield_now().await,
+                    Some(points) => {
+                        assert_eq!(points.len(), 1, "round {round}: a written key read as an empty page");
+                        break;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), read_until_written)
+            .await
+            .expect("the value is readable once appended");
+        writer.await.expect("writer");
+    }
 }
 
 async fn panel_users_and_sessions(store: &dyn Store) {

@@ -61,10 +61,16 @@ impl TimelineStore for SqliteStore {
         // `ts US value RS ts US value …` (US = 0x1F, RS = 0x1E; neither can occur in JSON text,
         // where control characters must be escaped), newest first. Fetching 1,000 rows one by
         // one through the driver costs several times more than splitting one string.
+        //
+        // Whether the timeline holds any value at all is asked in the same statement, so in the
+        // same snapshot: a timeline row is committed before its first values (see the timeline
+        // writer), and asking afterwards could find a value committed in between and answer an
+        // empty page for a key that, in the snapshot read, had never been written.
         let row = sqlx::query(
-            "SELECT t.id AS tl, (SELECT group_concat(p.ts || char(31) || p.value, char(30) ORDER BY p.ts DESC) \
+            "SELECT (SELECT group_concat(p.ts || char(31) || p.value, char(30) ORDER BY p.ts DESC) \
                FROM (SELECT ts, value FROM points WHERE timeline_id = t.id AND ts >= ? AND ts < ? \
-                     ORDER BY ts DESC LIMIT ?) p) AS packed \
+                     ORDER BY ts DESC LIMIT ?) p) AS packed, \
+               EXISTS (SELECT 1 FROM points WHERE timeline_id = t.id) AS any_value \
              FROM timelines t WHERE t.thing_seq = ? AND t.key = ?",
         )
         .bind(q.start.unwrap_or(i64::MIN))
@@ -76,17 +82,12 @@ impl TimelineStore for SqliteStore {
         .await
         .map_err(db_err)?;
         let Some(row) = row else { return Ok(None) };
-        let tl: i64 = row.try_get("tl").map_err(db_err)?;
         let packed: Option<String> = row.try_get("packed").map_err(db_err)?;
         let Some(packed) = packed else {
-            // Nothing in range. A timeline row can exist without values only if its append
-            // failed; it reads as never written unless some value exists outside the range.
-            let any: Option<i64> = sqlx::query_scalar("SELECT 1 FROM points WHERE timeline_id = ? LIMIT 1")
-                .bind(tl)
-                .fetch_optional(&self.read)
-                .await
-                .map_err(db_err)?;
-            return Ok(any.map(|_| Vec::new()));
+            // Nothing in range. A timeline row without values (its first append not committed
+            // yet, or failed) reads as never written unless some value exists outside the range.
+            let any: bool = row.try_get("any_value").map_err(db_err)?;
+            return Ok(any.then(Vec::new));
         };
         let mut out = Vec::with_capacity(q.limit as usize);
         for item in packed.split('\u{1e}') {
