@@ -316,23 +316,16 @@ async fn the_things_table_pages_sorts_searches_and_shows_newest_values() {
     }
     // Another account sees none of it.
     let other = other_account(&s).await;
-    let r = s
-        .client
-        .get(s.url(&format!("/v2/panel/products/{product}/things")))
-        .header("Authorization", &other)
-        .send()
-        .await
-        .expect("send");
+    let r = panel_get(&s, &other, &format!("/v2/panel/products/{product}/things")).await;
     assert_envelope(r, 404).await;
-    let r = s
-        .client
-        .get(s.url(&format!("/v2/panel/things/{}", things[4].0)))
-        .header("Authorization", &other)
-        .send()
-        .await
-        .expect("send");
+    let r = panel_get(&s, &other, &format!("/v2/panel/things/{}", things[4].0)).await;
     assert_envelope(r, 404).await;
     s.stop().await;
+}
+
+/// A panel API GET as an API client sends it (`Authorization: <panel token>`).
+async fn panel_get(s: &TestServer, token: &str, path: &str) -> reqwest::Response {
+    s.client.get(s.url(path)).header("Authorization", token).send().await.expect("send")
 }
 
 fn urlencode(s: &str) -> String {
@@ -441,22 +434,10 @@ async fn a_chart_gets_every_value_or_min_max_avg_buckets_matching_the_raw_values
     assert_eq!(st, StatusCode::BAD_REQUEST);
     let (st, _) = series("startDate=yesterday".into()).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
-    let r = s
-        .client
-        .get(s.url(&format!("/v2/panel/things/{id}/series/humidity")))
-        .header("Authorization", &panel)
-        .send()
-        .await
-        .expect("send");
+    let r = panel_get(&s, &panel, &format!("/v2/panel/things/{id}/series/humidity")).await;
     assert_envelope(r, 404).await;
     let other = other_account(&s).await;
-    let r = s
-        .client
-        .get(s.url(&format!("/v2/panel/things/{id}/series/temperature")))
-        .header("Authorization", &other)
-        .send()
-        .await
-        .expect("send");
+    let r = panel_get(&s, &other, &format!("/v2/panel/things/{id}/series/temperature")).await;
     assert_envelope(r, 404).await;
     s.stop().await;
 }
@@ -475,13 +456,7 @@ async fn codes_download_as_csv_and_app_users_show_logins_links_and_roles() {
     assert_eq!(r.status(), StatusCode::CREATED);
     let thing: Value = r.json().await.expect("json");
     let thing_token = thing["thingToken"].as_str().expect("token").to_owned();
-    let r = s
-        .client
-        .get(s.url(&format!("/v2/panel/products/{product}/activation-codes?format=csv")))
-        .header("Authorization", &panel)
-        .send()
-        .await
-        .expect("send");
+    let r = panel_get(&s, &panel, &format!("/v2/panel/products/{product}/activation-codes?format=csv")).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.headers()["content-type"].to_str().expect("ascii").starts_with("text/csv"));
     assert!(r.headers()["content-disposition"].to_str().expect("ascii").contains("attachment"));
@@ -498,13 +473,7 @@ async fn codes_download_as_csv_and_app_users_show_logins_links_and_roles() {
     let app = s.app(&panel, &["temperature"]).await;
     let user_token = s.app_user(&app, "alice@example.com").await;
     s.link(&user_token, &thing_token).await;
-    let r = s
-        .client
-        .get(s.url(&format!("/v2/panel/apps/{app}/users")))
-        .header("Authorization", &panel)
-        .send()
-        .await
-        .expect("send");
+    let r = panel_get(&s, &panel, &format!("/v2/panel/apps/{app}/users")).await;
     let v: Value = r.json().await.expect("json");
     let user = &v["users"][0];
     assert_eq!(user["email"], "alice@example.com");
@@ -556,13 +525,7 @@ async fn the_live_stream_delivers_writes_and_ends_with_the_session() {
     assert_eq!(data["values"][0]["value"], 19.25);
     // Another account's thing, or none: refused before streaming.
     let other = other_account(&s).await;
-    let r = s
-        .client
-        .get(s.url(&format!("/v2/panel/live?things={}", things[0].0)))
-        .header("Authorization", &other)
-        .send()
-        .await
-        .expect("send");
+    let r = panel_get(&s, &other, &format!("/v2/panel/live?things={}", things[0].0)).await;
     assert_envelope(r, 404).await;
     assert_envelope(b.get(&s, "/v2/panel/live").send().await.expect("send"), 400).await;
     // Sign-out ends the stream with a 401 envelope.

@@ -2,7 +2,12 @@
 //! keeps beside each settings document (`things.name`), what a search looks for, and the batches
 //! of a bulk creation.
 
-use crate::ThingPageQuery;
+use std::collections::HashMap;
+
+use thingline_core::model::Thing;
+use thingline_core::{Error, Result};
+
+use crate::{NewThing, ThingPageQuery};
 
 /// Things inserted per statement by [`crate::ThingStore::create_things`]: large enough that
 /// 100,000 things take a few dozen statements, small enough that one statement's parameters
@@ -29,6 +34,29 @@ pub(crate) struct Search<'q> {
 pub(crate) fn search_of(query: &ThingPageQuery) -> Option<Search<'_>> {
     let text = query.search.as_deref().filter(|s| !s.is_empty())?;
     Some(Search { prefix: text, lowered: text.to_ascii_lowercase() })
+}
+
+/// The things a bulk creation made, in the order given, from the seq the database gave each id.
+pub(crate) fn created_things(
+    product_id: &str,
+    things: &[NewThing],
+    seqs: &HashMap<String, i64>,
+    now_ms: i64,
+) -> Result<Vec<Thing>> {
+    things
+        .iter()
+        .map(|t| {
+            let seq = seqs.get(&t.id).copied().ok_or_else(|| Error::internal("a created thing has no seq"))?;
+            Ok(Thing {
+                seq,
+                id: t.id.clone(),
+                token: t.token.clone(),
+                product_id: product_id.to_owned(),
+                activation_code: None,
+                created_ms: now_ms,
+            })
+        })
+        .collect()
 }
 
 /// `skip` and `limit` as SQL integers (a skip past `i64::MAX` finds nothing either way).

@@ -89,9 +89,9 @@ impl Platform {
     pub async fn things_table(&self, owner: &PanelUser, product_id: &str, q: &ThingPageQuery) -> Result<ThingsTable> {
         let product = self.owned_product(owner, product_id).await?;
         let page = self.store.things_page(product_id, q).await?;
+        let keys: Vec<&str> = product.resources.iter().map(|r| r.key.as_str()).collect();
         let mut latest = Vec::with_capacity(page.rows.len());
         for row in &page.rows {
-            let keys: Vec<&str> = product.resources.iter().map(|r| r.key.as_str()).collect();
             latest.push(self.latest_of(&row.thing, &keys).await?);
         }
         let pending_codes = self.store.unused_activation_codes(product_id).await?;

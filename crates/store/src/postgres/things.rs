@@ -161,20 +161,7 @@ impl ThingStore for PgStore {
             seqs.extend(rows.into_iter().map(|(seq, id)| (id, seq)));
         }
         tx.commit().await.map_err(db_err)?;
-        things
-            .iter()
-            .map(|t| {
-                let seq = seqs.get(&t.id).copied().ok_or_else(|| Error::internal("a created thing has no seq"))?;
-                Ok(Thing {
-                    seq,
-                    id: t.id.clone(),
-                    token: t.token.clone(),
-                    product_id: product_id.to_owned(),
-                    activation_code: None,
-                    created_ms: now_ms,
-                })
-            })
-            .collect()
+        crate::things::created_things(product_id, things, &seqs, now_ms)
     }
 
     async fn things_page(&self, product_id: &str, q: &ThingPageQuery) -> Result<ThingPage> {
