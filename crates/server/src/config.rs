@@ -36,6 +36,10 @@ pub struct ConfigArgs {
     /// CoAP (UDP) listener; `off` disables it.
     #[arg(long, env = "THINGLINE_COAP_ADDR")]
     pub coap_addr: Option<String>,
+    /// Prometheus metrics at `GET /metrics`, plain HTTP and unauthenticated: a loopback or
+    /// private address; unset or `off` (the default) records no metrics at all.
+    #[arg(long, env = "THINGLINE_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// PEM certificate chain; unset: a self-signed certificate kept in the data dir.
     #[arg(long, env = "THINGLINE_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -157,6 +161,7 @@ struct FileConfig {
     mqtt_addr: Option<String>,
     mqtts_addr: Option<String>,
     coap_addr: Option<String>,
+    metrics_addr: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     store_url: Option<String>,
@@ -200,6 +205,8 @@ pub struct Config {
     pub mqtt_addr: Option<SocketAddr>,
     pub mqtts_addr: Option<SocketAddr>,
     pub coap_addr: Option<SocketAddr>,
+    /// The metrics listener (`THINGLINE_METRICS_ADDR`); `None`: no metrics are recorded.
+    pub metrics_addr: Option<SocketAddr>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub store_url: String,
@@ -428,6 +435,7 @@ impl Config {
             mqtt_addr: addr("THINGLINE_MQTT_ADDR", args.mqtt_addr.or(file.mqtt_addr), Some("0.0.0.0:1883"))?,
             mqtts_addr: addr("THINGLINE_MQTTS_ADDR", args.mqtts_addr.or(file.mqtts_addr), Some("0.0.0.0:8883"))?,
             coap_addr: addr("THINGLINE_COAP_ADDR", args.coap_addr.or(file.coap_addr), Some("0.0.0.0:5683"))?,
+            metrics_addr: addr("THINGLINE_METRICS_ADDR", args.metrics_addr.or(file.metrics_addr), None)?,
             tls_cert,
             tls_key,
             store_url,

@@ -8,6 +8,7 @@ pub mod coap;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod mqtt;
 pub mod net;
 pub mod platform;

@@ -229,6 +229,12 @@ impl Listener {
         self.addr
     }
 
+    /// A handle on this listener's count of open connections, valid after the listener moved
+    /// into its serving task (the metrics endpoint reads it at scrape time).
+    pub fn connection_count(&self) -> ConnectionCount {
+        ConnectionCount { permits: Arc::clone(&self.permits), max: self.settings.max_connections }
+    }
+
     /// The next ready connection; `None` once the shutdown signal fired. Cancel-safe: dropping
     /// the future loses no connection.
     ///
@@ -295,6 +301,20 @@ impl Listener {
             }
         });
         None
+    }
+}
+
+/// The open connections of a [`Listener`] (those holding one of its permits, a WebSocket taken
+/// over from HTTP included).
+#[derive(Clone)]
+pub struct ConnectionCount {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl ConnectionCount {
+    pub fn open(&self) -> usize {
+        self.max.saturating_sub(self.permits.available_permits())
     }
 }
 

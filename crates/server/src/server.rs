@@ -25,6 +25,8 @@ pub struct RunningServer {
     pub mqtt_addr: Option<SocketAddr>,
     pub mqtts_addr: Option<SocketAddr>,
     pub coap_addr: Option<SocketAddr>,
+    /// The metrics listener (`GET /metrics`), when `THINGLINE_METRICS_ADDR` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub platform: Arc<Platform>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
@@ -50,6 +52,11 @@ impl RunningServer {
 /// cannot bind or the store cannot open.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     crate::install_crypto_provider();
+    // Before anything records: without a metrics listener no recorder is installed at all.
+    let metrics_handle = match config.metrics_addr {
+        Some(_) => Some(crate::metrics::install()?),
+        None => None,
+    };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data dir {} (THINGLINE_DATA_DIR)", config.data_dir.display()))?;
     let store_options = StoreOptions { sync_full: config.sync_full, ..StoreOptions::default() };
@@ -91,6 +98,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         Some(addr) => Some(net::bind(addr, "MQTTS", "THINGLINE_MQTTS_ADDR").await?),
         None => None,
     };
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(crate::metrics::bind(addr).await?),
+        None => None,
+    };
     let coap_socket = match config.coap_addr {
         Some(addr) => Some(Arc::new(net::bind_udp(addr, "CoAP", "THINGLINE_COAP_ADDR").await?)),
         None => None,
@@ -101,17 +112,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let broker = mqtt::Broker::new(Arc::clone(&platform), config.mqtt);
     let api = http::router(Arc::clone(&platform)).merge(mqtt::websocket_router(Arc::clone(&broker)));
     let router = http::https_only(socketio::wrap(api, Arc::clone(&platform), config.realtime.auth_timeout));
+    // Request ids, access logs and HTTP metrics around everything, Socket.IO and the guard included.
+    let router = http::observe::layer(router);
     platform::subscriptions::spawn_stats_logger(Arc::clone(&platform));
     let conn = net::ConnSettings { max_connections: config.max_connections, peer_timeout: config.peer_timeout };
     let mut tasks = JoinSet::new();
     let https = net::Listener::new(https, Some(tls), conn, shutdown.clone())?;
     let https_addr = https.local_addr();
+    let mut http_listeners = vec![https.connection_count()];
     tracing::info!(listener = %"https", addr = %https_addr, "listening");
     tasks.spawn(net::serve_http(https, router.clone(), config.body_timeout));
     let mut http_addr = None;
     if let Some(listener) = http_listener {
         let listener = net::Listener::new(listener, None, conn, shutdown.clone())?;
         let addr = listener.local_addr();
+        http_listeners.push(listener.connection_count());
         tracing::info!(listener = %"http", addr = %addr, "listening");
         http_addr = Some(addr);
         tasks.spawn(net::serve_http(listener, router, config.body_timeout));
@@ -139,8 +154,26 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         let endpoint = coap::Endpoint::new(Arc::clone(&platform), config.coap, Arc::clone(&socket));
         tasks.spawn(coap::serve(socket, endpoint));
     }
+    let mut metrics_addr = None;
+    if let (Some(tcp), Some(handle)) = (metrics_listener, metrics_handle) {
+        let sources = crate::metrics::Sources { platform: Arc::clone(&platform), http_listeners };
+        let (addr, task) = crate::metrics::serve(tcp, handle, sources, config.peer_timeout, shutdown.clone())?;
+        tracing::info!(listener = %"metrics", addr = %addr, "listening");
+        metrics_addr = Some(addr);
+        tasks.spawn(task);
+    }
     tracing::info!(store = platform.store().backend(), data_dir = %config.data_dir.display(), "ready");
-    Ok(RunningServer { https_addr, http_addr, mqtt_addr, mqtts_addr, coap_addr, platform, shutdown, tasks })
+    Ok(RunningServer {
+        https_addr,
+        http_addr,
+        mqtt_addr,
+        mqtts_addr,
+        coap_addr,
+        metrics_addr,
+        platform,
+        shutdown,
+        tasks,
+    })
 }
 
 /// The bus `THINGLINE_BUS_URL` names: NATS (`nats://…`), or this process alone when unset.

@@ -8,6 +8,7 @@
 pub mod app_users;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod metrics;
 pub mod migrate;
 pub mod model;
 pub mod objects;

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Endpoint;
 use super::outbox::Delivery;
+use crate::platform::metrics::{self, Protocol};
 use crate::platform::{Inbox, Next, Subscriber, Target};
 
 /// The first notification.
@@ -91,6 +92,7 @@ impl Observers {
                 return Err(Error::Unavailable("Too many observations on this server".into()));
             }
             if t.per_address.get(&ip).copied().unwrap_or(0) >= self.per_address {
+                metrics::rate_limited("coap-observers-per-address");
                 return Err(Error::TooManyRequests("Too many observations from this address".into()));
             }
             t.total += 1;
@@ -151,8 +153,10 @@ impl Endpoint {
     ) -> Result<Registered> {
         let key = (peer, request_token);
         let (mut reservation, cancel) = self.observers.reserve(key.clone())?;
-        let (subscriber, inbox) =
-            self.platform.subscribe_queue(None, Target::Thing { token: thing_token.to_owned() }).await?;
+        let (subscriber, inbox) = self
+            .platform
+            .subscribe_queue_for(Protocol::Coap, None, Target::Thing { token: thing_token.to_owned() })
+            .await?;
         reservation.started = true;
         let id = reservation.id;
         drop(reservation);

@@ -53,6 +53,7 @@ impl RateLimit {
             shard.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < rate);
             if shard.len() >= MAX_ADDRESSES / SHARDS {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
+                crate::platform::metrics::rate_limited("coap-rate");
                 return false;
             }
         }
@@ -64,6 +65,7 @@ impl RateLimit {
             true
         } else {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            crate::platform::metrics::rate_limited("coap-rate");
             false
         }
     }

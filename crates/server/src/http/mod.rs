@@ -11,6 +11,7 @@ mod extract;
 mod guard;
 mod health;
 mod me;
+pub mod observe;
 mod panel;
 mod panel_live;
 mod panel_session;

@@ -24,7 +24,9 @@ use super::codec::{self, ConnAckProps, Connect, DecodeError, Filter, Outgoing, P
 use super::session::{Delivery, Held, SessionData, SubEntry, TableError, Unacked};
 use super::topic::{self, FilterTopic, PublishTopic};
 use super::writes::{Ack, Done, Writes, reason_of};
-use crate::platform::{Ended, Outlet, Platform, Target, WriteFlags, WriteItem, parse_write_items, thing_channel};
+use crate::platform::{
+    Ended, Outlet, Platform, Target, WriteFlags, WriteItem, metrics, parse_write_items, thing_channel,
+};
 
 /// Smallest read; a read that fills its room makes the next one this big.
 const READ_SMALL: usize = 512;
@@ -88,6 +90,7 @@ pub async fn serve<S>(broker: Arc<Broker>, stream: S, remote: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    let _live = metrics::connection(metrics::Protocol::Mqtt);
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buf = BytesMut::new();
     let settings = &broker.settings;
@@ -547,7 +550,8 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> Connection<S> {
         let held = data.subs.iter().any(|s| s.channel == channel);
         data.mailbox.route(Arc::clone(&channel), Arc::from(filter), qos);
         let mailbox: Arc<dyn Outlet> = data.mailbox.clone();
-        let subscriber = data.subscriber.get_or_insert_with(|| platform.open_subscriber(mailbox));
+        let subscriber =
+            data.subscriber.get_or_insert_with(|| platform.open_subscriber_for(metrics::Protocol::Mqtt, mailbox));
         match subscriber.subscribe(Target::Thing { token: token.to_owned() }).await {
             Ok(_) => {
                 if !held {

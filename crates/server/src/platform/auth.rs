@@ -103,6 +103,10 @@ pub(crate) async fn check_login<U>(
     let ok = verify_password(password, user.as_ref().map(&password_hash)).await?;
     let Some(user) = user.filter(|_| ok) else {
         // The reservation stays: a failed attempt.
+        super::metrics::login_failed(match limiter.kind() {
+            "panel-login" => "panel",
+            _ => "app",
+        });
         return Err(Error::Unauthorized("Invalid email or password".into()));
     };
     attempt.release().await;

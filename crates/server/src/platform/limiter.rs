@@ -125,8 +125,16 @@ impl RateLimiter {
         let window = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
         match store.reserve_attempt(&named, now.saturating_sub(window), now).await? {
             Some(id) => Ok(Attempt::Shared(store, id)),
-            None => Err(Error::TooManyRequests(self.refusal.into())),
+            None => {
+                super::metrics::rate_limited(self.kind);
+                Err(Error::TooManyRequests(self.refusal.into()))
+            }
         }
+    }
+
+    /// What is limited (`panel-login`, `app-login`, `activation`).
+    pub fn kind(&self) -> &'static str {
+        self.kind
     }
 
     fn limit(&self, key: &LimitKey<'_>) -> usize {
@@ -154,6 +162,8 @@ impl RateLimiter {
                 None => 0,
             };
             if count >= *limit {
+                drop(state);
+                super::metrics::rate_limited(self.kind);
                 return Err(Error::TooManyRequests(self.refusal.into()));
             }
         }

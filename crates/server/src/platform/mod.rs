@@ -8,6 +8,7 @@ mod health;
 mod latest;
 mod limiter;
 mod mail;
+pub mod metrics;
 pub mod objects;
 mod panel;
 pub mod panel_views;

@@ -214,6 +214,7 @@ impl Platform {
         let mut streams = self.panel_streams.lock();
         let n = streams.entry(account).or_insert(0);
         if *n >= MAX_LIVE_STREAMS_PER_ACCOUNT {
+            super::metrics::rate_limited("panel-live-streams");
             return Err(Error::TooManyRequests(format!(
                 "too many live panel streams for this account (at most {MAX_LIVE_STREAMS_PER_ACCOUNT})"
             )));

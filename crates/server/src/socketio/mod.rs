@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::platform::{
-    Ended, Outlet, Payload, Platform, SinkError, Subscriber, Target, WeakSubscriber, authenticate_first,
+    Ended, Outlet, Payload, Platform, SinkError, Subscriber, Target, WeakSubscriber, authenticate_first, metrics,
 };
 
 /// Engine.IO heartbeat: a ping every interval; no answer within the timeout closes the
@@ -98,7 +98,7 @@ struct Handlers {
 
 async fn on_connect(socket: SocketRef, State(h): State<Handlers>) -> Result<(), Infallible> {
     let outlet = Arc::new(SocketOutlet { socket: socket.clone(), dropped: AtomicBool::new(false) });
-    let subscriber = h.platform.open_subscriber(outlet);
+    let subscriber = h.platform.open_subscriber_for(metrics::Protocol::Socketio, outlet);
     // The message handlers hold the subscriber weakly: it holds the socket (its outlet), and
     // socketioxide keeps the handlers as long as the socket. The disconnect handler, which
     // socketioxide drops once it ran, holds it strongly.

@@ -9,6 +9,12 @@ use thingline_core::Error;
 pub(crate) const UNAVAILABLE_MESSAGE: &str = "the store is not available, nothing of this request was stored; retry";
 
 pub(crate) fn db_err(e: sqlx::Error) -> Error {
+    let error = map_err(e);
+    crate::metrics::store_error("postgres", &error);
+    error
+}
+
+fn map_err(e: sqlx::Error) -> Error {
     match &e {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)

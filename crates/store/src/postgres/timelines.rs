@@ -169,6 +169,7 @@ async fn run(pool: PgPool, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Request>>>)
 /// database being away or full, each request is committed alone, so that one bad request cannot
 /// fail the others.
 async fn commit_group(pool: &PgPool, group: Vec<Request>) {
+    let started = std::time::Instant::now();
     let refs: Vec<(i64, &[NewPoint])> = group.iter().map(|r| (r.thing_seq, r.points.as_slice())).collect();
     let results = match commit_with_retries(pool, &refs).await {
         Ok(results) => results,
@@ -190,6 +191,7 @@ async fn commit_group(pool: &PgPool, group: Vec<Request>) {
             }
         }
     };
+    crate::metrics::group_commit("postgres", refs.len(), crate::metrics::committed_of(&results), started.elapsed());
     for (request, result) in group.into_iter().zip(results) {
         let _ = request.reply.send(result);
     }

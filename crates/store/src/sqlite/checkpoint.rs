@@ -99,6 +99,15 @@ impl Mode {
             Mode::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
         }
     }
+
+    /// The `mode` label of the checkpoint counter.
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Passive => "passive",
+            Mode::Restart => "restart",
+            Mode::Truncate => "truncate",
+        }
+    }
 }
 
 /// One `wal_checkpoint` answer.
@@ -114,7 +123,14 @@ struct Outcome {
 }
 
 async fn checkpoint(conn: impl SqliteExecutor<'_>, mode: Mode) -> sqlx::Result<Outcome> {
-    let (busy, log, copied): (i64, i64, i64) = sqlx::query_as(mode.sql()).fetch_one(conn).await?;
+    let answer: sqlx::Result<(i64, i64, i64)> = sqlx::query_as(mode.sql()).fetch_one(conn).await;
+    let result = match &answer {
+        Ok((0, _, _)) => "done",
+        Ok(_) => "busy",
+        Err(_) => "error",
+    };
+    crate::metrics::checkpoint(mode.label(), result);
+    let (busy, log, copied) = answer?;
     Ok(Outcome { busy, log, copied })
 }
 
@@ -245,6 +261,7 @@ impl Checkpointer {
         let wal_bytes = u64::try_from(passive.log).unwrap_or(0) * self.frame_bytes;
         let file_bytes = std::fs::metadata(&self.wal_path).map(|m| m.len()).unwrap_or(0);
         self.last_file = file_bytes;
+        crate::metrics::wal_size(file_bytes);
         let reason = if wal_bytes >= self.limit {
             Reason::Large
         } else if self.starved >= STARVED_ROUNDS {
@@ -276,6 +293,7 @@ impl Checkpointer {
         let held_ms = started.elapsed().as_millis() as u64;
         let forced = forced?;
         self.last_file = std::fs::metadata(&self.wal_path).map(|m| m.len()).unwrap_or(0);
+        crate::metrics::wal_size(self.last_file);
         if forced.busy == 0 {
             self.starved = 0;
             self.backoff = 0;

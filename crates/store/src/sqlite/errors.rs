@@ -33,6 +33,12 @@ const SQLITE_FULL: i64 = 13;
 /// [`REPORT_EVERY`]), a busy database a retryable 503, anything else internal (logged where it
 /// is answered, never shown).
 pub(crate) fn db_err(e: sqlx::Error) -> Error {
+    let error = map_err(e);
+    crate::metrics::store_error("sqlite", &error);
+    error
+}
+
+fn map_err(e: sqlx::Error) -> Error {
     if is_storage_full(&e) {
         STORAGE_FULL.report(&e);
         return Error::InsufficientStorage(STORAGE_FULL_MESSAGE.into());

@@ -162,16 +162,22 @@ impl Writer {
             return;
         }
         let _open = self.gate.open().await;
+        let started = std::time::Instant::now();
+        let appends = group.len();
+        let mut committed = 0;
         self.conn.ready().await;
         if group.len() == 1 {
             for p in group {
                 let r = self.commit_one(p.thing_seq, &p.points).await;
+                committed += r.as_ref().map_or(0, Vec::len);
                 let _ = p.reply.send(r);
             }
+            crate::metrics::group_commit("sqlite", appends, committed, started.elapsed());
             return;
         }
         match self.try_commit(&group).await {
             Ok(results) => {
+                committed = crate::metrics::committed_of(&results);
                 for (p, r) in group.into_iter().zip(results) {
                     let _ = p.reply.send(r);
                 }
@@ -181,10 +187,12 @@ impl Writer {
                 self.forget_cache();
                 for p in group {
                     let r = self.commit_one(p.thing_seq, &p.points).await;
+                    committed += r.as_ref().map_or(0, Vec::len);
                     let _ = p.reply.send(r);
                 }
             }
         }
+        crate::metrics::group_commit("sqlite", appends, committed, started.elapsed());
     }
 
     async fn commit_one(&mut self, thing_seq: i64, points: &[NewPoint]) -> Result<Vec<StoredPoint>> {

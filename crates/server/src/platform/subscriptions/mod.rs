@@ -39,6 +39,7 @@ use thingline_core::keys::validate_key;
 use thingline_core::model::Thing;
 use thingline_core::{Error, Result};
 
+use super::metrics::{self, Live, Protocol};
 use super::{Platform, Session};
 
 pub(crate) use expiry::Deadlines;
@@ -117,6 +118,11 @@ pub(crate) struct Inner {
     id: u64,
     platform: Arc<Platform>,
     outlet: Arc<dyn Outlet>,
+    /// Which protocol's subscriptions these are (counted by protocol for the metrics endpoint).
+    protocol: Protocol,
+    /// Counts the connection for the metrics endpoint where one subscriber is one connection
+    /// (Socket.IO, a panel live stream).
+    _connection: Option<Live>,
     /// Whether its thing subscriptions without a session take one of the thing's device stream
     /// places (devices, and anyone holding the token); the operator's panel does not: it bounds
     /// its own streams, and must never lock a device out of its own channel.
@@ -146,6 +152,8 @@ struct Sub {
     members: HashMap<i64, Membership>,
     /// A device subscription counts towards its thing's cap.
     _per_thing: Option<ThingStreamGuard>,
+    /// Counts the subscription by protocol (set once it is live).
+    _live: Option<Live>,
 }
 
 /// A connection's subscriptions by channel: a few at most (the cap is per connection), so a
@@ -189,12 +197,24 @@ impl Subs {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Platform {
-    /// Opens a subscriber that delivers through `outlet`; counts a realtime connection.
+    /// Opens a subscriber that delivers through `outlet`; counts a realtime connection. Its
+    /// subscriptions are counted as HTTP's ([`Self::open_subscriber_for`] names the protocol).
     pub fn open_subscriber(self: &Arc<Self>, outlet: Arc<dyn Outlet>) -> Subscriber {
-        self.open_subscriber_with(outlet, true)
+        self.open_subscriber_with(outlet, true, Protocol::Http)
     }
 
-    fn open_subscriber_with(self: &Arc<Self>, outlet: Arc<dyn Outlet>, per_thing_cap: bool) -> Subscriber {
+    /// [`Self::open_subscriber`] for `protocol`: its connection (Socket.IO: one subscriber per
+    /// connection) and subscriptions are counted under that protocol on the metrics endpoint.
+    pub fn open_subscriber_for(self: &Arc<Self>, protocol: Protocol, outlet: Arc<dyn Outlet>) -> Subscriber {
+        self.open_subscriber_with(outlet, true, protocol)
+    }
+
+    fn open_subscriber_with(
+        self: &Arc<Self>,
+        outlet: Arc<dyn Outlet>,
+        per_thing_cap: bool,
+        protocol: Protocol,
+    ) -> Subscriber {
         let state = State {
             session: None,
             guard: self.notifier.connections().open(),
@@ -207,6 +227,9 @@ impl Platform {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             platform: Arc::clone(self),
             outlet,
+            protocol,
+            _connection: matches!(protocol, Protocol::Socketio | Protocol::Panel)
+                .then(|| metrics::connection(protocol)),
             per_thing_cap,
             state: tokio::sync::Mutex::new(state),
         };
@@ -221,8 +244,18 @@ impl Platform {
         session: Option<Arc<Session>>,
         target: Target,
     ) -> Result<(Subscriber, Inbox)> {
+        self.subscribe_queue_for(Protocol::Http, session, target).await
+    }
+
+    /// [`Self::subscribe_queue`], its subscription counted under `protocol` (CoAP's observations).
+    pub async fn subscribe_queue_for(
+        self: &Arc<Self>,
+        protocol: Protocol,
+        session: Option<Arc<Session>>,
+        target: Target,
+    ) -> Result<(Subscriber, Inbox)> {
         let (outlet, inbox) = queue::queue(self.notifier.limits().queue_capacity());
-        let subscriber = self.open_subscriber(outlet);
+        let subscriber = self.open_subscriber_with(outlet, true, protocol);
         if let Some(s) = session {
             subscriber.authenticate(s).await?;
         }
@@ -239,7 +272,7 @@ impl Platform {
         targets: Vec<Target>,
     ) -> Result<(Subscriber, Inbox)> {
         let (outlet, inbox) = queue::queue_with_channels(self.notifier.limits().queue_capacity());
-        let subscriber = self.open_subscriber_with(outlet, false);
+        let subscriber = self.open_subscriber_with(outlet, false, Protocol::Panel);
         for target in targets {
             if let Err(e) = subscriber.subscribe(target).await {
                 subscriber.close().await;
@@ -277,6 +310,7 @@ impl Subscriber {
             inner.forget_session(&mut st);
         }
         if !st.guard.bind_user(session.user_id, p.notifier.limits().max_connections_per_user()) {
+            metrics::rate_limited("realtime-connections-per-user");
             return Err(Error::TooManyRequests("too many realtime connections for this user".into()));
         }
         if st.access.is_none() {
@@ -311,9 +345,10 @@ impl Subscriber {
             return Ok(channel);
         }
         if st.subs.len() >= p.notifier.limits().max_subscriptions_per_connection() {
+            metrics::rate_limited("realtime-subscriptions-per-connection");
             return Err(Error::TooManyRequests("too many subscriptions on this connection".into()));
         }
-        let mut sub = Sub { target, one: None, members: HashMap::new(), _per_thing: None };
+        let mut sub = Sub { target, one: None, members: HashMap::new(), _per_thing: None, _live: None };
         match &sub.target {
             Target::Key { .. } | Target::EveryThing { .. } | Target::Collection(_) => {
                 let session = st.session.clone().ok_or_else(authenticate_first)?;
@@ -328,6 +363,7 @@ impl Subscriber {
                 if st.session.is_none() && inner.per_thing_cap {
                     let max = p.notifier.limits().max_streams_per_thing();
                     let guard = p.notifier.connections().open_thing_stream(thing.seq, max).ok_or_else(|| {
+                        metrics::rate_limited("realtime-streams-per-thing");
                         Error::TooManyRequests(format!("too many subscriptions of this thing (at most {max})"))
                     })?;
                     sub._per_thing = Some(guard);
@@ -336,6 +372,7 @@ impl Subscriber {
                 sub.members.insert(thing.seq, inner.join(key, render, &channel, thing.seq));
             }
         }
+        sub._live = Some(metrics::subscription(inner.protocol));
         st.subs.insert(Arc::clone(&channel), sub);
         Ok(channel)
     }
