@@ -33,6 +33,9 @@ enum Command {
     /// Stop the server first. Resumable: run it again after an interruption. Checks the row
     /// counts of every table at the end and fails on any difference. See docs/scale-out.md.
     Migrate(MigrateArgs),
+    /// Print the OpenAPI 3.1 document of the HTTP API (the one served at /v2/openapi.json), without
+    /// a server: `thingline openapi > thingline.json`.
+    Openapi,
 }
 
 #[derive(clap::Args)]
@@ -73,6 +76,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let (config_args, action) = match cli.command {
         Command::Migrate(args) => return migrate(args),
+        Command::Openapi => return print_openapi(),
         Command::Serve(args) => (args, None),
         Command::PanelUser { action: PanelUserAction::Add { email, password, config } } => {
             (config, Some((email, password)))
@@ -207,5 +211,21 @@ fn fixed_mmap_threshold() {
     // other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+/// `thingline openapi`: the document, pretty-printed, on stdout.
+fn print_openapi() -> ExitCode {
+    use std::io::Write;
+    let written = crate::http::openapi::document()
+        .to_pretty_json()
+        .map_err(anyhow::Error::from)
+        .and_then(|json| Ok(writeln!(std::io::stdout().lock(), "{json}")?));
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

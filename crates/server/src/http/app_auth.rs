@@ -3,26 +3,26 @@
 //! JSON or form-urlencoded with `email`, `password`, `app` (and optional `expirationDate`, seconds).
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use thingline_core::Error;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::body::Body;
 use super::extract::{ClientIp, authorization};
-use super::{ApiResult, AppState};
+use super::{ApiResult, AppState, schemas};
 use crate::platform::{LoginOutcome, session_lifetime};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v2/register", post(register))
-        .route("/v2/login", post(login))
-        .route("/v2/logout", post(logout))
-        .route("/v2/me/session", delete(logout))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(end_session))
 }
 
 #[derive(Deserialize)]
@@ -56,6 +56,18 @@ async fn token_body(state: &AppState, out: &LoginOutcome) -> ApiResult<Value> {
     Ok(json!({"token": out.token, "expirationDate": out.expires_in, "roles": roles, "status": "success"}))
 }
 
+/// Creates a user of the app and logs it in.
+#[utoipa::path(post, path = "/v2/register", tag = "app-auth", operation_id = "register",
+    request_body(content = schemas::Credentials, description = "JSON or form-urlencoded."),
+    responses(
+        (status = 201, description = "Created and logged in.", body = schemas::SessionAnswer),
+        (status = 400, response = schemas::BadRequest),
+        (status = 408, response = schemas::RequestTimeout),
+        (status = 413, response = schemas::PayloadTooLarge),
+        (status = 404, description = "No such app.", body = schemas::ErrorEnvelope),
+        (status = 409, response = schemas::Conflict),
+        (status = 429, response = schemas::TooManyRequests),
+    ))]
 async fn register(State(state): State<AppState>, body: Body) -> ApiResult<Response> {
     let p = parse(&body)?;
     let out = state.platform.app_register(&p.app, &p.email, &p.password, p.lifetime_s).await?;
@@ -64,6 +76,18 @@ async fn register(State(state): State<AppState>, body: Body) -> ApiResult<Respon
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
+/// Logs a user of the app in.
+#[utoipa::path(post, path = "/v2/login", tag = "app-auth", operation_id = "login",
+    request_body(content = schemas::Credentials, description = "JSON or form-urlencoded."),
+    responses(
+        (status = 200, description = "Logged in.", body = schemas::SessionAnswer),
+        (status = 400, response = schemas::BadRequest),
+        (status = 408, response = schemas::RequestTimeout),
+        (status = 413, response = schemas::PayloadTooLarge),
+        (status = 401, description = "Wrong email or password.", body = schemas::ErrorEnvelope),
+        (status = 404, description = "No such app.", body = schemas::ErrorEnvelope),
+        (status = 429, response = schemas::TooManyRequests),
+    ))]
 async fn login(State(state): State<AppState>, ClientIp(ip): ClientIp, body: Body) -> ApiResult<Response> {
     let p = parse(&body)?;
     let out = state.platform.app_login(&p.app, &p.email, &p.password, p.lifetime_s, ip).await?;
@@ -72,8 +96,26 @@ async fn login(State(state): State<AppState>, ClientIp(ip): ClientIp, body: Body
     Ok(Json(v).into_response())
 }
 
+/// Ends the session (its live subscriptions too).
+#[utoipa::path(post, path = "/v2/logout", tag = "app-auth", operation_id = "logout",
+    security(("sessionToken" = [])),
+    responses(
+        (status = 200, description = "Logged out.", body = schemas::Done),
+        (status = 401, response = schemas::Unauthorized),
+    ))]
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let session = state.platform.session(authorization(&headers)).await?;
     state.platform.end_session(&session).await?;
     Ok(Json(json!({"status": "success", "message": "logged out"})).into_response())
+}
+
+/// `DELETE /v2/me/session`: the same as `POST /v2/logout`.
+#[utoipa::path(delete, path = "/v2/me/session", tag = "app-auth", operation_id = "endSession",
+    security(("sessionToken" = [])),
+    responses(
+        (status = 200, description = "Logged out.", body = schemas::Done),
+        (status = 401, response = schemas::Unauthorized),
+    ))]
+async fn end_session(state: State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    logout(state, headers).await
 }

@@ -9,20 +9,48 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use serde_json::json;
 use thingline_core::Error;
 use thingline_core::classes::ListQuery;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::body::Body;
 use super::extract::{Path, Query, authorization};
 use super::stream::{self, Greeting};
-use super::{ApiResult, AppState, json_text};
+use super::{ApiResult, AppState, json_text, schemas};
 use crate::platform::Target;
 use crate::platform::objects::addressed;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v2/classes/{scope}/{*rest}", get(read).post(create).put(update).delete(remove))
+/// A collection and an object of it, documented; deeper paths (objects' own collections) are
+/// [`nested_router`]'s.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        // PUT and DELETE address objects: on a collection they are a 400 that says so.
+        .route("/v2/classes/{scope}/{className}", put(update).delete(remove))
+        .routes(routes!(get_object, create_with_id, update, remove))
+}
+
+/// `/v2/classes/{scope}/C1/id1/C2[/id2…]`: collections of an object, with the same handlers
+/// (the OpenAPI document describes the first level; the rules are the same at every level).
+pub fn nested_router() -> Router<AppState> {
+    Router::new().route(
+        "/v2/classes/{scope}/{className}/{objectId}/{*nested}",
+        get(read).post(create).put(update).delete(remove),
+    )
+}
+
+/// The path parameters of any classes route, in order: the scope, then the rest of the path
+/// (`C1[/id1[/C2…]]`).
+type ClassParams = Path<Vec<(String, String)>>;
+
+fn scope_and_rest(Path(params): ClassParams) -> (String, String) {
+    let mut it = params.into_iter().map(|(_, v)| v);
+    let scope = it.next().unwrap_or_default();
+    let rest: Vec<String> = it.collect();
+    (scope, rest.join("/"))
 }
 
 fn results(objects: &[String]) -> String {
@@ -42,12 +70,27 @@ fn needs_id(method: &str) -> Error {
     Error::bad_request(format!("{method} needs an object: …/{{Collection}}/{{_id}}"))
 }
 
+/// Stores an object in a collection (`_id` generated unless the body has one).
+#[utoipa::path(post, path = "/v2/classes/{scope}/{className}", tag = "classes", operation_id = "createObject", security(("sessionToken" = [])),
+    params(("scope" = String, Path, description = "`me` (the user's own objects) or `app` (the app's shared objects)."),
+        ("className" = String, Path, description = "The collection."),),
+    request_body(content = Object, description = "The object's fields.", example = json!({"title": "Blue Train", "rank": 3})),
+    responses(
+        (status = 201, description = "Stored.", body = schemas::ObjectCreated),
+        (status = 400, response = schemas::BadRequest),
+        (status = 401, response = schemas::Unauthorized),
+        (status = 404, response = schemas::NotFound), (status = 408, response = schemas::RequestTimeout),
+        (status = 413, response = schemas::PayloadTooLarge),
+        (status = 409, response = schemas::Conflict),
+        (status = 429, response = schemas::TooManyRequests),
+    ))]
 async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((scope, rest)): Path<(String, String)>,
+    params: ClassParams,
     body: Body,
 ) -> ApiResult<Response> {
+    let (scope, rest) = scope_and_rest(params);
     let p = &state.platform;
     let session = p.session(authorization(&headers)).await?;
     let (collection, id) = addressed(&session, &scope, &rest)?;
@@ -55,12 +98,26 @@ async fn create(
     Ok((StatusCode::CREATED, Json(json!({"status": "success", "message": "created", "id": id}))).into_response())
 }
 
+/// Merges fields into an object.
+#[utoipa::path(put, path = "/v2/classes/{scope}/{className}/{objectId}", tag = "classes", operation_id = "updateObject", security(("sessionToken" = [])),
+    params(("scope" = String, Path, description = "`me` (the user's own objects) or `app` (the app's shared objects)."),
+        ("className" = String, Path, description = "The collection."),
+        ("objectId" = String, Path, description = "The object's `_id`."),),
+    request_body(content = Object, description = "Fields to merge."),
+    responses(
+        (status = 200, description = "Updated.", body = schemas::Done),
+        (status = 400, response = schemas::BadRequest),
+        (status = 401, response = schemas::Unauthorized),
+        (status = 404, response = schemas::NotFound), (status = 408, response = schemas::RequestTimeout),
+        (status = 413, response = schemas::PayloadTooLarge),
+    ))]
 async fn update(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((scope, rest)): Path<(String, String)>,
+    params: ClassParams,
     body: Body,
 ) -> ApiResult<Response> {
+    let (scope, rest) = scope_and_rest(params);
     let p = &state.platform;
     let session = p.session(authorization(&headers)).await?;
     let (collection, id) = addressed(&session, &scope, &rest)?;
@@ -69,11 +126,19 @@ async fn update(
     Ok(Json(json!({"status": "success", "message": "updated"})).into_response())
 }
 
-async fn remove(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path((scope, rest)): Path<(String, String)>,
-) -> ApiResult<Response> {
+/// Deletes an object.
+#[utoipa::path(delete, path = "/v2/classes/{scope}/{className}/{objectId}", tag = "classes", operation_id = "deleteObject", security(("sessionToken" = [])),
+    params(("scope" = String, Path, description = "`me` (the user's own objects) or `app` (the app's shared objects)."),
+        ("className" = String, Path, description = "The collection."),
+        ("objectId" = String, Path, description = "The object's `_id`."),),
+    responses(
+        (status = 200, description = "Deleted.", body = schemas::Done),
+        (status = 400, response = schemas::BadRequest),
+        (status = 401, response = schemas::Unauthorized),
+        (status = 404, response = schemas::NotFound),
+    ))]
+async fn remove(State(state): State<AppState>, headers: HeaderMap, params: ClassParams) -> ApiResult<Response> {
+    let (scope, rest) = scope_and_rest(params);
     let p = &state.platform;
     let session = p.session(authorization(&headers)).await?;
     let (collection, id) = addressed(&session, &scope, &rest)?;
@@ -82,12 +147,8 @@ async fn remove(
     Ok(Json(json!({"status": "success", "message": "deleted"})).into_response())
 }
 
-async fn read(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path((scope, rest)): Path<(String, String)>,
-    q: Query,
-) -> ApiResult<Response> {
+async fn read(State(state): State<AppState>, headers: HeaderMap, params: ClassParams, q: Query) -> ApiResult<Response> {
+    let (scope, rest) = scope_and_rest(params);
     let p = &state.platform;
     let session = p.session(authorization(&headers)).await?;
     let (collection, id) = addressed(&session, &scope, &rest)?;
@@ -105,4 +166,67 @@ async fn read(
     let query = ListQuery::from_params(q.get("limit"), q.get("skip"), q.get("after"), q.get("where"), q.get("sort"))?;
     let objects = p.list_objects(&collection, &query).await?;
     Ok(json_text(StatusCode::OK, results(&objects)))
+}
+
+/// A page of a collection; or, with `subscribe=true`, a live stream of its changes (arrays of the
+/// objects as stored, `[{"_id","_deleted":true}]` for a deletion, `{}` when idle).
+#[utoipa::path(get, path = "/v2/classes/{scope}/{className}", tag = "classes", operation_id = "listObjects", security(("sessionToken" = [])),
+    params(("scope" = String, Path, description = "`me` (the user's own objects) or `app` (the app's shared objects)."),
+        ("className" = String, Path, description = "The collection."),
+        ("limit" = Option<u32>, Query, description = "Objects per page."),
+        ("skip" = Option<u32>, Query, description = "Objects to skip."),
+        ("after" = Option<String>, Query, description = "The last `_id` of the previous page (keyset paging)."),
+        ("where" = Option<String>, Query, description = "A JSON object of field equalities on declared indexes."),
+        ("sort" = Option<String>, Query, description = "A field (`-field` for descending) among the declared indexes."),
+        ("subscribe" = Option<bool>, Query, description = "`true`: a live stream of the collection's changes."),
+        ("keepAlive" = Option<u64>, Query, description = "With `subscribe=true`: idle milliseconds between `{}` chunks."),
+    ),
+    responses(
+        (status = 200, description = "The page.", body = schemas::ObjectResults),
+        (status = 400, response = schemas::BadRequest),
+        (status = 401, response = schemas::Unauthorized),
+        (status = 404, response = schemas::NotFound),
+        (status = 429, response = schemas::TooManyRequests),
+    ))]
+async fn list(state: State<AppState>, headers: HeaderMap, params: ClassParams, q: Query) -> ApiResult<Response> {
+    read(state, headers, params, q).await
+}
+
+/// One object.
+#[utoipa::path(get, path = "/v2/classes/{scope}/{className}/{objectId}", tag = "classes", operation_id = "getObject", security(("sessionToken" = [])),
+    params(("scope" = String, Path, description = "`me` (the user's own objects) or `app` (the app's shared objects)."),
+        ("className" = String, Path, description = "The collection."),
+        ("objectId" = String, Path, description = "The object's `_id`."),),
+    responses(
+        (status = 200, description = "`{\"results\":[object]}`.", body = schemas::ObjectResults),
+        (status = 400, response = schemas::BadRequest),
+        (status = 401, response = schemas::Unauthorized),
+        (status = 404, response = schemas::NotFound),
+    ))]
+async fn get_object(state: State<AppState>, headers: HeaderMap, params: ClassParams, q: Query) -> ApiResult<Response> {
+    read(state, headers, params, q).await
+}
+
+/// Stores an object with the `_id` given in the path.
+#[utoipa::path(post, path = "/v2/classes/{scope}/{className}/{objectId}", tag = "classes", operation_id = "createObjectWithId", security(("sessionToken" = [])),
+    params(("scope" = String, Path, description = "`me` (the user's own objects) or `app` (the app's shared objects)."),
+        ("className" = String, Path, description = "The collection."),
+        ("objectId" = String, Path, description = "The object's `_id`."),),
+    request_body(content = Object, description = "The object's fields."),
+    responses(
+        (status = 201, description = "Stored.", body = schemas::ObjectCreated),
+        (status = 400, response = schemas::BadRequest),
+        (status = 401, response = schemas::Unauthorized),
+        (status = 404, response = schemas::NotFound), (status = 408, response = schemas::RequestTimeout),
+        (status = 413, response = schemas::PayloadTooLarge),
+        (status = 409, response = schemas::Conflict),
+        (status = 429, response = schemas::TooManyRequests),
+    ))]
+async fn create_with_id(
+    state: State<AppState>,
+    headers: HeaderMap,
+    params: ClassParams,
+    body: Body,
+) -> ApiResult<Response> {
+    create(state, headers, params, body).await
 }

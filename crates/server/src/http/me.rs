@@ -8,42 +8,45 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use thingline_core::Error;
 use thingline_core::keys::{MagicKey, classify};
 use thingline_core::query::TimelineQuery;
 use thingline_core::time::format_datetime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::body::Body;
 use super::extract::{Path, Query, authorization};
 use super::stream::{self, Greeting};
 use super::things::write_flags;
-use super::{ApiResult, AppState, json_text};
+use super::{ApiResult, AppState, json_text, schemas};
 use crate::platform::{LinkBy, ReadOut, Session, Target};
 use crate::wire::push_str_lit;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v2/me", get(me))
-        .route("/v2/me/things", get(list_things).post(link_thing))
-        .route("/v2/me/things/{thing_id}", delete(unlink_thing))
-        .route("/v2/me/resources", get(resources))
-        .route("/v2/me/resources/{key}", get(read_key))
-        .route("/v2/me/resources/{key}/{thing_id}", get(read_one).post(write_one))
-        .route("/v2/me/grant", put(grant))
-        .route("/v2/me/settings", get(get_settings).put(put_settings))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(me))
+        .routes(routes!(list_things, link_thing))
+        .routes(routes!(unlink_thing))
+        .routes(routes!(resources))
+        .routes(routes!(read_key))
+        .routes(routes!(read_one, write_one))
+        .routes(routes!(grant))
+        .routes(routes!(get_settings, put_settings))
 }
 
 async fn session(state: &AppState, headers: &HeaderMap) -> ApiResult<Arc<Session>> {
     Ok(state.platform.session(authorization(headers)).await?)
 }
 
+/// The session's user and roles.
+#[utoipa::path(get, path = "/v2/me", tag = "app", operation_id = "me", security(("sessionToken" = [])),
+    responses((status = 200, description = "The user.", body = schemas::Me), (status = 401, response = schemas::Unauthorized),))]
 async fn me(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let s = session(&state, &headers).await?;
     let roles = state.platform.roles(&s).await?;
@@ -57,6 +60,9 @@ async fn me(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Resp
     .into_response())
 }
 
+/// The things linked to the user.
+#[utoipa::path(get, path = "/v2/me/things", tag = "app", operation_id = "listMyThings", security(("sessionToken" = [])),
+    responses((status = 200, description = "Linked things with their keys.", body = Vec<schemas::LinkedThing>), (status = 401, response = schemas::Unauthorized),))]
 async fn list_things(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let s = session(&state, &headers).await?;
     let out: Vec<Value> = state
@@ -77,6 +83,18 @@ struct LinkBody {
     thing_id: Option<String>,
 }
 
+/// Links a thing to the user, by its token.
+#[utoipa::path(post, path = "/v2/me/things", tag = "app", operation_id = "linkThing", security(("sessionToken" = [])),
+    request_body(content = schemas::LinkBody, description = "JSON or form-urlencoded."),
+    responses(
+        (status = 201, description = "Linked.", body = schemas::Linked),
+        (status = 400, response = schemas::BadRequest),
+        (status = 408, response = schemas::RequestTimeout),
+        (status = 413, response = schemas::PayloadTooLarge), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "The thing is another user's; link it with its token.", body = schemas::ErrorEnvelope),
+        (status = 404, response = schemas::NotFound),
+        (status = 429, response = schemas::TooManyRequests),
+    ))]
 async fn link_thing(State(state): State<AppState>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
     let s = session(&state, &headers).await?;
     let b: LinkBody = body.parse()?;
@@ -90,6 +108,14 @@ async fn link_thing(State(state): State<AppState>, headers: HeaderMap, body: Bod
         .into_response())
 }
 
+/// Unlinks a thing from the user.
+#[utoipa::path(delete, path = "/v2/me/things/{thingId}", tag = "app", operation_id = "unlinkThing", security(("sessionToken" = [])),
+    params(("thingId" = String, Path, description = "A linked thing's id (or its token).")),
+    responses(
+        (status = 200, description = "Unlinked.", body = schemas::Done),
+        (status = 400, response = schemas::BadRequest), (status = 401, response = schemas::Unauthorized),
+        (status = 404, response = schemas::NotFound),
+    ))]
 async fn unlink_thing(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -100,6 +126,9 @@ async fn unlink_thing(
     Ok(Json(json!({"status": "success", "message": "deleted"})).into_response())
 }
 
+/// The resources the user reaches, with the things holding each.
+#[utoipa::path(get, path = "/v2/me/resources", tag = "app", operation_id = "listMyResources", security(("sessionToken" = [])),
+    responses((status = 200, description = "Resources.", body = Vec<schemas::UserResource>), (status = 401, response = schemas::Unauthorized),))]
 async fn resources(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let s = session(&state, &headers).await?;
     let list: Vec<Value> = state
@@ -117,6 +146,22 @@ fn query_of(q: &Query) -> thingline_core::Result<TimelineQuery> {
 }
 
 /// `{thingId: [{"value","datetime"}, …], …}` for every thing the user may read `key` on.
+/// A resource's values on every thing the user may read it on, by thingId; or, with
+/// `subscribe=true`, a live stream of its new values.
+#[utoipa::path(get, path = "/v2/me/resources/{key}", tag = "app", operation_id = "readMyResource", security(("sessionToken" = [])),
+    params(("key" = String, Path, description = "The resource."),
+        ("limit" = Option<u32>, Query, description = "How many values, newest first (default 1; at most 100,000)."),
+        ("startDate" = Option<String>, Query, description = "Oldest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),
+        ("endDate" = Option<String>, Query, description = "Newest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),
+        ("subscribe" = Option<bool>, Query, description = "`true`: answer a live stream of new values instead (see the thing stream)."),
+        ("keepAlive" = Option<u64>, Query, description = "With `subscribe=true`: idle milliseconds between `{}` chunks."),
+    ),
+    responses(
+        (status = 200, description = "`{thingId: [values…]}` (or the stream).", body = std::collections::HashMap<String, Vec<schemas::ReadItem>>),
+        (status = 400, response = schemas::BadRequest), (status = 401, response = schemas::Unauthorized),
+        (status = 404, response = schemas::NotFound),
+        (status = 429, response = schemas::TooManyRequests),
+    ))]
 async fn read_key(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -162,6 +207,22 @@ async fn read_key(
 }
 
 /// `thing_id`: a thingId, or the thingToken of a thing the user reaches.
+/// A resource's values on one thing; or, with `subscribe=true`, a live stream of its new values.
+#[utoipa::path(get, path = "/v2/me/resources/{key}/{thingId}", tag = "app", operation_id = "readThingResource", security(("sessionToken" = [])),
+    params(("key" = String, Path, description = "The resource."),
+        ("thingId" = String, Path, description = "A thing's id, or the token of a thing the user reaches."),
+        ("limit" = Option<u32>, Query, description = "How many values, newest first (default 1; at most 100,000)."),
+        ("startDate" = Option<String>, Query, description = "Oldest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),
+        ("endDate" = Option<String>, Query, description = "Newest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),
+        ("subscribe" = Option<bool>, Query, description = "`true`: answer a live stream of new values instead (see the thing stream)."),
+        ("keepAlive" = Option<u64>, Query, description = "With `subscribe=true`: idle milliseconds between `{}` chunks."),
+    ),
+    responses(
+        (status = 200, description = "The values, newest first (or the stream).", body = Vec<schemas::ReadItem>),
+        (status = 400, response = schemas::BadRequest), (status = 401, response = schemas::Unauthorized),
+        (status = 404, response = schemas::NotFound),
+        (status = 429, response = schemas::TooManyRequests),
+    ))]
 async fn read_one(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -178,6 +239,23 @@ async fn read_one(
     Ok(json_text(StatusCode::OK, out.render()))
 }
 
+/// Writes values of a resource to a thing the user may write to (committed before the 201).
+#[utoipa::path(post, path = "/v2/me/resources/{key}/{thingId}", tag = "app", operation_id = "writeThingResource", security(("sessionToken" = [])),
+    params(("key" = String, Path, description = "The resource; `$settings…` and `$geo` are magic keys."),
+        ("thingId" = String, Path, description = "A thing's id, or the token of a thing the user reaches."),
+        ("store" = Option<bool>, Query, description = "Keep the values (default true)."),
+        ("broadcast" = Option<bool>, Query, description = "Publish the values (default true)."),
+    ),
+    request_body(content = schemas::KeyWriteBody, description = "JSON or form-urlencoded."),
+    responses(
+        (status = 201, description = "Committed (`{\"status\":\"Success\",\"message\":\"Created\"}`; `{\"status\":\"created\"}` for magic keys).", body = schemas::Created),
+        (status = 400, response = schemas::BadRequest),
+        (status = 408, response = schemas::RequestTimeout),
+        (status = 413, response = schemas::PayloadTooLarge), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "The user may read but not write this.", body = schemas::ErrorEnvelope),
+        (status = 404, response = schemas::NotFound),
+        (status = 429, response = schemas::TooManyRequests),
+    ))]
 async fn write_one(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -201,6 +279,18 @@ struct GrantBody {
     permissions: Option<Value>,
 }
 
+/// Grants another user of the app access to the caller's things (a confirmation mail goes to the
+/// granter).
+#[utoipa::path(put, path = "/v2/me/grant", tag = "app", operation_id = "grant", security(("sessionToken" = [])),
+    request_body(content = schemas::GrantBody),
+    responses(
+        (status = 200, description = "Granted.", body = schemas::Done),
+        (status = 400, response = schemas::BadRequest),
+        (status = 408, response = schemas::RequestTimeout),
+        (status = 413, response = schemas::PayloadTooLarge), (status = 401, response = schemas::Unauthorized),
+        (status = 403, response = schemas::Forbidden),
+        (status = 404, response = schemas::NotFound),
+    ))]
 async fn grant(State(state): State<AppState>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
     let s = session(&state, &headers).await?;
     let b: GrantBody = body.parse()?;
@@ -210,11 +300,23 @@ async fn grant(State(state): State<AppState>, headers: HeaderMap, body: Body) ->
     Ok(Json(json!({"status": "success", "message": "granted"})).into_response())
 }
 
+/// The user's settings document.
+#[utoipa::path(get, path = "/v2/me/settings", tag = "app", operation_id = "getSettings", security(("sessionToken" = [])),
+    responses((status = 200, description = "The settings (a JSON object).", body = Object), (status = 401, response = schemas::Unauthorized),))]
 async fn get_settings(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let s = session(&state, &headers).await?;
     Ok(Json(state.platform.user_settings(&s).await?).into_response())
 }
 
+/// Merges fields into the user's settings document.
+#[utoipa::path(put, path = "/v2/me/settings", tag = "app", operation_id = "putSettings", security(("sessionToken" = [])),
+    request_body(content = Object, description = "Fields to merge."),
+    responses(
+        (status = 200, description = "Updated.", body = schemas::Done),
+        (status = 400, response = schemas::BadRequest),
+        (status = 408, response = schemas::RequestTimeout),
+        (status = 413, response = schemas::PayloadTooLarge), (status = 401, response = schemas::Unauthorized),
+    ))]
 async fn put_settings(State(state): State<AppState>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
     let s = session(&state, &headers).await?;
     let patch: Value = body.parse()?;

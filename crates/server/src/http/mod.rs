@@ -12,10 +12,12 @@ mod guard;
 mod health;
 mod me;
 pub mod observe;
+pub mod openapi;
 mod panel;
 mod panel_live;
 mod panel_session;
 mod panel_users;
+mod schemas;
 mod stream;
 mod things;
 mod ui;
@@ -24,6 +26,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::response::IntoResponse;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::platform::Platform;
 use error::{ApiError, ApiResult};
@@ -39,11 +43,10 @@ pub struct AppState {
     pub platform: Arc<Platform>,
 }
 
-/// The whole HTTP API: the routes of every area, with the envelope for unknown routes. The
-/// server wraps it with the Socket.IO layer and then [`https_only`].
-pub fn router(platform: Arc<Platform>) -> Router {
-    let state = AppState { platform };
-    Router::new()
+/// Every documented route of the API, with its OpenAPI operation (see [`openapi`]): the
+/// routes and the document are made from the same `#[utoipa::path]` annotations.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(health::router())
         .merge(things::router())
         .merge(date::router())
@@ -52,10 +55,20 @@ pub fn router(platform: Arc<Platform>) -> Router {
         .merge(panel::router().merge(panel_users::router()).layer(tower_http::compression::CompressionLayer::new()))
         .merge(panel_session::router())
         .merge(panel_live::router())
-        .merge(ui::router())
         .merge(app_auth::router())
         .merge(me::router())
         .merge(classes::router())
+}
+
+/// The whole HTTP API: the documented routes, the document and its reference, the web panel's
+/// files, with the envelope for unknown routes. The server wraps it with the Socket.IO layer and
+/// then [`https_only`].
+pub fn router(platform: Arc<Platform>) -> Router {
+    let state = AppState { platform };
+    let (api, doc) = api_routes().split_for_parts();
+    api.merge(openapi::router(doc))
+        .merge(classes::nested_router())
+        .merge(ui::router())
         .fallback(|| async { ApiError(thingline_core::Error::not_found("Not found")).into_response() })
         // 405; axum adds the `Allow` header (the path's methods) to what this fallback returns.
         .method_not_allowed_fallback(|method: axum::http::Method| async move {

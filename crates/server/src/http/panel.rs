@@ -2,37 +2,37 @@
 //! apps. Authenticated with `Authorization: <panel token>`; HTTPS only.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use thingline_core::Error;
 use thingline_core::model::{App, Product, Thing};
 use thingline_core::time::format_datetime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::body::Body;
 use super::extract::{ClientIp, Path, Query};
 use super::panel_session::Panel;
-use super::{ApiResult, AppState};
+use super::{ApiResult, AppState, schemas};
 use crate::platform::panel_views::{Latest, things_page_query};
 use crate::platform::{AppInput, ProductInput};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v2/panel/login", post(login))
-        .route("/v2/panel/logout", post(logout))
-        .route("/v2/panel/products", post(create_product).get(list_products))
-        .route("/v2/panel/products/{id}", get(get_product).put(update_product).delete(delete_product))
-        .route("/v2/panel/products/{id}/activation-codes", post(create_codes).get(list_codes))
-        .route("/v2/panel/products/{id}/things", get(product_things).post(create_things))
-        .route("/v2/panel/things/{id}", get(get_thing).delete(delete_thing))
-        .route("/v2/panel/things/{id}/series/{key}", get(series))
-        .route("/v2/panel/apps", post(create_app).get(list_apps))
-        .route("/v2/panel/apps/{id}", get(get_app).put(update_app).delete(delete_app))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(create_product, list_products))
+        .routes(routes!(get_product, update_product, delete_product))
+        .routes(routes!(create_codes, list_codes))
+        .routes(routes!(product_things, create_things))
+        .routes(routes!(get_thing, delete_thing))
+        .routes(routes!(series))
+        .routes(routes!(create_app, list_apps))
+        .routes(routes!(get_app, update_app, delete_app))
 }
 
 fn ok(body: Value) -> Response {
@@ -74,6 +74,17 @@ struct LoginBody {
     password: Option<String>,
 }
 
+/// Logs the operator in: a panel token for `Authorization`.
+#[utoipa::path(post, path = "/v2/panel/login", tag = "panel", operation_id = "panelLogin",
+    request_body(content = schemas::PanelLogin),
+    responses(
+        (status = 200, description = "Logged in.", body = schemas::PanelToken),
+        (status = 400, response = schemas::BadRequest),
+        (status = 408, response = schemas::RequestTimeout),
+        (status = 413, response = schemas::PayloadTooLarge),
+        (status = 401, description = "Wrong email or password.", body = schemas::ErrorEnvelope),
+        (status = 429, response = schemas::TooManyRequests),
+    ))]
 async fn login(State(state): State<AppState>, ClientIp(ip): ClientIp, body: Body) -> ApiResult<Response> {
     let b: LoginBody = body.parse()?;
     let (Some(email), Some(password)) = (b.email, b.password) else {
@@ -83,11 +94,23 @@ async fn login(State(state): State<AppState>, ClientIp(ip): ClientIp, body: Body
     Ok(ok(json!({"status": "success", "token": token})))
 }
 
+/// Ends the panel session (its live streams too).
+#[utoipa::path(post, path = "/v2/panel/logout", tag = "panel", operation_id = "panelLogout", security(("panelToken" = []), ("panelCookie" = [])),
+    responses((status = 200, description = "Logged out.", body = schemas::Done), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope),))]
 async fn logout(State(state): State<AppState>, panel: Panel) -> ApiResult<Response> {
     state.platform.panel_logout(Some(&panel.token)).await?;
     Ok(ok(json!({"status": "success", "message": "logged out"})))
 }
 
+/// Creates a product with its declared resources.
+#[utoipa::path(post, path = "/v2/panel/products", tag = "panel", operation_id = "createProduct", security(("panelToken" = []), ("panelCookie" = [])),
+    request_body(content = schemas::ProductInput),
+    responses((status = 201, description = "Created.", body = schemas::CreatedId, example = json!({"status": "created", "productId": "p4Qx…"})),
+        (status = 400, response = schemas::BadRequest),
+        (status = 408, response = schemas::RequestTimeout),
+        (status = 413, response = schemas::PayloadTooLarge), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope),))]
 async fn create_product(State(state): State<AppState>, panel: Panel, body: Body) -> ApiResult<Response> {
     let u = panel.user;
     let input: ProductInput = body.parse()?;
@@ -95,18 +118,35 @@ async fn create_product(State(state): State<AppState>, panel: Panel, body: Body)
     Ok(created(json!({"status": "created", "productId": p.id})))
 }
 
+/// The account's products.
+#[utoipa::path(get, path = "/v2/panel/products", tag = "panel", operation_id = "listProducts", security(("panelToken" = []), ("panelCookie" = [])),
+    responses((status = 200, description = "Products.", body = schemas::ProductList), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope),))]
 async fn list_products(State(state): State<AppState>, panel: Panel) -> ApiResult<Response> {
     let u = panel.user;
     let products: Vec<Value> = state.platform.list_products(&u).await?.iter().map(product_json).collect();
     Ok(ok(json!({"status": "success", "products": products})))
 }
 
+/// One product.
+#[utoipa::path(get, path = "/v2/panel/products/{productId}", tag = "panel", operation_id = "getProduct", security(("panelToken" = []), ("panelCookie" = [])),
+    params(("productId" = String, Path, description = "The product."),),
+    responses((status = 200, description = "The product.", body = schemas::ProductAnswer), (status = 400, response = schemas::BadRequest), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),))]
 async fn get_product(State(state): State<AppState>, panel: Panel, Path(id): Path<String>) -> ApiResult<Response> {
     let u = panel.user;
     let p = state.platform.owned_product(&u, &id).await?;
     Ok(ok(json!({"status": "success", "product": product_json(&p)})))
 }
 
+/// Updates a product's name or resources.
+#[utoipa::path(put, path = "/v2/panel/products/{productId}", tag = "panel", operation_id = "updateProduct", security(("panelToken" = []), ("panelCookie" = [])),
+    params(("productId" = String, Path, description = "The product."),),
+    request_body(content = schemas::ProductInput),
+    responses((status = 200, description = "Updated.", body = schemas::ProductAnswer), (status = 400, response = schemas::BadRequest),
+        (status = 408, response = schemas::RequestTimeout),
+        (status = 413, response = schemas::PayloadTooLarge), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),))]
 async fn update_product(
     State(state): State<AppState>,
     panel: Panel,
@@ -119,6 +159,11 @@ async fn update_product(
     Ok(ok(json!({"status": "success", "message": "updated", "product": product_json(&p)})))
 }
 
+/// Deletes a product with its things, their values and its activation codes.
+#[utoipa::path(delete, path = "/v2/panel/products/{productId}", tag = "panel", operation_id = "deleteProduct", security(("panelToken" = []), ("panelCookie" = [])),
+    params(("productId" = String, Path, description = "The product."),),
+    responses((status = 200, description = "Deleted.", body = schemas::Done), (status = 400, response = schemas::BadRequest), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),))]
 async fn delete_product(State(state): State<AppState>, panel: Panel, Path(id): Path<String>) -> ApiResult<Response> {
     let u = panel.user;
     state.platform.delete_product(&u, &id).await?;
@@ -140,6 +185,14 @@ fn count_of(count: Option<Value>) -> Result<i64, Error> {
     }
 }
 
+/// Generates single-use activation codes for a product.
+#[utoipa::path(post, path = "/v2/panel/products/{productId}/activation-codes", tag = "panel", operation_id = "createActivationCodes", security(("panelToken" = []), ("panelCookie" = [])),
+    params(("productId" = String, Path, description = "The product."),),
+    request_body(content = schemas::CountBody),
+    responses((status = 201, description = "The new codes.", body = schemas::CodesCreated), (status = 400, response = schemas::BadRequest),
+        (status = 408, response = schemas::RequestTimeout),
+        (status = 413, response = schemas::PayloadTooLarge), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),))]
 async fn create_codes(
     State(state): State<AppState>,
     panel: Panel,
@@ -153,6 +206,14 @@ async fn create_codes(
     Ok(created(json!({"status": "created", "codes": codes})))
 }
 
+/// A product's activation codes, used and unused (JSON, or CSV with `format=csv`).
+#[utoipa::path(get, path = "/v2/panel/products/{productId}/activation-codes", tag = "panel", operation_id = "listActivationCodes", security(("panelToken" = []), ("panelCookie" = [])),
+    params(("productId" = String, Path, description = "The product."), ("format" = Option<String>, Query, description = "`json` (default) or `csv`.")),
+    responses((status = 200, description = "The codes.", content(
+            (schemas::CodeList = "application/json"),
+            (String = "text/csv", example = "code,used,thingId,createdAt,usedAt\r\n"))),
+        (status = 400, response = schemas::BadRequest), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),))]
 async fn list_codes(
     State(state): State<AppState>,
     panel: Panel,
@@ -224,6 +285,17 @@ fn latest_json(latest: &[Latest]) -> Value {
     Value::Object(map)
 }
 
+/// A page of a product's things with their newest values.
+#[utoipa::path(get, path = "/v2/panel/products/{productId}/things", tag = "panel", operation_id = "listProductThings", security(("panelToken" = []), ("panelCookie" = [])),
+    params(("productId" = String, Path, description = "The product."),
+        ("limit" = Option<u32>, Query, description = "Rows per page (1 to 500; default 50)."),
+        ("skip" = Option<u32>, Query, description = "Rows to skip."),
+        ("sort" = Option<String>, Query, description = "`thingId`, `name` or `activatedAt`."),
+        ("order" = Option<String>, Query, description = "`asc` or `desc`."),
+        ("q" = Option<String>, Query, description = "Search in thingId and name."),
+    ),
+    responses((status = 200, description = "The page and the total.", body = schemas::ThingPage), (status = 400, response = schemas::BadRequest), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),))]
 async fn product_things(
     State(state): State<AppState>,
     panel: Panel,
@@ -256,6 +328,18 @@ async fn product_things(
 /// `POST /v2/panel/products/{id}/things` `{"count":N}`: N things at once, without activation
 /// codes; their tokens are in this answer only (JSON, or CSV `thingId,thingToken` with
 /// `?format=csv`).
+/// Creates things of a product without activation codes (1 to 10,000); their tokens are in this
+/// answer only (JSON, or CSV with `format=csv`).
+#[utoipa::path(post, path = "/v2/panel/products/{productId}/things", tag = "panel", operation_id = "createThings", security(("panelToken" = []), ("panelCookie" = [])),
+    params(("productId" = String, Path, description = "The product."), ("format" = Option<String>, Query, description = "`json` (default) or `csv`.")),
+    request_body(content = schemas::CountBody),
+    responses((status = 201, description = "The things and their tokens.", content(
+            (schemas::ThingsCreated = "application/json"),
+            (String = "text/csv", example = "thingId,thingToken\r\n"))),
+        (status = 400, response = schemas::BadRequest),
+        (status = 408, response = schemas::RequestTimeout),
+        (status = 413, response = schemas::PayloadTooLarge), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),))]
 async fn create_things(
     State(state): State<AppState>,
     panel: Panel,
@@ -279,6 +363,11 @@ async fn create_things(
     Ok(created(json!({"status": "created", "things": things})))
 }
 
+/// A thing: its settings, location, newest values and product.
+#[utoipa::path(get, path = "/v2/panel/things/{thingId}", tag = "panel", operation_id = "getThing", security(("panelToken" = []), ("panelCookie" = [])),
+    params(("thingId" = String, Path, description = "The thing."),),
+    responses((status = 200, description = "The thing.", body = schemas::ThingAnswer), (status = 400, response = schemas::BadRequest), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),))]
 async fn get_thing(State(state): State<AppState>, panel: Panel, Path(id): Path<String>) -> ApiResult<Response> {
     let o = state.platform.thing_overview(&panel.user, &id).await?;
     let mut v = thing_json(&o.thing);
@@ -294,6 +383,15 @@ async fn get_thing(State(state): State<AppState>, panel: Panel, Path(id): Path<S
 
 /// `GET /v2/panel/things/{id}/series/{key}?startDate&endDate&points`: a chart's worth of a
 /// timeline (every numeric value, or min/max/avg per bucket when there are more than `points`).
+/// A chart's worth of a numeric resource over a range.
+#[utoipa::path(get, path = "/v2/panel/things/{thingId}/series/{key}", tag = "panel", operation_id = "thingSeries", security(("panelToken" = []), ("panelCookie" = [])),
+    params(("thingId" = String, Path, description = "The thing."), ("key" = String, Path, description = "The resource."),
+        ("startDate" = Option<String>, Query, description = "Range start (default: an hour before the end)."),
+        ("endDate" = Option<String>, Query, description = "Range end (default: now)."),
+        ("points" = Option<u32>, Query, description = "At most this many buckets (default 800)."),
+    ),
+    responses((status = 200, description = "The series.", body = schemas::Series), (status = 400, response = schemas::BadRequest), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),))]
 async fn series(
     State(state): State<AppState>,
     panel: Panel,
@@ -335,12 +433,25 @@ async fn series(
     })))
 }
 
+/// Deletes a thing and its values; its token stops working and its streams end.
+#[utoipa::path(delete, path = "/v2/panel/things/{thingId}", tag = "panel", operation_id = "deleteThing", security(("panelToken" = []), ("panelCookie" = [])),
+    params(("thingId" = String, Path, description = "The thing."),),
+    responses((status = 200, description = "Deleted.", body = schemas::Done), (status = 400, response = schemas::BadRequest), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),))]
 async fn delete_thing(State(state): State<AppState>, panel: Panel, Path(id): Path<String>) -> ApiResult<Response> {
     let u = panel.user;
     state.platform.delete_owned_thing(&u, &id).await?;
     Ok(ok(json!({"status": "success", "message": "deleted"})))
 }
 
+/// Creates an app: its appId is what app users register and log in with.
+#[utoipa::path(post, path = "/v2/panel/apps", tag = "panel", operation_id = "createApp", security(("panelToken" = []), ("panelCookie" = [])),
+    request_body(content = schemas::AppInput),
+    responses((status = 201, description = "Created.", body = schemas::CreatedId, example = json!({"status": "created", "appId": "a1B2c3"})),
+        (status = 400, response = schemas::BadRequest),
+        (status = 408, response = schemas::RequestTimeout),
+        (status = 413, response = schemas::PayloadTooLarge), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope),))]
 async fn create_app(State(state): State<AppState>, panel: Panel, body: Body) -> ApiResult<Response> {
     let u = panel.user;
     let input: AppInput = body.parse()?;
@@ -348,18 +459,35 @@ async fn create_app(State(state): State<AppState>, panel: Panel, body: Body) -> 
     Ok(created(json!({"status": "created", "appId": a.id})))
 }
 
+/// The account's apps.
+#[utoipa::path(get, path = "/v2/panel/apps", tag = "panel", operation_id = "listApps", security(("panelToken" = []), ("panelCookie" = [])),
+    responses((status = 200, description = "Apps.", body = schemas::AppList), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope),))]
 async fn list_apps(State(state): State<AppState>, panel: Panel) -> ApiResult<Response> {
     let u = panel.user;
     let apps: Vec<Value> = state.platform.list_apps(&u).await?.iter().map(app_json).collect();
     Ok(ok(json!({"status": "success", "apps": apps})))
 }
 
+/// One app.
+#[utoipa::path(get, path = "/v2/panel/apps/{appId}", tag = "panel", operation_id = "getApp", security(("panelToken" = []), ("panelCookie" = [])),
+    params(("appId" = String, Path, description = "The app."),),
+    responses((status = 200, description = "The app.", body = schemas::AppAnswer), (status = 400, response = schemas::BadRequest), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),))]
 async fn get_app(State(state): State<AppState>, panel: Panel, Path(id): Path<String>) -> ApiResult<Response> {
     let u = panel.user;
     let a = state.platform.owned_app(&u, &id).await?;
     Ok(ok(json!({"status": "success", "app": app_json(&a)})))
 }
 
+/// Updates an app's name, resources or collection indexes.
+#[utoipa::path(put, path = "/v2/panel/apps/{appId}", tag = "panel", operation_id = "updateApp", security(("panelToken" = []), ("panelCookie" = [])),
+    params(("appId" = String, Path, description = "The app."),),
+    request_body(content = schemas::AppInput),
+    responses((status = 200, description = "Updated.", body = schemas::AppAnswer), (status = 400, response = schemas::BadRequest),
+        (status = 408, response = schemas::RequestTimeout),
+        (status = 413, response = schemas::PayloadTooLarge), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),))]
 async fn update_app(
     State(state): State<AppState>,
     panel: Panel,
@@ -372,6 +500,11 @@ async fn update_app(
     Ok(ok(json!({"status": "success", "message": "updated", "app": app_json(&a)})))
 }
 
+/// Deletes an app with its users, sessions and objects.
+#[utoipa::path(delete, path = "/v2/panel/apps/{appId}", tag = "panel", operation_id = "deleteApp", security(("panelToken" = []), ("panelCookie" = [])),
+    params(("appId" = String, Path, description = "The app."),),
+    responses((status = 200, description = "Deleted.", body = schemas::Done), (status = 400, response = schemas::BadRequest), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),))]
 async fn delete_app(State(state): State<AppState>, panel: Panel, Path(id): Path<String>) -> ApiResult<Response> {
     let u = panel.user;
     state.platform.delete_app(&u, &id).await?;

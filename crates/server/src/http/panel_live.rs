@@ -9,21 +9,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::Response;
-use axum::routing::get;
 use bytes::Bytes;
 use thingline_core::Error;
 use thingline_core::ids::token_digest;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::Query;
 use super::panel_session::Panel;
-use super::{ApiResult, AppState};
+use super::{ApiResult, AppState, schemas};
 use crate::platform::panel_views::PanelLive;
 use crate::platform::{Next, Platform};
 
@@ -32,10 +32,20 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How often a stream checks that its panel session has not expired.
 const RECHECK: Duration = Duration::from_secs(30);
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v2/panel/live", get(live))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(live))
 }
 
+/// Server-sent events of the newest values of up to 100 of the account's things, for the web
+/// panel; the stream ends (an `end` event) when the session does.
+#[utoipa::path(get, path = "/v2/panel/live", tag = "panel", operation_id = "panelLive", security(("panelToken" = []), ("panelCookie" = [])),
+    params(("things" = String, Query, description = "Comma-separated thingIds (1 to 100).")),
+    responses(
+        (status = 200, description = "`text/event-stream`: `ready`, then `value` events.", content_type = "text/event-stream", body = String),
+        (status = 400, response = schemas::BadRequest), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),
+        (status = 429, response = schemas::TooManyRequests),
+    ))]
 async fn live(State(state): State<AppState>, panel: Panel, q: Query) -> ApiResult<Response> {
     let mut ids: Vec<String> = Vec::new();
     for id in q.get("things").unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()) {

@@ -8,22 +8,22 @@
 //! same-origin page can read, from the session answers), and no `Origin` header of another origin.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::{HOST, ORIGIN, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use serde::Deserialize;
 use serde_json::json;
 use thingline_core::Error;
 use thingline_core::ids::{constant_time_eq, csrf_token};
 use thingline_core::model::PanelUser;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::body::Body;
 use super::extract::{ClientIp, authorization};
-use super::{ApiError, ApiResult, AppState};
+use super::{ApiError, ApiResult, AppState, schemas};
 
 /// The web panel's session cookie. `__Host-`: the browser keeps it only when it is `Secure`,
 /// for `Path=/`, without a `Domain`, so no other host can set or read it.
@@ -33,8 +33,8 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 /// The cookie's lifetime: the panel session's (7 days).
 const COOKIE_MAX_AGE_S: i64 = 7 * 24 * 3600;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v2/panel/session", post(sign_in).get(current).delete(sign_out))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(sign_in, current, sign_out))
 }
 
 /// The panel account of a request, and the token it came with.
@@ -114,6 +114,18 @@ struct SignIn {
 }
 
 /// `POST /v2/panel/session`: the panel login (same accounts and limits) answered with the cookie.
+#[utoipa::path(post, path = "/v2/panel/session", tag = "panel", operation_id = "panelSignIn",
+    request_body(content = schemas::PanelLogin),
+    responses(
+        (status = 200, description = "Signed in; `Set-Cookie` carries the session.", body = schemas::PanelSession,
+            headers(("Set-Cookie" = String, description = "`__Host-thingline_panel=…; Secure; HttpOnly; SameSite=Strict; Path=/`"))),
+        (status = 400, response = schemas::BadRequest),
+        (status = 408, response = schemas::RequestTimeout),
+        (status = 413, response = schemas::PayloadTooLarge),
+        (status = 401, description = "Wrong email or password.", body = schemas::ErrorEnvelope),
+        (status = 403, description = "A sign-in from another origin.", body = schemas::ErrorEnvelope),
+        (status = 429, response = schemas::TooManyRequests),
+    ))]
 async fn sign_in(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -139,12 +151,18 @@ async fn sign_in(
 }
 
 /// `GET /v2/panel/session`: the account and CSRF token of the current session, or 401.
+#[utoipa::path(get, path = "/v2/panel/session", tag = "panel", operation_id = "panelSession", security(("panelToken" = []), ("panelCookie" = [])),
+    responses((status = 200, description = "The session.", body = schemas::PanelSession), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope),))]
 async fn current(panel: Panel) -> ApiResult<Response> {
     Ok(Json(session_answer(&panel.user, &panel.token)).into_response())
 }
 
 /// `DELETE /v2/panel/session`: signs out (the session ends on every node, its live streams too)
 /// and clears the cookie.
+#[utoipa::path(delete, path = "/v2/panel/session", tag = "panel", operation_id = "panelSignOut", security(("panelToken" = []), ("panelCookie" = [])),
+    responses((status = 200, description = "Signed out; the cookie is cleared.", body = schemas::Done), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope),))]
 async fn sign_out(State(state): State<AppState>, panel: Panel) -> ApiResult<Response> {
     state.platform.panel_logout(Some(&panel.token)).await?;
     let mut res = Json(json!({"status": "success", "message": "signed out"})).into_response();

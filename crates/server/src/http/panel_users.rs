@@ -3,26 +3,28 @@
 //! or when sending failed). Authenticated with a panel token; HTTPS only.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
 use serde_json::{Value, json};
 use thingline_core::Error;
 use thingline_core::query::parse_limit;
 use thingline_core::time::format_datetime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{Path, Query};
 use super::panel_session::Panel;
-use super::{ApiResult, AppState};
+use super::{ApiResult, AppState, schemas};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v2/panel/apps/{id}/users", get(list_users))
-        .route("/v2/panel/apps/{id}/users/{user_id}", delete(delete_user))
-        .route("/v2/panel/apps/{id}/outbox", get(outbox))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_users)).routes(routes!(delete_user)).routes(routes!(outbox))
 }
 
+/// The users of an app, with their roles, linked things and last login.
+#[utoipa::path(get, path = "/v2/panel/apps/{appId}/users", tag = "panel", operation_id = "listAppUsers", security(("panelToken" = []), ("panelCookie" = [])),
+    params(("appId" = String, Path, description = "The app."),),
+    responses((status = 200, description = "Users.", body = schemas::AppUserList), (status = 400, response = schemas::BadRequest), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),))]
 async fn list_users(State(state): State<AppState>, panel: Panel, Path(id): Path<String>) -> ApiResult<Response> {
     let owner = panel.user;
     let users: Vec<Value> = state
@@ -45,6 +47,11 @@ async fn list_users(State(state): State<AppState>, panel: Panel, Path(id): Path<
     Ok(Json(json!({"status": "success", "users": users})).into_response())
 }
 
+/// Deletes a user of an app (its sessions end).
+#[utoipa::path(delete, path = "/v2/panel/apps/{appId}/users/{userId}", tag = "panel", operation_id = "deleteAppUser", security(("panelToken" = []), ("panelCookie" = [])),
+    params(("appId" = String, Path, description = "The app."), ("userId" = String, Path, description = "The user's id.")),
+    responses((status = 200, description = "Deleted.", body = schemas::Done), (status = 400, response = schemas::BadRequest), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),))]
 async fn delete_user(
     State(state): State<AppState>,
     panel: Panel,
@@ -56,6 +63,11 @@ async fn delete_user(
     Ok(Json(json!({"status": "success", "message": "deleted"})).into_response())
 }
 
+/// The app's kept notification mails (when no SMTP server is configured, or sending failed).
+#[utoipa::path(get, path = "/v2/panel/apps/{appId}/outbox", tag = "panel", operation_id = "appOutbox", security(("panelToken" = []), ("panelCookie" = [])),
+    params(("appId" = String, Path, description = "The app."), ("limit" = Option<u32>, Query, description = "Newest first (default 100).")),
+    responses((status = 200, description = "Mails.", body = schemas::Outbox), (status = 400, response = schemas::BadRequest), (status = 401, response = schemas::Unauthorized),
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),))]
 async fn outbox(State(state): State<AppState>, panel: Panel, Path(id): Path<String>, q: Query) -> ApiResult<Response> {
     let owner = panel.user;
     let app = state.platform.owned_app(&owner, &id).await?;

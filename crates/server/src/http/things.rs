@@ -3,29 +3,29 @@
 //! on the plain device listener.
 
 use axum::Json;
-use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::json;
 use thingline_core::Error;
 use thingline_core::query::{TimelineQuery, parse_limit};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::body::Body;
 use super::extract::{ClientIp, Path, Query};
 use super::stream::{self, Greeting};
-use super::{ApiResult, AppState, json_text};
+use super::{ApiResult, AppState, json_text, schemas};
 use crate::platform::{Target, WriteFlags, WriteItem, parse_write_items};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v2/things", post(activate))
-        .route("/v2/things/{token}", post(write).get(subscribe))
-        .route("/v2/things/{token}/resources", get(keys))
-        .route("/v2/things/{token}/resources/description", put(put_description).get(read_description))
-        .route("/v2/things/{token}/resources/{key}", get(read))
-        .route("/v2/things/{token}/all_resources", get(all_resources))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(activate))
+        .routes(routes!(write, subscribe))
+        .routes(routes!(keys))
+        .routes(routes!(put_description, read_description))
+        .routes(routes!(read))
+        .routes(routes!(all_resources))
 }
 
 #[derive(Deserialize)]
@@ -35,6 +35,17 @@ struct ActivateBody {
     product_id: Option<String>,
 }
 
+/// Activates a thing with a single-use activation code of its product.
+#[utoipa::path(post, path = "/v2/things", tag = "thing", operation_id = "activateThing",
+    request_body(content = schemas::ActivateBody, description = "JSON or form-urlencoded."),
+    responses(
+        (status = 201, description = "Activated; the token is shown once.", body = schemas::Activated),
+        (status = 400, response = schemas::BadRequest),
+        (status = 404, description = "No such unused activation code.", body = schemas::ErrorEnvelope),
+        (status = 408, response = schemas::RequestTimeout),
+        (status = 413, response = schemas::PayloadTooLarge),
+        (status = 429, response = schemas::TooManyRequests),
+    ))]
 async fn activate(state: axum::extract::State<AppState>, ClientIp(ip): ClientIp, body: Body) -> ApiResult<Response> {
     let b: ActivateBody = body.parse()?;
     let code = b.activation_code.ok_or_else(|| Error::bad_request("activationCode is required"))?;
@@ -53,6 +64,21 @@ pub fn write_flags(q: &Query) -> thingline_core::Result<WriteFlags> {
     WriteFlags::from_params(q.get("store"), q.get("broadcast"))
 }
 
+/// Writes values to the thing (committed before the 201), and publishes them to its subscribers.
+#[utoipa::path(post, path = "/v2/things/{thingToken}", tag = "thing", operation_id = "writeValues",
+    params(("thingToken" = String, Path, description = "The thing's token (from its activation)."),
+        ("store" = Option<bool>, Query, description = "Keep the values (default true); `false`: only publish them."),
+        ("broadcast" = Option<bool>, Query, description = "Publish the values (default true)."),
+    ),
+    request_body(content = schemas::WriteBody, description = "JSON or form-urlencoded."),
+    responses(
+        (status = 201, description = "Committed.", body = schemas::Created, example = json!({"status": "created"})),
+        (status = 400, response = schemas::BadRequest),
+        (status = 404, response = schemas::NotFound),
+        (status = 408, response = schemas::RequestTimeout),
+        (status = 413, response = schemas::PayloadTooLarge),
+        (status = 429, response = schemas::TooManyRequests),
+    ))]
 async fn write(
     state: axum::extract::State<AppState>,
     Path(token): Path<String>,
@@ -67,6 +93,19 @@ async fn write(
     Ok((StatusCode::CREATED, Json(json!({"status": "created"}))).into_response())
 }
 
+/// Reads a resource's values, newest first.
+#[utoipa::path(get, path = "/v2/things/{thingToken}/resources/{key}", tag = "thing", operation_id = "readValues",
+    params(("thingToken" = String, Path, description = "The thing's token (from its activation)."),
+        ("key" = String, Path, description = "The resource; `$settings` or `$settings.path` reads the settings document."),
+        ("limit" = Option<u32>, Query, description = "How many values, newest first (default 1; at most 100,000)."),
+        ("startDate" = Option<String>, Query, description = "Oldest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),
+        ("endDate" = Option<String>, Query, description = "Newest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),
+    ),
+    responses(
+        (status = 200, description = "The values (an empty array when the key has none in the range).", body = Vec<schemas::ReadItem>),
+        (status = 400, response = schemas::BadRequest),
+        (status = 404, response = schemas::NotFound),
+    ))]
 async fn read(
     state: axum::extract::State<AppState>,
     Path((token, key)): Path<(String, String)>,
@@ -79,6 +118,16 @@ async fn read(
     Ok(json_text(StatusCode::OK, out.render()))
 }
 
+/// Reads the thing's description document.
+#[utoipa::path(get, path = "/v2/things/{thingToken}/resources/description", tag = "thing", operation_id = "readDescription",
+    params(("thingToken" = String, Path, description = "The thing's token (from its activation)."), ("limit" = Option<u32>, Query, description = "How many values, newest first (default 1; at most 100,000)."),
+        ("startDate" = Option<String>, Query, description = "Oldest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),
+        ("endDate" = Option<String>, Query, description = "Newest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),),
+    responses(
+        (status = 200, description = "The description's values.", body = Vec<schemas::ReadItem>),
+        (status = 400, response = schemas::BadRequest),
+        (status = 404, response = schemas::NotFound),
+    ))]
 async fn read_description(
     state: axum::extract::State<AppState>,
     Path(token): Path<String>,
@@ -87,6 +136,13 @@ async fn read_description(
     read(state, Path((token, "description".to_owned())), q).await
 }
 
+/// The thing's resource keys.
+#[utoipa::path(get, path = "/v2/things/{thingToken}/resources", tag = "thing", operation_id = "listResources",
+    params(("thingToken" = String, Path, description = "The thing's token (from its activation)."),),
+    responses(
+        (status = 200, description = "The keys.", body = schemas::ResourceKeys),
+        (status = 404, response = schemas::NotFound),
+    ))]
 async fn keys(state: axum::extract::State<AppState>, Path(token): Path<String>) -> ApiResult<Response> {
     let p = &state.platform;
     let thing = p.thing_by_token(&token).await?;
@@ -97,6 +153,19 @@ async fn keys(state: axum::extract::State<AppState>, Path(token): Path<String>) 
 /// `[{"key","values":[…]}, …]`: the newest `limit` values of every key, in key order. A thing
 /// with many keys answers in pages: at most 100 keys and 1,000 values each; a `Link` header
 /// (`rel="next"`) gives the next page (`after=<last key>`).
+/// The newest values of every key, in key order; paged by key (a `Link: <…>; rel="next"` header
+/// gives the next page).
+#[utoipa::path(get, path = "/v2/things/{thingToken}/all_resources", tag = "thing", operation_id = "readAllResources",
+    params(("thingToken" = String, Path, description = "The thing's token (from its activation)."),
+        ("limit" = Option<u32>, Query, description = "Values per key (default 1; at most 1,000 here)."),
+        ("after" = Option<String>, Query, description = "The last key of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "Keys with their newest values.", body = Vec<schemas::KeyValues>,
+            headers(("Link" = String, description = "The next page, when there is one."))),
+        (status = 400, response = schemas::BadRequest),
+        (status = 404, response = schemas::NotFound),
+    ))]
 async fn all_resources(
     state: axum::extract::State<AppState>,
     Path(token): Path<String>,
@@ -129,6 +198,18 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
+/// Sets the thing's description document (a JSON object).
+#[utoipa::path(put, path = "/v2/things/{thingToken}/resources/description", tag = "thing", operation_id = "putDescription",
+    params(("thingToken" = String, Path, description = "The thing's token (from its activation)."),),
+    request_body(content = Object, description = "Any JSON object."),
+    responses(
+        (status = 200, description = "Stored.", body = schemas::Done, example = json!({"status": "success"})),
+        (status = 400, response = schemas::BadRequest),
+        (status = 404, response = schemas::NotFound),
+        (status = 408, response = schemas::RequestTimeout),
+        (status = 413, response = schemas::PayloadTooLarge),
+        (status = 429, response = schemas::TooManyRequests),
+    ))]
 async fn put_description(
     state: axum::extract::State<AppState>,
     Path(token): Path<String>,
@@ -147,6 +228,18 @@ async fn put_description(
 
 /// The thing stream `GET /v2/things/{thingToken}?keepAlive=ms`: the thing's values as any
 /// protocol or app wrote them (items as written), `{}` after each idle keepAlive.
+/// The thing stream: a chunked response of the thing's values as written (by any protocol or
+/// app), `{}` after each idle `keepAlive`; it ends with an envelope when the thing is deleted.
+#[utoipa::path(get, path = "/v2/things/{thingToken}", tag = "thing", operation_id = "subscribeThing",
+    params(("thingToken" = String, Path, description = "The thing's token (from its activation)."),
+        ("keepAlive" = Option<u64>, Query, description = "Idle milliseconds between `{}` chunks (1,000 to 3,600,000; default 60,000)."),
+    ),
+    responses(
+        (status = 200, description = "The stream; its first chunk is `{\"status\":\"success\",\"message\":\"subscribed\"}`.", body = schemas::Done),
+        (status = 400, response = schemas::BadRequest),
+        (status = 404, response = schemas::NotFound),
+        (status = 429, response = schemas::TooManyRequests),
+    ))]
 async fn subscribe(state: axum::extract::State<AppState>, Path(token): Path<String>, q: Query) -> ApiResult<Response> {
     stream::subscribe(&state.platform, None, Target::Thing { token }, &q, Greeting::Subscribed).await
 }
