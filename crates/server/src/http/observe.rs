@@ -67,7 +67,7 @@ async fn observe(mut req: Request, next: Next) -> Response {
         method = method.as_str(),
         route = route.as_str(),
         status = status.as_u16(),
-        duration_ms = took.as_secs_f64() * 1000.0,
+        duration_ms = took.as_micros() as f64 / 1000.0,
         "request"
     );
     res.headers_mut().insert(REQUEST_ID, id);

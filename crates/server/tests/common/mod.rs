@@ -172,6 +172,11 @@ impl TestServer {
         p.child.wait().expect("reaped");
     }
 
+    /// The metrics listener of an in-process server started with `metrics_addr` set.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.running.as_ref().and_then(|r| r.metrics_addr)
+    }
+
     pub fn platform(&self) -> &std::sync::Arc<thingline::platform::Platform> {
         &self.running.as_ref().expect("an in-process server").platform
     }
