@@ -526,10 +526,11 @@ fn log_end(remote: SocketAddr, result: Result<(), Box<dyn std::error::Error + Se
     }
 }
 
-/// `/v2/things/` is `/v2/things`: firmware sends trailing slashes.
+/// `/v2/things/` is `/v2/things`: firmware sends trailing slashes. The API reference's page is
+/// `/docs/` (its files are relative to it), so that one keeps its slash.
 fn normalize_path<B>(req: &mut http::Request<B>) {
     let path = req.uri().path();
-    if path.len() > 1 && path.ends_with('/') {
+    if path.len() > 1 && path.ends_with('/') && path != "/docs/" {
         let trimmed = path.trim_end_matches('/');
         let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
         let new = match req.uri().query() {

@@ -109,7 +109,7 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<
     Ok(Json(json!({"status": "success", "message": "logged out"})).into_response())
 }
 
-/// `DELETE /v2/me/session`: the same as `POST /v2/logout`.
+/// Ends the session (the same as `POST /v2/logout`).
 #[utoipa::path(delete, path = "/v2/me/session", tag = "app-auth", operation_id = "endSession",
     security(("sessionToken" = [])),
     responses(

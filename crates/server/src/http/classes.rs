@@ -168,8 +168,10 @@ async fn read(State(state): State<AppState>, headers: HeaderMap, params: ClassPa
     Ok(json_text(StatusCode::OK, results(&objects)))
 }
 
-/// A page of a collection; or, with `subscribe=true`, a live stream of its changes (arrays of the
-/// objects as stored, `[{"_id","_deleted":true}]` for a deletion, `{}` when idle).
+/// A page of a collection, or a live stream of its changes.
+///
+/// With `subscribe=true`: a chunked stream of arrays of the objects as stored,
+/// `[{"_id","_deleted":true}]` for a deletion, `{}` when idle.
 #[utoipa::path(get, path = "/v2/classes/{scope}/{className}", tag = "classes", operation_id = "listObjects", security(("sessionToken" = [])),
     params(("scope" = String, Path, description = "`me` (the user's own objects) or `app` (the app's shared objects)."),
         ("className" = String, Path, description = "The collection."),

@@ -145,9 +145,10 @@ fn query_of(q: &Query) -> thingline_core::Result<TimelineQuery> {
     TimelineQuery::from_params(q.get("limit"), q.get("startDate"), q.get("endDate"))
 }
 
-/// `{thingId: [{"value","datetime"}, …], …}` for every thing the user may read `key` on.
-/// A resource's values on every thing the user may read it on, by thingId; or, with
-/// `subscribe=true`, a live stream of its new values.
+/// A resource's values on every thing the user may read it on.
+///
+/// `{thingId: [{"value","datetime"}, …], …}`; or, with `subscribe=true`, a live stream of its new
+/// values on those things.
 #[utoipa::path(get, path = "/v2/me/resources/{key}", tag = "app", operation_id = "readMyResource", security(("sessionToken" = [])),
     params(("key" = String, Path, description = "The resource."),
         ("limit" = Option<u32>, Query, description = "How many values, newest first (default 1; at most 100,000)."),
@@ -206,8 +207,10 @@ async fn read_key(
     Ok(json_text(StatusCode::OK, out))
 }
 
-/// `thing_id`: a thingId, or the thingToken of a thing the user reaches.
-/// A resource's values on one thing; or, with `subscribe=true`, a live stream of its new values.
+/// A resource's values on one thing.
+///
+/// `thingId` is a thingId, or the thingToken of a thing the user reaches. With `subscribe=true`:
+/// a live stream of its new values.
 #[utoipa::path(get, path = "/v2/me/resources/{key}/{thingId}", tag = "app", operation_id = "readThingResource", security(("sessionToken" = [])),
     params(("key" = String, Path, description = "The resource."),
         ("thingId" = String, Path, description = "A thing's id, or the token of a thing the user reaches."),

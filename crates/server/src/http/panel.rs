@@ -325,11 +325,10 @@ async fn product_things(
     })))
 }
 
-/// `POST /v2/panel/products/{id}/things` `{"count":N}`: N things at once, without activation
-/// codes; their tokens are in this answer only (JSON, or CSV `thingId,thingToken` with
-/// `?format=csv`).
-/// Creates things of a product without activation codes (1 to 10,000); their tokens are in this
-/// answer only (JSON, or CSV with `format=csv`).
+/// Creates things of a product without activation codes.
+///
+/// `{"count":N}`, 1 to 10,000 per call; their tokens are in this answer only (JSON, or CSV
+/// `thingId,thingToken` with `format=csv`).
 #[utoipa::path(post, path = "/v2/panel/products/{productId}/things", tag = "panel", operation_id = "createThings", security(("panelToken" = []), ("panelCookie" = [])),
     params(("productId" = String, Path, description = "The product."), ("format" = Option<String>, Query, description = "`json` (default) or `csv`.")),
     request_body(content = schemas::CountBody),
@@ -381,9 +380,9 @@ async fn get_thing(State(state): State<AppState>, panel: Panel, Path(id): Path<S
     Ok(ok(json!({"status": "success", "thing": v})))
 }
 
-/// `GET /v2/panel/things/{id}/series/{key}?startDate&endDate&points`: a chart's worth of a
-/// timeline (every numeric value, or min/max/avg per bucket when there are more than `points`).
 /// A chart's worth of a numeric resource over a range.
+///
+/// Every numeric value, or min/max/avg per bucket when the range holds more than `points`.
 #[utoipa::path(get, path = "/v2/panel/things/{thingId}/series/{key}", tag = "panel", operation_id = "thingSeries", security(("panelToken" = []), ("panelCookie" = [])),
     params(("thingId" = String, Path, description = "The thing."), ("key" = String, Path, description = "The resource."),
         ("startDate" = Option<String>, Query, description = "Range start (default: an hour before the end)."),

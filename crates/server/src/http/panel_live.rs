@@ -36,8 +36,10 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(live))
 }
 
-/// Server-sent events of the newest values of up to 100 of the account's things, for the web
-/// panel; the stream ends (an `end` event) when the session does.
+/// Live values of the account's things, as server-sent events.
+///
+/// Up to 100 things per stream, for the web panel; the stream ends (an `end` event) when the
+/// session does.
 #[utoipa::path(get, path = "/v2/panel/live", tag = "panel", operation_id = "panelLive", security(("panelToken" = []), ("panelCookie" = [])),
     params(("things" = String, Query, description = "Comma-separated thingIds (1 to 100).")),
     responses(

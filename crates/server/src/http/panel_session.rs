@@ -113,7 +113,7 @@ struct SignIn {
     password: Option<String>,
 }
 
-/// `POST /v2/panel/session`: the panel login (same accounts and limits) answered with the cookie.
+/// Signs the web panel in: the panel login (same accounts and limits), answered with the cookie.
 #[utoipa::path(post, path = "/v2/panel/session", tag = "panel", operation_id = "panelSignIn",
     request_body(content = schemas::PanelLogin),
     responses(
@@ -150,7 +150,7 @@ async fn sign_in(
     Ok(res)
 }
 
-/// `GET /v2/panel/session`: the account and CSRF token of the current session, or 401.
+/// The web panel's current session: its account and CSRF token.
 #[utoipa::path(get, path = "/v2/panel/session", tag = "panel", operation_id = "panelSession", security(("panelToken" = []), ("panelCookie" = [])),
     responses((status = 200, description = "The session.", body = schemas::PanelSession), (status = 401, response = schemas::Unauthorized),
         (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope),))]
@@ -158,8 +158,9 @@ async fn current(panel: Panel) -> ApiResult<Response> {
     Ok(Json(session_answer(&panel.user, &panel.token)).into_response())
 }
 
-/// `DELETE /v2/panel/session`: signs out (the session ends on every node, its live streams too)
-/// and clears the cookie.
+/// Signs the web panel out and clears the cookie.
+///
+/// The session ends on every node, its live streams too.
 #[utoipa::path(delete, path = "/v2/panel/session", tag = "panel", operation_id = "panelSignOut", security(("panelToken" = []), ("panelCookie" = [])),
     responses((status = 200, description = "Signed out; the cookie is cleared.", body = schemas::Done), (status = 401, response = schemas::Unauthorized),
         (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope),))]

@@ -26,7 +26,7 @@ macro_rules! error_response {
     ($name:ident, $description:literal, $code:literal, $message:literal) => {
         #[derive(ToResponse)]
         #[response(description = $description, content_type = "application/json",
-                            example = json!({"status": "error", "code": $code, "message": $message}))]
+                                            example = json!({"status": "error", "code": $code, "message": $message}))]
         pub struct $name(ErrorEnvelope);
     };
 }

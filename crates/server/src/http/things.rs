@@ -150,11 +150,11 @@ async fn keys(state: axum::extract::State<AppState>, Path(token): Path<String>) 
     Ok(Json(json!({"resources": keys})).into_response())
 }
 
-/// `[{"key","values":[…]}, …]`: the newest `limit` values of every key, in key order. A thing
-/// with many keys answers in pages: at most 100 keys and 1,000 values each; a `Link` header
-/// (`rel="next"`) gives the next page (`after=<last key>`).
-/// The newest values of every key, in key order; paged by key (a `Link: <…>; rel="next"` header
-/// gives the next page).
+/// The newest values of every key.
+///
+/// `[{"key","values":[…]}, …]` in key order. A thing with many keys answers in pages: at most
+/// 100 keys and 1,000 values each; a `Link` header (`rel="next"`) gives the next page
+/// (`after=<last key>`).
 #[utoipa::path(get, path = "/v2/things/{thingToken}/all_resources", tag = "thing", operation_id = "readAllResources",
     params(("thingToken" = String, Path, description = "The thing's token (from its activation)."),
         ("limit" = Option<u32>, Query, description = "Values per key (default 1; at most 1,000 here)."),
@@ -226,10 +226,10 @@ async fn put_description(
     Ok(Json(json!({"status": "success"})).into_response())
 }
 
-/// The thing stream `GET /v2/things/{thingToken}?keepAlive=ms`: the thing's values as any
-/// protocol or app wrote them (items as written), `{}` after each idle keepAlive.
-/// The thing stream: a chunked response of the thing's values as written (by any protocol or
-/// app), `{}` after each idle `keepAlive`; it ends with an envelope when the thing is deleted.
+/// The thing stream: the thing's values as they are written.
+///
+/// A chunked response of the values as written (by any protocol or app), `{}` after each idle
+/// `keepAlive`; it ends with an envelope when the thing is deleted.
 #[utoipa::path(get, path = "/v2/things/{thingToken}", tag = "thing", operation_id = "subscribeThing",
     params(("thingToken" = String, Path, description = "The thing's token (from its activation)."),
         ("keepAlive" = Option<u64>, Query, description = "Idle milliseconds between `{}` chunks (1,000 to 3,600,000; default 60,000)."),
