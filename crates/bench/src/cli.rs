@@ -74,6 +74,10 @@ pub enum Command {
     /// a product with 100,000 things and to the chart of a thing with 100,000 values, and the
     /// bytes transferred, beside the same panel API calls made directly in the same run.
     Panel(crate::panel::PanelArgs),
+    /// Issue #15: the cost of the Prometheus metrics: single-value writes and app reads against
+    /// nodes with the metrics listener off and on (and, optionally, without the access log),
+    /// rounds alternating in the same run.
+    MetricsCost(crate::metrics_cost::MetricsCostArgs),
 }
 
 /// Flags shared by the scale-out commands: where PostgreSQL and NATS are. Each run makes a
@@ -744,5 +748,6 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::CrossNodeLatency(args) => scale::cross_node::run(&args).await,
         Command::PgVsSqlite(args) => scale::pg_vs_sqlite::run(&args).await,
         Command::Panel(args) => crate::panel::run(&args).await,
+        Command::MetricsCost(args) => crate::metrics_cost::run(&args).await,
     }
 }

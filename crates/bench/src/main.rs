@@ -13,6 +13,7 @@ mod coap;
 mod driver;
 mod filesystem;
 mod floor;
+mod metrics_cost;
 mod mqtt;
 mod panel;
 mod realtime;

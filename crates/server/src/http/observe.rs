@@ -17,7 +17,6 @@
 //!   time to the response head (a stream's or a long-poll's head comes at once or when its first
 //!   data does). Every label comes from a bounded set.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -81,10 +80,14 @@ fn well_formed(id: &[u8]) -> bool {
 
 /// 128 random bits as 32 lowercase hex digits.
 fn new_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let n: u128 = rand::random();
-    let text = format!("{n:032x}");
+    let mut text = [0u8; 32];
+    for (i, digit) in text.iter_mut().enumerate() {
+        *digit = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+    }
     // Hex digits are always a valid header value.
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// What a request is labelled with: its route template, or one of the fixed labels.
@@ -113,30 +116,84 @@ impl Route {
 }
 
 fn record(route: &Route, method: &Method, status: StatusCode, took: std::time::Duration) {
-    let route = intern(route.as_str());
-    let method = method_label(method);
-    metrics::counter!(
-        "thingline_http_requests_total",
-        "route" => route,
-        "method" => method,
-        "status" => status_label(status),
-    )
-    .increment(1);
-    metrics::histogram!("thingline_http_request_duration_seconds", "route" => route, "method" => method)
-        .record(took.as_secs_f64());
+    record_str(route.as_str(), method, status, took)
 }
 
-/// The method as a label: the standard ones, every other `other` (a client may send any token).
-fn method_label(m: &Method) -> &'static str {
+/// Records one request through handles registered once per route, method and status: a request
+/// costs a read lock, a hash of its route template and two atomic updates, not a registry lookup
+/// with freshly built labels.
+fn record_str(route: &str, method: &Method, status: StatusCode, took: std::time::Duration) {
+    let (m, code) = (method_index(method), status.as_u16());
+    let seconds = took.as_secs_f64();
+    let cache = HANDLES.get_or_init(Default::default);
+    {
+        let map = cache.read();
+        let entry = map.get(route).or_else(|| map.get(OTHER).filter(|_| map.len() >= MAX_ROUTES));
+        if let Some(entry) = entry
+            && let Some(histogram) = &entry.durations[m]
+            && let Some((_, _, counter)) = entry.requests.iter().find(|(mm, c, _)| *mm == m && *c == code)
+        {
+            counter.increment(1);
+            histogram.record(seconds);
+            return;
+        }
+    }
+    let mut map = cache.write();
+    let key = if map.contains_key(route) || map.len() < MAX_ROUTES { route } else { OTHER };
+    let entry = map.entry(Box::from(key)).or_insert_with(|| RouteHandles {
+        label: Box::leak(Box::from(key)),
+        requests: Vec::new(),
+        durations: Default::default(),
+    });
+    let label: &'static str = entry.label;
+    let histogram = entry.durations[m].get_or_insert_with(
+        || metrics::histogram!("thingline_http_request_duration_seconds", "route" => label, "method" => METHODS[m]),
+    );
+    histogram.record(seconds);
+    match entry.requests.iter().find(|(mm, c, _)| *mm == m && *c == code) {
+        Some((_, _, counter)) => counter.increment(1),
+        None => {
+            let counter = metrics::counter!(
+                "thingline_http_requests_total",
+                "route" => label,
+                "method" => METHODS[m],
+                "status" => status_label(status),
+            );
+            counter.increment(1);
+            entry.requests.push((m, code, counter));
+        }
+    }
+}
+
+/// The label of the routes past [`MAX_ROUTES`].
+const OTHER: &str = "other";
+
+/// The handles of one route template.
+struct RouteHandles {
+    /// The template, copied once for the labels.
+    label: &'static str,
+    /// By (method index, status code).
+    requests: Vec<(usize, u16, metrics::Counter)>,
+    /// By method index.
+    durations: [Option<metrics::Histogram>; METHODS.len()],
+}
+
+static HANDLES: std::sync::OnceLock<parking_lot::RwLock<std::collections::HashMap<Box<str>, RouteHandles>>> =
+    std::sync::OnceLock::new();
+
+/// The `method` labels: the standard methods, every other `other` (a client may send any token).
+const METHODS: [&str; 8] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "other"];
+
+fn method_index(m: &Method) -> usize {
     match *m {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PUT => 2,
+        Method::DELETE => 3,
+        Method::PATCH => 4,
+        Method::HEAD => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
     }
 }
 
@@ -174,27 +231,6 @@ fn status_label(s: StatusCode) -> SharedString {
     }
 }
 
-/// The route template as a `'static` label: each template is copied once, so that recording a
-/// request allocates nothing for it. Bounded by [`MAX_ROUTES`].
-fn intern(route: &str) -> &'static str {
-    static ROUTES: std::sync::OnceLock<parking_lot::RwLock<std::collections::HashMap<Arc<str>, &'static str>>> =
-        std::sync::OnceLock::new();
-    let routes = ROUTES.get_or_init(Default::default);
-    if let Some(r) = routes.read().get(route) {
-        return r;
-    }
-    let mut map = routes.write();
-    if let Some(r) = map.get(route) {
-        return r;
-    }
-    if map.len() >= MAX_ROUTES {
-        return "other";
-    }
-    let leaked: &'static str = Box::leak(route.to_owned().into_boxed_str());
-    map.insert(Arc::from(route), leaked);
-    leaked
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,11 +252,9 @@ mod tests {
 
     #[test]
     fn labels_are_bounded() {
-        assert_eq!(method_label(&Method::GET), "GET");
-        assert_eq!(method_label(&Method::from_bytes(b"BREW").expect("method")), "other");
+        assert_eq!(METHODS[method_index(&Method::GET)], "GET");
+        assert_eq!(METHODS[method_index(&Method::from_bytes(b"BREW").expect("method"))], "other");
         assert_eq!(status_label(StatusCode::CREATED).as_ref(), "201");
         assert_eq!(status_label(StatusCode::IM_A_TEAPOT).as_ref(), "418");
-        let a = intern("/v2/things/{thing_token}");
-        assert!(std::ptr::eq(a, intern("/v2/things/{thing_token}")), "copied once");
     }
 }
