@@ -689,9 +689,15 @@ async fn a_peer_of_each_kind_writes_and_all_observers_see_it() {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"{"status":"created"}"#);
         expected.push("libcoap");
     }
-    for who in expected {
+    if expected.is_empty() {
+        // Without any of the clients (outside CI: each helper above said so loudly) nothing wrote.
+        eprintln!("NOTICE: no CoAP client present: SKIPPING the cross-client part of this test");
+        server.stop().await;
+        return;
+    }
+    for who in &expected {
         let n = peer.data_notification(&token, WAIT).await;
-        assert_eq!(n.json()[0]["value"], who);
+        assert_eq!(n.json()[0]["value"], *who);
     }
     let r = peer.request(Req::get(&format!("v2/things/{}/resources/who", thing.token))).await;
     assert_eq!(r.code_str(), "2.05");
