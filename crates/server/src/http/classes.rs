@@ -83,6 +83,7 @@ fn needs_id(method: &str) -> Error {
         (status = 413, response = schemas::PayloadTooLarge),
         (status = 409, response = schemas::Conflict),
         (status = 429, response = schemas::TooManyRequests),
+        (status = 507, response = schemas::InsufficientStorage),
     ))]
 async fn create(
     State(state): State<AppState>,
@@ -175,8 +176,8 @@ async fn read(State(state): State<AppState>, headers: HeaderMap, params: ClassPa
 #[utoipa::path(get, path = "/v2/classes/{scope}/{className}", tag = "classes", operation_id = "listObjects", security(("sessionToken" = [])),
     params(("scope" = String, Path, description = "`me` (the user's own objects) or `app` (the app's shared objects)."),
         ("className" = String, Path, description = "The collection."),
-        ("limit" = Option<u32>, Query, description = "Objects per page."),
-        ("skip" = Option<u32>, Query, description = "Objects to skip."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Objects per page (default 1,000; 1 to 1,000, larger values are taken as 1,000)."),
+        ("skip" = Option<u32>, Query, maximum = 10000, description = "Objects to skip (0 to 10,000; page deeper with `after`)."),
         ("after" = Option<String>, Query, description = "The last `_id` of the previous page (keyset paging)."),
         ("where" = Option<String>, Query, description = "A JSON object of field equalities on declared indexes."),
         ("sort" = Option<String>, Query, description = "A field (`-field` for descending) among the declared indexes."),
@@ -223,6 +224,7 @@ async fn get_object(state: State<AppState>, headers: HeaderMap, params: ClassPar
         (status = 413, response = schemas::PayloadTooLarge),
         (status = 409, response = schemas::Conflict),
         (status = 429, response = schemas::TooManyRequests),
+        (status = 507, response = schemas::InsufficientStorage),
     ))]
 async fn create_with_id(
     state: State<AppState>,

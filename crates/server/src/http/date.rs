@@ -20,7 +20,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     security(("sessionToken" = []), ()),
     params(
         ("thingToken" = Option<String>, Query, description = "A thing's token (instead of a session token)."),
-        ("format" = Option<String>, Query, description = "`UTC` (default, ISO 8601) or `unix_timestamp` (seconds)."),
+        ("format" = Option<schemas::DateFormat>, Query, description = "`UTC` (default, ISO 8601) or `unix_timestamp` (seconds)."),
     ),
     responses(
         (status = 200, description = "The date.", body = schemas::ServerDate),

@@ -151,7 +151,7 @@ fn query_of(q: &Query) -> thingline_core::Result<TimelineQuery> {
 /// values on those things.
 #[utoipa::path(get, path = "/v2/me/resources/{key}", tag = "app", operation_id = "readMyResource", security(("sessionToken" = [])),
     params(("key" = String, Path, description = "The resource."),
-        ("limit" = Option<u32>, Query, description = "How many values, newest first (default 1; at most 100,000)."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "How many values, newest first (default 1; 1 to 1,000, larger values are taken as 1,000)."),
         ("startDate" = Option<String>, Query, description = "Oldest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),
         ("endDate" = Option<String>, Query, description = "Newest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),
         ("subscribe" = Option<bool>, Query, description = "`true`: answer a live stream of new values instead (see the thing stream)."),
@@ -214,7 +214,7 @@ async fn read_key(
 #[utoipa::path(get, path = "/v2/me/resources/{key}/{thingId}", tag = "app", operation_id = "readThingResource", security(("sessionToken" = [])),
     params(("key" = String, Path, description = "The resource."),
         ("thingId" = String, Path, description = "A thing's id, or the token of a thing the user reaches."),
-        ("limit" = Option<u32>, Query, description = "How many values, newest first (default 1; at most 100,000)."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "How many values, newest first (default 1; 1 to 1,000, larger values are taken as 1,000)."),
         ("startDate" = Option<String>, Query, description = "Oldest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),
         ("endDate" = Option<String>, Query, description = "Newest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),
         ("subscribe" = Option<bool>, Query, description = "`true`: answer a live stream of new values instead (see the thing stream)."),
@@ -258,6 +258,7 @@ async fn read_one(
         (status = 403, description = "The user may read but not write this.", body = schemas::ErrorEnvelope),
         (status = 404, response = schemas::NotFound),
         (status = 429, response = schemas::TooManyRequests),
+        (status = 507, response = schemas::InsufficientStorage),
     ))]
 async fn write_one(
     State(state): State<AppState>,

@@ -68,6 +68,7 @@ pub const PANEL_COOKIE: &str = "panelCookie";
             schemas::RequestTimeout,
             schemas::PayloadTooLarge,
             schemas::TooManyRequests,
+            schemas::InsufficientStorage,
             schemas::Unavailable,
         ),
     ),

@@ -163,7 +163,9 @@ async fn update_product(
 #[utoipa::path(delete, path = "/v2/panel/products/{productId}", tag = "panel", operation_id = "deleteProduct", security(("panelToken" = []), ("panelCookie" = [])),
     params(("productId" = String, Path, description = "The product."),),
     responses((status = 200, description = "Deleted.", body = schemas::Done), (status = 400, response = schemas::BadRequest), (status = 401, response = schemas::Unauthorized),
-        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),))]
+        (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),
+        (status = 409, description = "The product still has things; delete them first.", body = schemas::ErrorEnvelope),
+    ))]
 async fn delete_product(State(state): State<AppState>, panel: Panel, Path(id): Path<String>) -> ApiResult<Response> {
     let u = panel.user;
     state.platform.delete_product(&u, &id).await?;
@@ -208,7 +210,7 @@ async fn create_codes(
 
 /// A product's activation codes, used and unused (JSON, or CSV with `format=csv`).
 #[utoipa::path(get, path = "/v2/panel/products/{productId}/activation-codes", tag = "panel", operation_id = "listActivationCodes", security(("panelToken" = []), ("panelCookie" = [])),
-    params(("productId" = String, Path, description = "The product."), ("format" = Option<String>, Query, description = "`json` (default) or `csv`.")),
+    params(("productId" = String, Path, description = "The product."), ("format" = Option<schemas::ListFormat>, Query, description = "`json` (default) or `csv`.")),
     responses((status = 200, description = "The codes.", content(
             (schemas::CodeList = "application/json"),
             (String = "text/csv", example = "code,used,thingId,createdAt,usedAt\r\n"))),
@@ -288,11 +290,11 @@ fn latest_json(latest: &[Latest]) -> Value {
 /// A page of a product's things with their newest values.
 #[utoipa::path(get, path = "/v2/panel/products/{productId}/things", tag = "panel", operation_id = "listProductThings", security(("panelToken" = []), ("panelCookie" = [])),
     params(("productId" = String, Path, description = "The product."),
-        ("limit" = Option<u32>, Query, description = "Rows per page (1 to 500; default 50)."),
-        ("skip" = Option<u32>, Query, description = "Rows to skip."),
-        ("sort" = Option<String>, Query, description = "`thingId`, `name` or `activatedAt`."),
-        ("order" = Option<String>, Query, description = "`asc` or `desc`."),
-        ("q" = Option<String>, Query, description = "Search in thingId and name."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Rows per page (1 to 1,000; default 100)."),
+        ("skip" = Option<u64>, Query, description = "Rows to skip."),
+        ("sort" = Option<schemas::ThingSort>, Query, description = "The sort column (default `activatedAt`)."),
+        ("order" = Option<schemas::Order>, Query, description = "Default: `desc` for `activatedAt`, `asc` otherwise."),
+        ("q" = Option<String>, Query, max_length = 200, description = "Search in thingId and name."),
     ),
     responses((status = 200, description = "The page and the total.", body = schemas::ThingPage), (status = 400, response = schemas::BadRequest), (status = 401, response = schemas::Unauthorized),
         (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),))]
@@ -330,7 +332,7 @@ async fn product_things(
 /// `{"count":N}`, 1 to 10,000 per call; their tokens are in this answer only (JSON, or CSV
 /// `thingId,thingToken` with `format=csv`).
 #[utoipa::path(post, path = "/v2/panel/products/{productId}/things", tag = "panel", operation_id = "createThings", security(("panelToken" = []), ("panelCookie" = [])),
-    params(("productId" = String, Path, description = "The product."), ("format" = Option<String>, Query, description = "`json` (default) or `csv`.")),
+    params(("productId" = String, Path, description = "The product."), ("format" = Option<schemas::ListFormat>, Query, description = "`json` (default) or `csv`.")),
     request_body(content = schemas::CountBody),
     responses((status = 201, description = "The things and their tokens.", content(
             (schemas::ThingsCreated = "application/json"),
@@ -387,7 +389,7 @@ async fn get_thing(State(state): State<AppState>, panel: Panel, Path(id): Path<S
     params(("thingId" = String, Path, description = "The thing."), ("key" = String, Path, description = "The resource."),
         ("startDate" = Option<String>, Query, description = "Range start (default: an hour before the end)."),
         ("endDate" = Option<String>, Query, description = "Range end (default: now)."),
-        ("points" = Option<u32>, Query, description = "At most this many buckets (default 800)."),
+        ("points" = Option<u32>, Query, minimum = 10, maximum = 4000, description = "At most this many buckets (10 to 4,000; default 800)."),
     ),
     responses((status = 200, description = "The series.", body = schemas::Series), (status = 400, response = schemas::BadRequest), (status = 401, response = schemas::Unauthorized),
         (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),))]

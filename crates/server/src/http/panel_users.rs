@@ -65,7 +65,7 @@ async fn delete_user(
 
 /// The app's kept notification mails (when no SMTP server is configured, or sending failed).
 #[utoipa::path(get, path = "/v2/panel/apps/{appId}/outbox", tag = "panel", operation_id = "appOutbox", security(("panelToken" = []), ("panelCookie" = [])),
-    params(("appId" = String, Path, description = "The app."), ("limit" = Option<u32>, Query, description = "Newest first (default 100).")),
+    params(("appId" = String, Path, description = "The app."), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Newest first (default 100; 1 to 1,000).")),
     responses((status = 200, description = "Mails.", body = schemas::Outbox), (status = 400, response = schemas::BadRequest), (status = 401, response = schemas::Unauthorized),
         (status = 403, description = "A cookie-authenticated change without the CSRF token, or from another origin.", body = schemas::ErrorEnvelope), (status = 404, response = schemas::NotFound),))]
 async fn outbox(State(state): State<AppState>, panel: Panel, Path(id): Path<String>, q: Query) -> ApiResult<Response> {

@@ -75,11 +75,53 @@ error_response!(
     "Too many login attempts; try again later"
 );
 error_response!(
+    InsufficientStorage,
+    "The server's disk is full: nothing of the request was stored; retry later.",
+    507,
+    "The server is out of disk space; nothing was stored"
+);
+error_response!(
     Unavailable,
     "The node cannot serve the request now (store away, stopping).",
     503,
     "Not ready: the store is not available"
 );
+
+// --- parameters with a fixed set of values ---
+
+/// `json` (the default) or `csv`.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum ListFormat {
+    Json,
+    Csv,
+}
+
+/// `UTC` (ISO 8601, the default) or `unix_timestamp` (seconds).
+#[derive(ToSchema)]
+pub enum DateFormat {
+    #[schema(rename = "UTC")]
+    Utc,
+    #[schema(rename = "unix_timestamp")]
+    UnixTimestamp,
+}
+
+/// The sort column of a product's things.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub enum ThingSort {
+    ActivatedAt,
+    ThingId,
+    Name,
+}
+
+/// A sort order.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum Order {
+    Asc,
+    Desc,
+}
 
 // --- generic answers ---
 
@@ -265,6 +307,7 @@ pub struct Me {
 #[derive(ToSchema)]
 #[schema(rename_all = "camelCase")]
 pub struct LinkedThing {
+    #[schema(rename = "_id")]
     _id: String,
     thing_id: String,
     resources: Vec<String>,
@@ -542,7 +585,8 @@ pub struct AppUser {
     email: String,
     created_at: String,
     last_login: Option<String>,
-    linked_things: i64,
+    /// The thingIds linked to the user.
+    linked_things: Vec<String>,
     roles: Value,
 }
 

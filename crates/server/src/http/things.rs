@@ -41,10 +41,12 @@ struct ActivateBody {
     responses(
         (status = 201, description = "Activated; the token is shown once.", body = schemas::Activated),
         (status = 400, response = schemas::BadRequest),
-        (status = 404, description = "No such unused activation code.", body = schemas::ErrorEnvelope),
+        (status = 404, description = "No such activation code (or one of another product).", body = schemas::ErrorEnvelope),
+        (status = 409, description = "The activation code was used already (single-use).", body = schemas::ErrorEnvelope),
         (status = 408, response = schemas::RequestTimeout),
         (status = 413, response = schemas::PayloadTooLarge),
         (status = 429, response = schemas::TooManyRequests),
+        (status = 507, response = schemas::InsufficientStorage),
     ))]
 async fn activate(state: axum::extract::State<AppState>, ClientIp(ip): ClientIp, body: Body) -> ApiResult<Response> {
     let b: ActivateBody = body.parse()?;
@@ -78,6 +80,7 @@ pub fn write_flags(q: &Query) -> thingline_core::Result<WriteFlags> {
         (status = 408, response = schemas::RequestTimeout),
         (status = 413, response = schemas::PayloadTooLarge),
         (status = 429, response = schemas::TooManyRequests),
+        (status = 507, response = schemas::InsufficientStorage),
     ))]
 async fn write(
     state: axum::extract::State<AppState>,
@@ -97,7 +100,7 @@ async fn write(
 #[utoipa::path(get, path = "/v2/things/{thingToken}/resources/{key}", tag = "thing", operation_id = "readValues",
     params(("thingToken" = String, Path, description = "The thing's token (from its activation)."),
         ("key" = String, Path, description = "The resource; `$settings` or `$settings.path` reads the settings document."),
-        ("limit" = Option<u32>, Query, description = "How many values, newest first (default 1; at most 100,000)."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "How many values, newest first (default 1; 1 to 1,000, larger values are taken as 1,000)."),
         ("startDate" = Option<String>, Query, description = "Oldest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),
         ("endDate" = Option<String>, Query, description = "Newest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),
     ),
@@ -120,7 +123,7 @@ async fn read(
 
 /// Reads the thing's description document.
 #[utoipa::path(get, path = "/v2/things/{thingToken}/resources/description", tag = "thing", operation_id = "readDescription",
-    params(("thingToken" = String, Path, description = "The thing's token (from its activation)."), ("limit" = Option<u32>, Query, description = "How many values, newest first (default 1; at most 100,000)."),
+    params(("thingToken" = String, Path, description = "The thing's token (from its activation)."), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "How many values, newest first (default 1; 1 to 1,000, larger values are taken as 1,000)."),
         ("startDate" = Option<String>, Query, description = "Oldest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),
         ("endDate" = Option<String>, Query, description = "Newest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),),
     responses(
@@ -157,7 +160,7 @@ async fn keys(state: axum::extract::State<AppState>, Path(token): Path<String>) 
 /// (`after=<last key>`).
 #[utoipa::path(get, path = "/v2/things/{thingToken}/all_resources", tag = "thing", operation_id = "readAllResources",
     params(("thingToken" = String, Path, description = "The thing's token (from its activation)."),
-        ("limit" = Option<u32>, Query, description = "Values per key (default 1; at most 1,000 here)."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Values per key (default 1; 1 to 1,000)."),
         ("after" = Option<String>, Query, description = "The last key of the previous page."),
     ),
     responses(
@@ -209,6 +212,7 @@ fn percent_encode(s: &str) -> String {
         (status = 408, response = schemas::RequestTimeout),
         (status = 413, response = schemas::PayloadTooLarge),
         (status = 429, response = schemas::TooManyRequests),
+        (status = 507, response = schemas::InsufficientStorage),
     ))]
 async fn put_description(
     state: axum::extract::State<AppState>,
