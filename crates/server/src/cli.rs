@@ -101,6 +101,7 @@ pub fn main() -> ExitCode {
         None => runtime.block_on(serve(config)),
         Some((email, password)) => runtime.block_on(add_panel_user(config, &email, &password)),
     };
+    crate::logging::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -112,6 +113,12 @@ pub fn main() -> ExitCode {
 
 /// `thingline migrate`: the copy with its progress on stderr, then the table of counts on stdout.
 fn migrate(args: MigrateArgs) -> ExitCode {
+    let code = run_migrate(args);
+    crate::logging::flush();
+    code
+}
+
+fn run_migrate(args: MigrateArgs) -> ExitCode {
     crate::logging::init(&std::env::var("THINGLINE_LOG").unwrap_or_else(|_| "warn".into()), false);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

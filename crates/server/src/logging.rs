@@ -1,6 +1,16 @@
-//! Structured logs through `tracing`: a filter from `THINGLINE_LOG`, text or JSON lines.
+//! Structured logs through `tracing`: a filter from `THINGLINE_LOG`, text or JSON lines, written to
+//! stderr by a background thread so that a request never waits for the terminal or the pipe (the
+//! access log writes a line per request).
 
+use parking_lot::Mutex;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+
+/// Lines queued for the writer thread before a logging call waits for it (never dropped).
+const QUEUED_LINES: usize = 64 * 1024;
+
+/// The writer thread's guard: dropping it writes what is queued and stops the thread.
+static WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
 
 /// Installs the global subscriber once (later calls, e.g. from tests, are ignored).
 ///
@@ -12,6 +22,21 @@ pub fn init(filter: &str, json: bool) {
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info,rustls=error"));
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+    let mut slot = WRITER.lock();
+    if slot.is_some() {
+        return;
+    }
+    // Lossless: when the queue is full a logging call waits, rather than a line being dropped.
+    let (writer, guard) =
+        NonBlockingBuilder::default().lossy(false).buffered_lines_limit(QUEUED_LINES).finish(std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
+    let installed = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+    if installed.is_ok() {
+        *slot = Some(guard);
+    }
+}
+
+/// Writes every queued line and stops the writer thread (the end of `main`); later lines are lost.
+pub fn flush() {
+    drop(WRITER.lock().take());
 }
