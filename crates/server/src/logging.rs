@@ -27,8 +27,10 @@ pub fn init(filter: &str, json: bool) {
         return;
     }
     // Lossless: when the queue is full a logging call waits, rather than a line being dropped.
-    let (writer, guard) =
-        NonBlockingBuilder::default().lossy(false).buffered_lines_limit(QUEUED_LINES).finish(std::io::stderr());
+    // The writer thread writes what is queued through a buffer and flushes once the queue is
+    // empty: one system call per batch of lines under load, every line out at once when idle.
+    let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
+    let (writer, guard) = NonBlockingBuilder::default().lossy(false).buffered_lines_limit(QUEUED_LINES).finish(stderr);
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     let installed = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
     if installed.is_ok() {
