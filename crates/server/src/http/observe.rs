@@ -8,7 +8,7 @@
 //!   it, handlers find it in the request's extensions ([`RequestId`]).
 //! - **Access log**: one event per request at info level, target `thingline::access`, with
 //!   `request_id`, `method`, `route`, `status` and `duration_ms`; with `THINGLINE_LOG_FORMAT=json`
-//!   one JSON line each. The route is the template (`/v2/things/{thing_token}`), never the path:
+//!   one JSON line each. The route is the template (`/v2/things/{thingToken}`), never the path:
 //!   thing tokens travel in paths, and a path or query string is never logged. Requests no route
 //!   matched are `unmatched`, Socket.IO's are `/socket.io`. Silence it with
 //!   `THINGLINE_LOG=info,thingline::access=warn`.
