@@ -301,6 +301,9 @@ async fn a_scrape_after_real_traffic_has_every_family_moving_and_no_token() {
     promtool_check(&text);
     let families: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
     for name in dashboard_metrics() {
+        if backend != "sqlite" && name.starts_with("thingline_sqlite_") {
+            continue; // SQLite's own panels stay empty on PostgreSQL
+        }
         let base = ["_bucket", "_sum", "_count"]
             .iter()
             .find_map(|s| name.strip_suffix(s).filter(|b| families.contains(b)))
