@@ -72,8 +72,7 @@ fn needs_id(method: &str) -> Error {
 
 /// Stores an object in a collection (`_id` generated unless the body has one).
 #[utoipa::path(post, path = "/v2/classes/{scope}/{className}", tag = "classes", operation_id = "createObject", security(("sessionToken" = [])),
-    params(("scope" = String, Path, description = "`me` (the user's own objects) or `app` (the app's shared objects)."),
-        ("className" = String, Path, description = "The collection."),),
+    params(schemas::CollectionPath,),
     request_body(content = Object, description = "The object's fields.", example = json!({"title": "Blue Train", "rank": 3})),
     responses(
         (status = 201, description = "Stored.", body = schemas::ObjectCreated),
@@ -101,9 +100,7 @@ async fn create(
 
 /// Merges fields into an object.
 #[utoipa::path(put, path = "/v2/classes/{scope}/{className}/{objectId}", tag = "classes", operation_id = "updateObject", security(("sessionToken" = [])),
-    params(("scope" = String, Path, description = "`me` (the user's own objects) or `app` (the app's shared objects)."),
-        ("className" = String, Path, description = "The collection."),
-        ("objectId" = String, Path, description = "The object's `_id`."),),
+    params(schemas::ObjectPath,),
     request_body(content = Object, description = "Fields to merge."),
     responses(
         (status = 200, description = "Updated.", body = schemas::Done),
@@ -129,9 +126,7 @@ async fn update(
 
 /// Deletes an object.
 #[utoipa::path(delete, path = "/v2/classes/{scope}/{className}/{objectId}", tag = "classes", operation_id = "deleteObject", security(("sessionToken" = [])),
-    params(("scope" = String, Path, description = "`me` (the user's own objects) or `app` (the app's shared objects)."),
-        ("className" = String, Path, description = "The collection."),
-        ("objectId" = String, Path, description = "The object's `_id`."),),
+    params(schemas::ObjectPath,),
     responses(
         (status = 200, description = "Deleted.", body = schemas::Done),
         (status = 400, response = schemas::BadRequest),
@@ -174,8 +169,7 @@ async fn read(State(state): State<AppState>, headers: HeaderMap, params: ClassPa
 /// With `subscribe=true`: a chunked stream of arrays of the objects as stored,
 /// `[{"_id","_deleted":true}]` for a deletion, `{}` when idle.
 #[utoipa::path(get, path = "/v2/classes/{scope}/{className}", tag = "classes", operation_id = "listObjects", security(("sessionToken" = [])),
-    params(("scope" = String, Path, description = "`me` (the user's own objects) or `app` (the app's shared objects)."),
-        ("className" = String, Path, description = "The collection."),
+    params(schemas::CollectionPath,
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Objects per page (default 1,000; 1 to 1,000, larger values are taken as 1,000)."),
         ("skip" = Option<u32>, Query, maximum = 10000, description = "Objects to skip (0 to 10,000; page deeper with `after`)."),
         ("after" = Option<String>, Query, description = "The last `_id` of the previous page (keyset paging)."),
@@ -197,9 +191,7 @@ async fn list(state: State<AppState>, headers: HeaderMap, params: ClassParams, q
 
 /// One object.
 #[utoipa::path(get, path = "/v2/classes/{scope}/{className}/{objectId}", tag = "classes", operation_id = "getObject", security(("sessionToken" = [])),
-    params(("scope" = String, Path, description = "`me` (the user's own objects) or `app` (the app's shared objects)."),
-        ("className" = String, Path, description = "The collection."),
-        ("objectId" = String, Path, description = "The object's `_id`."),),
+    params(schemas::ObjectPath,),
     responses(
         (status = 200, description = "`{\"results\":[object]}`.", body = schemas::ObjectResults),
         (status = 400, response = schemas::BadRequest),
@@ -212,9 +204,7 @@ async fn get_object(state: State<AppState>, headers: HeaderMap, params: ClassPar
 
 /// Stores an object with the `_id` given in the path.
 #[utoipa::path(post, path = "/v2/classes/{scope}/{className}/{objectId}", tag = "classes", operation_id = "createObjectWithId", security(("sessionToken" = [])),
-    params(("scope" = String, Path, description = "`me` (the user's own objects) or `app` (the app's shared objects)."),
-        ("className" = String, Path, description = "The collection."),
-        ("objectId" = String, Path, description = "The object's `_id`."),),
+    params(schemas::ObjectPath,),
     request_body(content = Object, description = "The object's fields."),
     responses(
         (status = 201, description = "Stored.", body = schemas::ObjectCreated),

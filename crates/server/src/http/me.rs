@@ -151,11 +151,7 @@ fn query_of(q: &Query) -> thingline_core::Result<TimelineQuery> {
 /// values on those things.
 #[utoipa::path(get, path = "/v2/me/resources/{key}", tag = "app", operation_id = "readMyResource", security(("sessionToken" = [])),
     params(("key" = String, Path, description = "The resource."),
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "How many values, newest first (default 1; 1 to 1,000, larger values are taken as 1,000)."),
-        ("startDate" = Option<String>, Query, description = "Oldest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),
-        ("endDate" = Option<String>, Query, description = "Newest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),
-        ("subscribe" = Option<bool>, Query, description = "`true`: answer a live stream of new values instead (see the thing stream)."),
-        ("keepAlive" = Option<u64>, Query, description = "With `subscribe=true`: idle milliseconds between `{}` chunks."),
+        schemas::ReadRange, schemas::Subscribe,
     ),
     responses(
         (status = 200, description = "`{thingId: [values…]}` (or the stream).", body = std::collections::HashMap<String, Vec<schemas::ReadItem>>),
@@ -214,11 +210,7 @@ async fn read_key(
 #[utoipa::path(get, path = "/v2/me/resources/{key}/{thingId}", tag = "app", operation_id = "readThingResource", security(("sessionToken" = [])),
     params(("key" = String, Path, description = "The resource."),
         ("thingId" = String, Path, description = "A thing's id, or the token of a thing the user reaches."),
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "How many values, newest first (default 1; 1 to 1,000, larger values are taken as 1,000)."),
-        ("startDate" = Option<String>, Query, description = "Oldest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),
-        ("endDate" = Option<String>, Query, description = "Newest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),
-        ("subscribe" = Option<bool>, Query, description = "`true`: answer a live stream of new values instead (see the thing stream)."),
-        ("keepAlive" = Option<u64>, Query, description = "With `subscribe=true`: idle milliseconds between `{}` chunks."),
+        schemas::ReadRange, schemas::Subscribe,
     ),
     responses(
         (status = 200, description = "The values, newest first (or the stream).", body = Vec<schemas::ReadItem>),

@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
-use utoipa::{ToResponse, ToSchema};
+use utoipa::{IntoParams, ToResponse, ToSchema};
 
 /// The thethings.iO error envelope: every 4xx and 5xx answer of the API.
 #[derive(ToSchema)]
@@ -86,6 +86,53 @@ error_response!(
     503,
     "Not ready: the store is not available"
 );
+
+// --- parameters shared by several operations ---
+
+/// The range of a timeline read.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+pub struct ReadRange {
+    /// How many values, newest first (default 1; 1 to 1,000, larger values are taken as 1,000).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// Oldest datetime (ISO 8601 or `YYYYMMDDHHmmss`).
+    start_date: Option<String>,
+    /// Newest datetime (ISO 8601 or `YYYYMMDDHHmmss`).
+    end_date: Option<String>,
+}
+
+/// A read that can be a subscription instead.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+pub struct Subscribe {
+    /// `true`: answer a live stream of new values instead (see the thing stream).
+    subscribe: Option<bool>,
+    /// With `subscribe=true`: idle milliseconds between `{}` chunks (1,000 to 3,600,000; default 60,000).
+    keep_alive: Option<u64>,
+}
+
+/// A collection of app objects.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path, rename_all = "camelCase")]
+pub struct CollectionPath {
+    /// `me` (the user's own objects) or `app` (the app's shared objects).
+    scope: String,
+    /// The collection.
+    class_name: String,
+}
+
+/// An object of a collection.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path, rename_all = "camelCase")]
+pub struct ObjectPath {
+    /// `me` (the user's own objects) or `app` (the app's shared objects).
+    scope: String,
+    /// The collection.
+    class_name: String,
+    /// The object's `_id`.
+    object_id: String,
+}
 
 // --- parameters with a fixed set of values ---
 

@@ -100,9 +100,7 @@ async fn write(
 #[utoipa::path(get, path = "/v2/things/{thingToken}/resources/{key}", tag = "thing", operation_id = "readValues",
     params(("thingToken" = String, Path, description = "The thing's token (from its activation)."),
         ("key" = String, Path, description = "The resource; `$settings` or `$settings.path` reads the settings document."),
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "How many values, newest first (default 1; 1 to 1,000, larger values are taken as 1,000)."),
-        ("startDate" = Option<String>, Query, description = "Oldest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),
-        ("endDate" = Option<String>, Query, description = "Newest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),
+        schemas::ReadRange,
     ),
     responses(
         (status = 200, description = "The values (an empty array when the key has none in the range).", body = Vec<schemas::ReadItem>),
@@ -123,9 +121,7 @@ async fn read(
 
 /// Reads the thing's description document.
 #[utoipa::path(get, path = "/v2/things/{thingToken}/resources/description", tag = "thing", operation_id = "readDescription",
-    params(("thingToken" = String, Path, description = "The thing's token (from its activation)."), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "How many values, newest first (default 1; 1 to 1,000, larger values are taken as 1,000)."),
-        ("startDate" = Option<String>, Query, description = "Oldest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),
-        ("endDate" = Option<String>, Query, description = "Newest datetime (ISO 8601 or `YYYYMMDDHHmmss`)."),),
+    params(("thingToken" = String, Path, description = "The thing's token (from its activation)."), schemas::ReadRange,),
     responses(
         (status = 200, description = "The description's values.", body = Vec<schemas::ReadItem>),
         (status = 400, response = schemas::BadRequest),
