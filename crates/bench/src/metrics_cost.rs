@@ -25,13 +25,12 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::api::Api;
-use crate::app::{AppKind, AppScenario};
 use crate::cli::{ServerArgs, secs};
 use crate::driver::{DriverConfig, RunStats, https_client, median, run_load};
 use crate::report::{Measurement, StoreSetup};
-use crate::scale::{CpuSample, CpuUse, ratio};
-use crate::scenarios::{Scenario, Target, TargetKind, WriteScenario};
-use crate::server::{DataDir, ServerProcess, ThinglineSpec, spawn_thingline};
+use crate::scale::{CpuSample, CpuUse, ratio, set_up_on_each, single_writes_and_app_reads};
+use crate::scenarios::{Target, TargetKind};
+use crate::server::{DataDir, ServerProcess, ThinglineSpec, spawn_healthy};
 
 /// Per-request timeout of the load loops.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -230,15 +229,7 @@ async fn start_node(args: &MetricsCostArgs, run_dir: &std::path::Path, variant: 
     if variant.quiet() {
         spec.env.push(("THINGLINE_LOG".into(), QUIET_LOG.into()));
     }
-    let client = https_client(1, Duration::from_secs(30))?;
-    let mut process = spawn_thingline(&spec).await?;
-    let ready = match process.wait_healthy(&client, spec.start_timeout, Duration::from_millis(10)).await {
-        Ok(ready) => ready,
-        Err(err) => {
-            let _ = process.stop().await;
-            return Err(err.context(format!("starting node {}", variant.label())));
-        }
-    };
+    let (mut process, ready) = spawn_healthy(&spec, variant.label()).await?;
     let metrics_url = if variant.metrics() {
         let addr = process.listener("metrics", spec.start_timeout).await?;
         Some(format!("http://{addr}/metrics"))
@@ -304,15 +295,7 @@ async fn measure_all(
             pid: Some(node.process.pid),
         })
         .collect();
-    let scenarios: Vec<Box<dyn Scenario>> = vec![
-        Box::new(WriteScenario { batch: 1, things: args.things }),
-        Box::new(AppScenario {
-            kind: AppKind::Read,
-            users: args.users,
-            things_per_user: 10,
-            things: (args.users * 10).clamp(1, 1000),
-        }),
-    ];
+    let scenarios = single_writes_and_app_reads(args.things, args.users);
     let config = DriverConfig {
         concurrency: args.concurrency,
         warmup: secs(args.warmup),
@@ -322,16 +305,7 @@ async fn measure_all(
     };
     let mut results = Vec::new();
     for scenario in &scenarios {
-        let mut workloads = Vec::new();
-        for target in &targets {
-            eprintln!("{}: setting up {}", target.label, scenario.name());
-            workloads.push(
-                scenario
-                    .setup(target)
-                    .await
-                    .with_context(|| format!("setting up {} on {}", scenario.name(), target.label))?,
-            );
-        }
+        let workloads = set_up_on_each(scenario.as_ref(), &targets).await?;
         let mut measurements = Vec::new();
         for round in 1..=args.rounds {
             // Rotate which variant goes first.

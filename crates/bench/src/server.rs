@@ -178,6 +178,20 @@ pub fn locate_thingline_bin(flag: Option<&Path>) -> Result<PathBuf> {
     )
 }
 
+/// [`spawn_thingline`], then waits until `/v2/health` answers (stopping the process when it does
+/// not); returns the process and how long it took to be healthy.
+pub async fn spawn_healthy(spec: &ThinglineSpec, label: &str) -> Result<(ServerProcess, std::time::Duration)> {
+    let client = crate::driver::https_client(1, std::time::Duration::from_secs(30))?;
+    let mut process = spawn_thingline(spec).await?;
+    match process.wait_healthy(&client, spec.start_timeout, std::time::Duration::from_millis(10)).await {
+        Ok(ready) => Ok((process, ready)),
+        Err(err) => {
+            let _ = process.stop().await;
+            Err(err.context(format!("starting node {label}")))
+        }
+    }
+}
+
 /// Start `thingline serve` on port 0 and wait until it logs its HTTPS address.
 /// Does not wait for `/v2/health`: see [`ServerProcess::wait_healthy`].
 pub async fn spawn_thingline(spec: &ThinglineSpec) -> Result<ServerProcess> {

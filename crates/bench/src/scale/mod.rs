@@ -21,16 +21,17 @@ pub(crate) mod pg_vs_sqlite;
 pub(crate) mod pg_write;
 
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
+use crate::app::{AppKind, AppScenario};
 use crate::cli::ScaleCommon;
-use crate::driver::https_client;
+use crate::driver::Workload;
 use crate::report::StoreSetup;
-use crate::server::{ServerProcess, ThinglineSpec, spawn_thingline};
+use crate::scenarios::{Scenario, Target, WriteScenario};
+use crate::server::{ServerProcess, ThinglineSpec, spawn_healthy};
 
 /// A run's scratch schema on PostgreSQL and its NATS prefix.
 pub struct Scratch {
@@ -149,15 +150,7 @@ impl Node {
             spec.bus_url = None;
             spec.bus_prefix = None;
         }
-        let client = https_client(1, Duration::from_secs(30))?;
-        let mut process = spawn_thingline(&spec).await?;
-        let ready = match process.wait_healthy(&client, spec.start_timeout, Duration::from_millis(10)).await {
-            Ok(ready) => ready,
-            Err(err) => {
-                let _ = process.stop().await;
-                return Err(err.context(format!("starting node {label}")));
-            }
-        };
+        let (process, ready) = spawn_healthy(&spec, label).await?;
         eprintln!(
             "{label}: {} ready in {} ms (pid {}, store {}, bus {}, durability {})",
             process.base_url,
@@ -303,4 +296,28 @@ fn named_cpu_seconds() -> (f64, f64) {
         }
     }
     (postgres, nats)
+}
+
+/// The two request-bound scenarios the A/B commands compare: single-value writes
+/// (`run write --batch 1`) over `things` things, and app reads by `users` users of 10 things each.
+pub fn single_writes_and_app_reads(things: usize, users: usize) -> Vec<Box<dyn Scenario>> {
+    vec![
+        Box::new(WriteScenario { batch: 1, things }),
+        Box::new(AppScenario { kind: AppKind::Read, users, things_per_user: 10, things: (users * 10).clamp(1, 1000) }),
+    ]
+}
+
+/// Sets `scenario` up on every target, in order.
+pub async fn set_up_on_each(scenario: &dyn Scenario, targets: &[Target]) -> Result<Vec<Workload>> {
+    let mut workloads = Vec::new();
+    for target in targets {
+        eprintln!("{}: setting up {}", target.label, scenario.name());
+        workloads.push(
+            scenario
+                .setup(target)
+                .await
+                .with_context(|| format!("setting up {} on {}", scenario.name(), target.label))?,
+        );
+    }
+    Ok(workloads)
 }

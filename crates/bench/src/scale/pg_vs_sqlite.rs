@@ -15,17 +15,18 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Backing, CpuSample, CpuUse, Node, Scratch, check_rounds, finish, ratio};
+use super::{
+    Backing, CpuSample, CpuUse, Node, Scratch, check_rounds, finish, ratio, set_up_on_each, single_writes_and_app_reads,
+};
 use crate::api::Api;
-use crate::app::{AppKind, AppScenario};
 use crate::cli::{PgVsSqliteArgs, secs};
 use crate::driver::{DriverConfig, RunStats, https_client, median, run_load};
 use crate::report::{Measurement, StoreSetup};
-use crate::scenarios::{Scenario, Target, TargetKind, WriteScenario};
+use crate::scenarios::{Target, TargetKind};
 use crate::server::DataDir;
 
 /// Per-request timeout of the load loops.
@@ -135,15 +136,7 @@ async fn measure_all(
             pid: Some(node.process.pid),
         })
         .collect();
-    let scenarios: Vec<Box<dyn Scenario>> = vec![
-        Box::new(WriteScenario { batch: 1, things: args.things }),
-        Box::new(AppScenario {
-            kind: AppKind::Read,
-            users: args.users,
-            things_per_user: 10,
-            things: (args.users * 10).clamp(1, 1000),
-        }),
-    ];
+    let scenarios = single_writes_and_app_reads(args.things, args.users);
     let config = DriverConfig {
         concurrency: args.concurrency,
         warmup: secs(args.warmup),
@@ -153,16 +146,7 @@ async fn measure_all(
     };
     let mut results = Vec::new();
     for scenario in &scenarios {
-        let mut workloads = Vec::new();
-        for target in &targets {
-            eprintln!("{}: setting up {}", target.label, scenario.name());
-            workloads.push(
-                scenario
-                    .setup(target)
-                    .await
-                    .with_context(|| format!("setting up {} on {}", scenario.name(), target.label))?,
-            );
-        }
+        let workloads = set_up_on_each(scenario.as_ref(), &targets).await?;
         let mut measurements = Vec::new();
         for round in 1..=common.rounds {
             let mut order: Vec<usize> = (0..targets.len()).collect();
