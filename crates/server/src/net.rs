@@ -526,11 +526,12 @@ fn log_end(remote: SocketAddr, result: Result<(), Box<dyn std::error::Error + Se
     }
 }
 
-/// `/v2/things/` is `/v2/things`: firmware sends trailing slashes. The API reference's page is
-/// `/docs/` (its files are relative to it), so that one keeps its slash.
+/// `/v2/things/` is `/v2/things`: firmware and the guide's examples send trailing slashes. Only
+/// the API's paths (`/v2/…`) are trimmed: the pages served beside it keep theirs (Swagger UI's
+/// files are relative to `/docs/`).
 fn normalize_path<B>(req: &mut http::Request<B>) {
     let path = req.uri().path();
-    if path.len() > 1 && path.ends_with('/') && path != "/docs/" {
+    if path.starts_with("/v2/") && path.ends_with('/') {
         let trimmed = path.trim_end_matches('/');
         let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
         let new = match req.uri().query() {
